@@ -1,0 +1,172 @@
+//! The error shape of the Deno Sandbox protocol (`ErrorObject`), used for
+//! every failed call so the SDKs can decode it into their own classes.
+
+use serde::{Deserialize, Serialize};
+use std::io;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorObject {
+    /// The class the SDK rebuilds: `NotFound`, `TypeError`, `Error`, ...
+    pub constructor_name: String,
+    pub message: String,
+    /// errno name (`ENOENT`), copied to `error.code` by the SDKs.
+    #[serde(default)]
+    pub code: Option<String>,
+}
+
+impl ErrorObject {
+    pub fn new(constructor: &str, message: impl Into<String>, code: Option<&str>) -> Self {
+        Self {
+            constructor_name: constructor.to_string(),
+            message: message.into(),
+            code: code.map(str::to_string),
+        }
+    }
+
+    /// Invalid arguments from the caller.
+    pub fn type_error(message: impl Into<String>) -> Self {
+        Self::new("TypeError", message, None)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new("NotFound", message, Some("ENOENT"))
+    }
+
+    /// An unknown or already-reaped pid. Both SDKs treat exactly this shape
+    /// as "process already exited".
+    pub fn no_such_process(pid: i64) -> Self {
+        Self::new(
+            "TypeError",
+            format!("no process with pid {pid}"),
+            Some("ENOENT"),
+        )
+    }
+
+    pub fn bad_resource(message: impl Into<String>) -> Self {
+        Self::new("BadResource", message, Some("EBADF"))
+    }
+
+    pub fn unknown_method(method: &str) -> Self {
+        Self::new(
+            "TypeError",
+            format!("unknown method {method:?}"),
+            Some("ENOSYS"),
+        )
+    }
+
+    /// Maps an OS error to the Deno error class and errno name, with a
+    /// message in Rust/Deno style (`No such file or directory (os error 2)`).
+    pub fn from_io(err: &io::Error) -> Self {
+        Self::from_io_with_context(err, None)
+    }
+
+    /// Like [`ErrorObject::from_io`], naming the operation and path:
+    /// `No such file or directory (os error 2): readFile '/x'`.
+    pub fn from_io_with_context(err: &io::Error, context: Option<&str>) -> Self {
+        let errno = err.raw_os_error();
+        let (class, code) = match errno {
+            Some(n) => (deno_class_for_errno(n), errno_name(n)),
+            None => match err.kind() {
+                io::ErrorKind::NotFound => ("NotFound", Some("ENOENT")),
+                io::ErrorKind::AlreadyExists => ("AlreadyExists", Some("EEXIST")),
+                io::ErrorKind::PermissionDenied => ("PermissionDenied", Some("EACCES")),
+                io::ErrorKind::InvalidInput => ("TypeError", Some("EINVAL")),
+                io::ErrorKind::InvalidData => ("InvalidData", None),
+                io::ErrorKind::UnexpectedEof => ("UnexpectedEof", None),
+                _ => ("Error", None),
+            },
+        };
+        let message = match context {
+            Some(ctx) => format!("{err}: {ctx}"),
+            None => err.to_string(),
+        };
+        Self::new(class, message, code)
+    }
+}
+
+fn deno_class_for_errno(errno: i32) -> &'static str {
+    match errno {
+        libc::ENOENT => "NotFound",
+        libc::EEXIST => "AlreadyExists",
+        libc::EACCES | libc::EPERM | libc::EROFS => "PermissionDenied",
+        libc::ENOTDIR => "NotADirectory",
+        libc::EISDIR => "IsADirectory",
+        libc::ELOOP => "FilesystemLoop",
+        libc::EBUSY | libc::ETXTBSY => "Busy",
+        libc::EAGAIN => "WouldBlock",
+        libc::EINTR => "Interrupted",
+        libc::EBADF => "BadResource",
+        libc::EPIPE => "BrokenPipe",
+        libc::EINVAL | libc::ENAMETOOLONG => "TypeError",
+        libc::ECONNREFUSED => "ConnectionRefused",
+        libc::ECONNRESET => "ConnectionReset",
+        libc::ETIMEDOUT => "TimedOut",
+        libc::ENOTSUP => "NotSupported",
+        _ => "Error",
+    }
+}
+
+/// The symbolic errno name, for the `code` field.
+pub fn errno_name(errno: i32) -> Option<&'static str> {
+    Some(match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::ESRCH => "ESRCH",
+        libc::EINTR => "EINTR",
+        libc::EIO => "EIO",
+        libc::E2BIG => "E2BIG",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::EXDEV => "EXDEV",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EISDIR => "EISDIR",
+        libc::EINVAL => "EINVAL",
+        libc::EMFILE => "EMFILE",
+        libc::ETXTBSY => "ETXTBSY",
+        libc::EFBIG => "EFBIG",
+        libc::ENOSPC => "ENOSPC",
+        libc::EROFS => "EROFS",
+        libc::EMLINK => "EMLINK",
+        libc::EPIPE => "EPIPE",
+        libc::ENAMETOOLONG => "ENAMETOOLONG",
+        libc::ENOSYS => "ENOSYS",
+        libc::ENOTEMPTY => "ENOTEMPTY",
+        libc::ELOOP => "ELOOP",
+        libc::ENOTSUP => "ENOTSUP",
+        libc::EDQUOT => "EDQUOT",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_map_to_deno_classes() {
+        let e = ErrorObject::from_io(&io::Error::from_raw_os_error(libc::ENOENT));
+        assert_eq!(e.constructor_name, "NotFound");
+        assert_eq!(e.code.as_deref(), Some("ENOENT"));
+        assert!(e.message.contains("os error 2"), "{}", e.message);
+        let e = ErrorObject::from_io_with_context(
+            &io::Error::from_raw_os_error(libc::EEXIST),
+            Some("mkdir '/a'"),
+        );
+        assert_eq!(e.constructor_name, "AlreadyExists");
+        assert!(e.message.ends_with("mkdir '/a'"));
+    }
+
+    #[test]
+    fn missing_file_never_looks_like_exited_process() {
+        let e = ErrorObject::from_io(&io::Error::from_raw_os_error(libc::ENOENT));
+        assert_ne!(e.constructor_name, "TypeError");
+    }
+}

@@ -1,0 +1,34 @@
+//! The protocol spoken between the airlock host side and the agent, PID 1 of
+//! every sandbox, over one inherited `SOCK_STREAM` unix socket.
+//!
+//! It multiplexes request/response calls and byte streams over one socket:
+//!
+//! ```text
+//! frame  = header payload
+//! header = len:u32be kind:u8 id:u32be       (len counts kind+id+payload)
+//! ```
+//!
+//! | kind   | id          | payload                                   | sender  |
+//! |--------|-------------|-------------------------------------------|---------|
+//! | Hello  | 0           | JSON [`Hello`]                            | agent, first frame |
+//! | Call   | call id     | JSON [`Call`] `{method, params}`          | host    |
+//! | Reply  | call id     | JSON `{"ok": v}` or `{"error": ErrorObject}` | agent |
+//! | Data   | stream id   | raw bytes (never empty)                   | either  |
+//! | End    | stream id   | empty: the sender's stream is finished    | either  |
+//! | Cancel | stream id   | empty: the receiver wants no more data    | either  |
+//!
+//! Stream ids are chosen by the side that sends the data, so the two
+//! directions have separate id spaces: `Data`/`End` name a stream of the
+//! sender, `Cancel` names a stream of the receiver.
+//!
+//! The call methods and their params deliberately mirror the Deno Sandbox
+//! JSON-RPC methods (`spawn`, `processWait`, `readFile`, ...), so the daemon
+//! forwards most calls unchanged; see `crates/agent/src/dispatch.rs`.
+
+mod codec;
+mod error;
+mod messages;
+
+pub use codec::{encode_frame, DecodeError, Decoder, Frame, FrameKind, HEADER_LEN, MAX_PAYLOAD};
+pub use error::ErrorObject;
+pub use messages::{Call, Hello, Reply, PROTOCOL_VERSION};

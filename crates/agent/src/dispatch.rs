@@ -1,0 +1,213 @@
+//! Routes frames from the host to the code that serves them.
+
+use crate::conn::Outbox;
+use crate::env::Env;
+use crate::fs::{self, FsState};
+use crate::process::{self, Ctx, Table};
+use crate::signals;
+use crate::streams::Streams;
+use agent_proto::{Call, ErrorObject, Frame, FrameKind, Reply};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Largest file content gathered from a stream for `writeFile`.
+const MAX_STREAMED_WRITE: usize = 1 << 30;
+
+#[derive(Clone)]
+pub struct Agent {
+    pub table: Arc<Table>,
+    pub env: Arc<Env>,
+    pub streams: Arc<Streams>,
+    pub fs: Arc<Mutex<FsState>>,
+    pub out: Outbox,
+    pub cwd: PathBuf,
+}
+
+impl Agent {
+    pub fn new(out: Outbox, cwd: PathBuf) -> Self {
+        Self {
+            table: Arc::new(Table::default()),
+            env: Arc::new(Env::from_process()),
+            streams: Arc::new(Streams::new()),
+            fs: Arc::new(Mutex::new(FsState::new())),
+            out,
+            cwd,
+        }
+    }
+
+    fn ctx(&self) -> Ctx {
+        Ctx {
+            table: self.table.clone(),
+            env: self.env.clone(),
+            streams: self.streams.clone(),
+            out: self.out.clone(),
+            cwd: self.cwd.clone(),
+        }
+    }
+
+    /// Handles one frame from the host. Never panics on bad input: a bad
+    /// call gets an error reply, bad stream frames are ignored.
+    pub fn on_frame(&self, frame: Frame) {
+        match frame.kind {
+            FrameKind::Call => {
+                let agent = self.clone();
+                tokio::spawn(async move {
+                    let reply = match serde_json::from_slice::<Call>(&frame.payload) {
+                        Ok(call) => agent.call(&call.method, call.params).await,
+                        Err(e) => Err(ErrorObject::type_error(format!("malformed call: {e}"))),
+                    };
+                    agent.out.reply(frame.id, Reply::from(reply)).await;
+                });
+            }
+            FrameKind::Data => {
+                if !frame.payload.is_empty() && !self.streams.push(frame.id, frame.payload) {
+                    let out = self.out.clone();
+                    tokio::spawn(async move { out.cancel(frame.id).await });
+                }
+            }
+            FrameKind::End => self.streams.finish(frame.id),
+            FrameKind::Cancel => self.streams.cancel_outbound(frame.id),
+            // Only the agent sends these.
+            FrameKind::Hello | FrameKind::Reply => {}
+        }
+    }
+
+    pub async fn call(&self, method: &str, params: Value) -> Result<Value, ErrorObject> {
+        let params = if params.is_null() { json!({}) } else { params };
+        if !params.is_object() {
+            return Err(ErrorObject::type_error(format!(
+                "{method}: params must be an object"
+            )));
+        }
+        match method {
+            "ping" => Ok(json!("pong")),
+            "spawn" => process::spawn(&self.ctx(), &params),
+            "processWait" => self.table.wait(process::pid_param(method, &params)?).await,
+            "processKill" => {
+                let pid = process::pid_param(method, &params)?;
+                let signal = match params.get("signal") {
+                    None | Some(Value::Null) => libc::SIGTERM,
+                    Some(Value::String(s)) => signals::parse(s).ok_or_else(|| {
+                        ErrorObject::type_error(format!("processKill: unknown signal {s:?}"))
+                    })?,
+                    Some(other) => {
+                        return Err(ErrorObject::type_error(format!(
+                            "processKill: signal must be a name, got {other}"
+                        )))
+                    }
+                };
+                self.table.kill(pid, signal)
+            }
+            "ptyResize" => {
+                let pid = process::pid_param(method, &params)?;
+                let dim = |k: &str| {
+                    params
+                        .get(k)
+                        .and_then(Value::as_u64)
+                        .and_then(|n| u16::try_from(n).ok())
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| {
+                            ErrorObject::type_error(format!("ptyResize: {k} must be 1..65535"))
+                        })
+                };
+                self.table.resize(pid, dim("rows")?, dim("cols")?)
+            }
+            "envGet" | "envSet" | "envDelete" | "envToObject" => {
+                self.env.call(method, &params).expect("env method")
+            }
+            "writeFile" | "writeTextFile"
+                if params.get("contentStreamId").is_some_and(|v| !v.is_null()) =>
+            {
+                self.write_from_stream(params).await
+            }
+            "walk" | "expandGlob" => self.walk(method, params).await,
+            _ => self.fs_call(method, params).await,
+        }
+    }
+
+    async fn fs_call(&self, method: &str, params: Value) -> Result<Value, ErrorObject> {
+        let fs = self.fs.clone();
+        let cwd = self.cwd.clone();
+        let method_owned = method.to_string();
+        let result = tokio::task::spawn_blocking(move || {
+            fs.lock()
+                .expect("fs lock")
+                .call(&method_owned, &params, &cwd)
+        })
+        .await
+        .map_err(|e| ErrorObject::new("Error", format!("{method} failed: {e}"), None))?;
+        result.unwrap_or_else(|| Err(ErrorObject::unknown_method(method)))
+    }
+
+    async fn write_from_stream(&self, params: Value) -> Result<Value, ErrorObject> {
+        let id = params
+            .get("contentStreamId")
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| {
+                ErrorObject::type_error("writeFile: contentStreamId must be a stream id")
+            })?;
+        let mut rx = self
+            .streams
+            .claim(id)
+            .ok_or_else(|| ErrorObject::bad_resource(format!("stream {id} is already in use")))?;
+        let mut content = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            if content.len() + chunk.len() > MAX_STREAMED_WRITE {
+                self.streams.forget(id);
+                self.out.cancel(id).await;
+                return Err(ErrorObject::new(
+                    "RangeError",
+                    format!(
+                        "writeFile: content exceeds {MAX_STREAMED_WRITE} bytes; use a file handle"
+                    ),
+                    Some("EFBIG"),
+                ));
+            }
+            content.extend_from_slice(&chunk);
+        }
+        self.streams.forget(id);
+        let cwd = self.cwd.clone();
+        tokio::task::spawn_blocking(move || fs::write_file_bytes(&params, &content, &cwd))
+            .await
+            .map_err(|e| ErrorObject::new("Error", format!("writeFile failed: {e}"), None))?
+    }
+
+    /// `walk`/`expandGlob`: replies `{streamId}`, then sends one JSON entry
+    /// per Data frame and an End.
+    async fn walk(&self, method: &str, params: Value) -> Result<Value, ErrorObject> {
+        let cwd = self.cwd.clone();
+        let is_walk = method == "walk";
+        let entries = tokio::task::spawn_blocking(move || {
+            if is_walk {
+                fs::walk(&params, &cwd)
+            } else {
+                fs::expand_glob(&params, &cwd)
+            }
+        })
+        .await
+        .map_err(|e| ErrorObject::new("Error", format!("{method} failed: {e}"), None))??;
+        let id = self.streams.new_outbound();
+        let out = self.out.clone();
+        let streams = self.streams.clone();
+        tokio::spawn(async move {
+            // Let the reply go out first.
+            tokio::task::yield_now().await;
+            for entry in entries {
+                if streams.is_cancelled(id) {
+                    break;
+                }
+                let bytes = serde_json::to_vec(&entry).expect("entry serializes");
+                if !out.data(id, &bytes).await {
+                    return;
+                }
+            }
+            if !streams.is_cancelled(id) {
+                out.end(id).await;
+            }
+            streams.done_outbound(id);
+        });
+        Ok(json!({ "streamId": id }))
+    }
+}

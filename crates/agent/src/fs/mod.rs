@@ -1,0 +1,112 @@
+//! Filesystem methods of the Deno Sandbox protocol (PROTOCOL.md §4.3–4.5),
+//! run by the agent inside the sandbox's mount namespace, so every path
+//! resolves inside the sandbox.
+//!
+//! - [`FsState::call`]: the 22 path-based methods and the 13 file-handle
+//!   methods, params as the JS and PY SDKs send them.
+//! - [`write_file_bytes`]: writeFile/writeTextFile whose content came on a
+//!   stream.
+//! - [`walk`], [`expand_glob`]: the entries the dispatcher streams back, one
+//!   JSON document per chunk.
+//!
+//! Bad params never panic: they are `TypeError`s naming the method and the
+//! param. OS errors keep their errno (`code`) and Deno class.
+
+mod glob;
+mod handles;
+mod info;
+mod jsregex;
+mod ops;
+mod params;
+mod paths;
+mod temp;
+mod time;
+mod walk;
+
+#[cfg(test)]
+mod tests;
+
+use agent_proto::ErrorObject;
+use base64::Engine;
+use params::Params;
+use serde_json::Value;
+use std::path::Path;
+
+/// The agent's file system state: the open file handles.
+pub struct FsState {
+    handles: handles::Handles,
+}
+
+impl Default for FsState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FsState {
+    pub fn new() -> Self {
+        Self {
+            handles: handles::Handles::new(),
+        }
+    }
+
+    /// Runs one fs method with its JSON params; relative paths resolve
+    /// against `cwd`. `None` when `method` is not one of the 35 methods
+    /// handled here (`walk`/`expandGlob` stream their results, so the
+    /// dispatcher calls [`walk`]/[`expand_glob`] for those).
+    ///
+    /// writeFile/writeTextFile with `contentStreamId` instead of `content`
+    /// answer `TypeError`: the dispatcher collects the stream and calls
+    /// [`write_file_bytes`].
+    pub fn call(
+        &mut self,
+        method: &str,
+        params: &Value,
+        cwd: &Path,
+    ) -> Option<Result<Value, ErrorObject>> {
+        if let Some(run) = ops::lookup(method) {
+            return Some(Params::new(method, params).and_then(|p| run(&p, cwd)));
+        }
+        let run = handles::lookup(method)?;
+        Some(Params::new(method, params).and_then(|p| run(&mut self.handles, &p, cwd)))
+    }
+}
+
+/// writeFile / writeTextFile when the content arrived on a stream. `params`
+/// are the call's params (`path`, options `{append, create, createNew, mode}`).
+pub fn write_file_bytes(params: &Value, bytes: &[u8], cwd: &Path) -> Result<Value, ErrorObject> {
+    let p = Params::new("writeFile", params)?;
+    ops::write_bytes(&p, bytes, cwd)
+}
+
+/// std/fs `walk`: the `WalkEntry` objects `{path, name, isFile, isDirectory,
+/// isSymlink}` in walk order. Options may be flat (JS) or under `options` (PY).
+pub fn walk(params: &Value, cwd: &Path) -> Result<Vec<Value>, ErrorObject> {
+    let p = Params::new("walk", params)?;
+    let root = p.str("path")?;
+    let Some(opts) = walk::options(&p)? else {
+        return Ok(Vec::new());
+    };
+    let entries = walk::walk(root, &opts, cwd)?;
+    Ok(entries.iter().map(walk::Entry::to_json).collect())
+}
+
+/// std/fs `expandGlob`: the matching `WalkEntry` objects, sorted by path.
+pub fn expand_glob(params: &Value, cwd: &Path) -> Result<Vec<Value>, ErrorObject> {
+    let p = Params::new("expandGlob", params)?;
+    let entries = glob::expand_glob(&p, cwd)?;
+    Ok(entries.iter().map(walk::Entry::to_json).collect())
+}
+
+/// Standard-alphabet base64, padding optional: JS decodes leniently, so a
+/// missing `=` from a hand-rolled client should not be an error either.
+fn base64_decode(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    use base64::engine::{
+        general_purpose::GeneralPurpose, DecodePaddingMode, GeneralPurposeConfig,
+    };
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    LENIENT.decode(s)
+}

@@ -1,0 +1,576 @@
+//! Processes started in the sandbox: spawn (pipes or a PTY), the PID 1
+//! reaper, wait, kill and PTY resize.
+//!
+//! As PID 1 the agent inherits every orphan of the sandbox, so one reaper
+//! (`waitpid(-1)` on SIGCHLD) collects all exits: statuses of processes the
+//! agent spawned are published to their waiters, the rest are discarded.
+//! Nothing else may call `wait` in this process (so no `tokio::process`).
+
+use crate::conn::{Outbox, CHUNK};
+use crate::env::{validate_name, Env};
+use crate::signals;
+use crate::streams::Streams;
+use agent_proto::ErrorObject;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::watch;
+
+/// How a process ended, in the shape of `processWait`'s result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitInfo {
+    pub code: i32,
+    pub signal: Option<i32>,
+}
+
+impl ExitInfo {
+    fn from_wait_status(status: i32) -> Self {
+        if libc::WIFSIGNALED(status) {
+            let sig = libc::WTERMSIG(status);
+            Self {
+                code: 128 + sig,
+                signal: Some(sig),
+            }
+        } else {
+            Self {
+                code: libc::WEXITSTATUS(status),
+                signal: None,
+            }
+        }
+    }
+
+    pub fn to_json(self) -> Value {
+        json!({
+            "success": self.code == 0 && self.signal.is_none(),
+            "code": self.code,
+            "signal": self.signal.map(signals::name),
+            // The agent cannot see its cgroup's OOM counter; the host fills
+            // this in when the process died of SIGKILL.
+            "oom": Value::Null,
+        })
+    }
+}
+
+struct Proc {
+    exit: watch::Receiver<Option<ExitInfo>>,
+    /// Output streams still open; the wait reply waits briefly for them.
+    outputs_done: watch::Receiver<usize>,
+    pty_master: Option<Arc<OwnedFd>>,
+}
+
+/// Every process the agent spawned and has not forgotten.
+#[derive(Default)]
+pub struct Table {
+    procs: Mutex<HashMap<i32, Proc>>,
+    /// Exit senders, keyed by pid, for the reaper.
+    senders: Mutex<HashMap<i32, watch::Sender<Option<ExitInfo>>>>,
+}
+
+/// How long a finished process's wait reply waits for its output streams to
+/// reach EOF (a background child may keep them open forever).
+const OUTPUT_GRACE: Duration = Duration::from_millis(200);
+
+impl Table {
+    /// Reaps every exited child; publishes the ones we spawned.
+    pub fn reap(&self) {
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid with a valid out pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                break;
+            }
+            if let Some(tx) = self.senders.lock().expect("table lock").remove(&pid) {
+                let _ = tx.send(Some(ExitInfo::from_wait_status(status)));
+            }
+        }
+    }
+
+    pub async fn wait(&self, pid: i32) -> Result<Value, ErrorObject> {
+        let (mut exit, mut outputs) = {
+            let procs = self.procs.lock().expect("table lock");
+            let p = procs
+                .get(&pid)
+                .ok_or_else(|| ErrorObject::no_such_process(pid as i64))?;
+            (p.exit.clone(), p.outputs_done.clone())
+        };
+        let info = loop {
+            if let Some(info) = *exit.borrow_and_update() {
+                break info;
+            }
+            if exit.changed().await.is_err() {
+                return Err(ErrorObject::no_such_process(pid as i64));
+            }
+        };
+        let _ = tokio::time::timeout(OUTPUT_GRACE, outputs.wait_for(|open| *open == 0)).await;
+        Ok(info.to_json())
+    }
+
+    pub fn kill(&self, pid: i32, signal: i32) -> Result<Value, ErrorObject> {
+        let exited = {
+            let procs = self.procs.lock().expect("table lock");
+            let p = procs
+                .get(&pid)
+                .ok_or_else(|| ErrorObject::no_such_process(pid as i64))?;
+            let exited = p.exit.borrow().is_some();
+            exited
+        };
+        if exited {
+            return Ok(Value::Null);
+        }
+        // SAFETY: sending a signal to a child we spawned and have not reaped
+        // (the reaper removes the sender before publishing the exit).
+        if unsafe { libc::kill(pid, signal) } < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::ESRCH) {
+                return Err(ErrorObject::from_io_with_context(&err, Some("processKill")));
+            }
+        }
+        Ok(Value::Null)
+    }
+
+    pub fn resize(&self, pid: i32, rows: u16, cols: u16) -> Result<Value, ErrorObject> {
+        let procs = self.procs.lock().expect("table lock");
+        let p = procs
+            .get(&pid)
+            .ok_or_else(|| ErrorObject::no_such_process(pid as i64))?;
+        let master = p
+            .pty_master
+            .as_ref()
+            .ok_or_else(|| ErrorObject::type_error(format!("process {pid} has no terminal")))?;
+        set_winsize(master.as_raw_fd(), rows, cols).map_err(|e| ErrorObject::from_io(&e))?;
+        Ok(Value::Null)
+    }
+}
+
+/// Everything `spawn` needs.
+pub struct Ctx {
+    pub table: Arc<Table>,
+    pub env: Arc<Env>,
+    pub streams: Arc<Streams>,
+    pub out: Outbox,
+    pub cwd: PathBuf,
+}
+
+#[derive(PartialEq)]
+enum Mode {
+    Piped,
+    Null,
+}
+
+fn mode(params: &Value, key: &str, default: Mode) -> Result<Mode, ErrorObject> {
+    match params.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::String(s)) if s == "piped" || s == "inherit" => Ok(Mode::Piped),
+        Some(Value::String(s)) if s == "null" => Ok(Mode::Null),
+        Some(other) => Err(ErrorObject::type_error(format!(
+            "spawn: {key} must be \"piped\", \"inherit\" or \"null\", got {other}"
+        ))),
+    }
+}
+
+fn string_list(params: &Value, key: &str) -> Result<Vec<String>, ErrorObject> {
+    match params.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str().map(str::to_string).ok_or_else(|| {
+                    ErrorObject::type_error(format!("spawn: {key} must be an array of strings"))
+                })
+            })
+            .collect(),
+        Some(_) => Err(ErrorObject::type_error(format!(
+            "spawn: {key} must be an array of strings"
+        ))),
+    }
+}
+
+fn env_overrides(params: &Value) -> Result<Vec<(String, String)>, ErrorObject> {
+    match params.get("env") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(k, v)| {
+                validate_name(k).map_err(|e| ErrorObject::type_error(format!("spawn: {e}")))?;
+                let v = v.as_str().ok_or_else(|| {
+                    ErrorObject::type_error(format!("spawn: env value of {k} must be a string"))
+                })?;
+                Ok((k.clone(), v.to_string()))
+            })
+            .collect(),
+        Some(_) => Err(ErrorObject::type_error(
+            "spawn: env must be an object of strings",
+        )),
+    }
+}
+
+/// A PTY request: `"pty": {"rows": 24, "cols": 80}`.
+fn pty_size(params: &Value) -> Result<Option<(u16, u16)>, ErrorObject> {
+    match params.get("pty") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(None),
+        Some(Value::Bool(true)) => Ok(Some((24, 80))),
+        Some(Value::Object(o)) => {
+            let dim = |k: &str, d: u16| -> Result<u16, ErrorObject> {
+                match o.get(k) {
+                    None | Some(Value::Null) => Ok(d),
+                    Some(v) => v
+                        .as_u64()
+                        .and_then(|n| u16::try_from(n).ok())
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| {
+                            ErrorObject::type_error(format!("spawn: pty.{k} must be 1..65535"))
+                        }),
+                }
+            };
+            Ok(Some((dim("rows", 24)?, dim("cols", 80)?)))
+        }
+        Some(_) => Err(ErrorObject::type_error(
+            "spawn: pty must be an object {rows, cols}",
+        )),
+    }
+}
+
+pub fn resolve(cwd: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        cwd.join(p)
+    }
+}
+
+/// `spawn`: starts a process; returns `{pid, stdoutStreamId, stderrStreamId}`.
+pub fn spawn(ctx: &Ctx, params: &Value) -> Result<Value, ErrorObject> {
+    let command = params
+        .get("command")
+        .and_then(Value::as_str)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| ErrorObject::type_error("spawn: missing string param \"command\""))?;
+    let args = string_list(params, "args")?;
+    let overrides = env_overrides(params)?;
+    let clear_env = params
+        .get("clearEnv")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let cwd = match params.get("cwd").and_then(Value::as_str) {
+        Some(c) => resolve(&ctx.cwd, c),
+        None => ctx.cwd.clone(),
+    };
+    let stdin_stream = match params.get("stdinStreamId") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    ErrorObject::type_error("spawn: stdinStreamId must be a stream id")
+                })?,
+        ),
+    };
+    let stdout = mode(params, "stdout", Mode::Piped)?;
+    let stderr = mode(params, "stderr", Mode::Piped)?;
+    let pty = pty_size(params)?;
+
+    let mut vars = if clear_env {
+        Default::default()
+    } else {
+        ctx.env.snapshot()
+    };
+    vars.extend(overrides);
+    let mut cmd = Command::new(command);
+    cmd.args(&args).env_clear().envs(&vars).current_dir(&cwd);
+    // The process leads its own session: signals to it do not reach the
+    // agent, and a PTY can become its controlling terminal.
+    let with_tty = pty.is_some();
+    // SAFETY: setsid and ioctl are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if with_tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+
+    let mut pty_master = None;
+    if let Some((rows, cols)) = pty {
+        let (master, slave) = open_pty(rows, cols)
+            .map_err(|e| ErrorObject::from_io_with_context(&e, Some("openpty")))?;
+        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| ErrorObject::from_io(&e));
+        cmd.stdin(Stdio::from(dup(&slave)?))
+            .stdout(Stdio::from(dup(&slave)?))
+            .stderr(Stdio::from(slave));
+        pty_master = Some(Arc::new(master));
+    } else {
+        cmd.stdin(if stdin_stream.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        cmd.stdout(if stdout == Mode::Piped {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        cmd.stderr(if stderr == Mode::Piped {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+    }
+
+    // Register before spawning so the reaper cannot miss a fast exit.
+    let (exit_tx, exit_rx) = watch::channel(None);
+    let mut child = {
+        let mut senders = ctx.table.senders.lock().expect("table lock");
+        let child = cmd.spawn().map_err(|e| spawn_error(command, &e))?;
+        senders.insert(child.id() as i32, exit_tx);
+        child
+    };
+    let pid = child.id() as i32;
+
+    let mut outputs: Vec<(u32, OwnedFd)> = Vec::new();
+    let mut stdout_id = Value::Null;
+    let mut stderr_id = Value::Null;
+    if let Some(master) = &pty_master {
+        let id = ctx.streams.new_outbound();
+        stdout_id = json!(id);
+        let fd = master.try_clone().map_err(|e| ErrorObject::from_io(&e))?;
+        outputs.push((id, fd));
+        if let Some(sid) = stdin_stream {
+            let fd = master.try_clone().map_err(|e| ErrorObject::from_io(&e))?;
+            pump_stdin(ctx, sid, fd);
+        }
+    } else {
+        if let Some(out) = child.stdout.take() {
+            let id = ctx.streams.new_outbound();
+            stdout_id = json!(id);
+            outputs.push((id, OwnedFd::from(out)));
+        }
+        if let Some(err) = child.stderr.take() {
+            let id = ctx.streams.new_outbound();
+            stderr_id = json!(id);
+            outputs.push((id, OwnedFd::from(err)));
+        }
+        if let (Some(stdin), Some(sid)) = (child.stdin.take(), stdin_stream) {
+            pump_stdin(ctx, sid, OwnedFd::from(stdin));
+        }
+    }
+    let (open_tx, open_rx) = watch::channel(outputs.len());
+    let open_tx = Arc::new(open_tx);
+    for (id, fd) in outputs {
+        pump_output(ctx, id, fd, open_tx.clone());
+    }
+    ctx.table.procs.lock().expect("table lock").insert(
+        pid,
+        Proc {
+            exit: exit_rx,
+            outputs_done: open_rx,
+            pty_master,
+        },
+    );
+    // The std Child is only a handle; the reaper collects the exit.
+    drop(child);
+    Ok(json!({"pid": pid, "stdoutStreamId": stdout_id, "stderrStreamId": stderr_id}))
+}
+
+fn spawn_error(command: &str, err: &io::Error) -> ErrorObject {
+    let mut e = ErrorObject::from_io_with_context(err, Some(&format!("spawn '{command}'")));
+    if err.kind() == io::ErrorKind::NotFound {
+        e.message = format!("Failed to spawn '{command}': No such file or directory (os error 2)");
+    }
+    e
+}
+
+/// Copies an output fd (pipe or PTY master) to an outbound stream until EOF.
+fn pump_output(ctx: &Ctx, id: u32, fd: OwnedFd, open: Arc<watch::Sender<usize>>) {
+    let out = ctx.out.clone();
+    let streams = ctx.streams.clone();
+    tokio::spawn(async move {
+        if let Ok(reader) = AsyncReader::new(fd) {
+            let mut reader = reader;
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => break, // EIO is a PTY's EOF
+                    Ok(n) => {
+                        if streams.is_cancelled(id) {
+                            continue; // keep draining so the writer never blocks
+                        }
+                        if !out.data(id, &buf[..n]).await {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if !streams.is_cancelled(id) {
+            out.end(id).await;
+        }
+        streams.done_outbound(id);
+        open.send_modify(|n| *n = n.saturating_sub(1));
+    });
+}
+
+/// Copies inbound stream `sid` into the process's stdin (or PTY master);
+/// closes it at the stream's end.
+fn pump_stdin(ctx: &Ctx, sid: u32, fd: OwnedFd) {
+    let streams = ctx.streams.clone();
+    let out = ctx.out.clone();
+    tokio::spawn(async move {
+        let Some(mut rx) = streams.claim(sid) else {
+            return;
+        };
+        let mut writer = match AsyncWriter::new(fd) {
+            Ok(w) => w,
+            Err(_) => return,
+        };
+        while let Some(chunk) = rx.recv().await {
+            if writer.write_all(&chunk).await.is_err() {
+                // The process closed its stdin: tell the host to stop.
+                out.cancel(sid).await;
+                break;
+            }
+        }
+        streams.forget(sid);
+    });
+}
+
+/// Non-blocking async reads on a pipe or PTY fd.
+struct AsyncReader(AsyncFd<OwnedFd>);
+struct AsyncWriter(AsyncFd<OwnedFd>);
+
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: fcntl on an fd we own.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd keeps its fd open and unchanged for as long as the
+    // AsyncFd that owns it lives.
+    unsafe { AsyncFd::register(fd) }.map_err(|e| io::Error::other(e.to_string()))
+}
+
+impl AsyncReader {
+    fn new(fd: OwnedFd) -> io::Result<Self> {
+        set_nonblocking(&fd)?;
+        Ok(Self(register(fd)?))
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let mut guard = self.0.readable().await?;
+            let res = guard.try_io(|fd| {
+                // SAFETY: reading into a valid buffer.
+                let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            if let Ok(r) = res {
+                return r;
+            }
+        }
+    }
+}
+
+impl AsyncWriter {
+    fn new(fd: OwnedFd) -> io::Result<Self> {
+        set_nonblocking(&fd)?;
+        Ok(Self(register(fd)?))
+    }
+
+    async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let mut guard = self.0.writable().await?;
+            let res = guard.try_io(|fd| {
+                // SAFETY: writing from a valid buffer.
+                let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            if let Ok(r) = res {
+                data = &data[r?..];
+            }
+        }
+        Ok(())
+    }
+}
+
+fn open_pty(rows: u16, cols: u16) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut master = 0;
+    let mut slave = 0;
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty with valid out pointers and a winsize.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &ws,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openpty returned two new fds that we now own.
+    let (m, s) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    for fd in [&m, &s] {
+        // SAFETY: setting FD_CLOEXEC on fds we own.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok((m, s))
+}
+
+fn set_winsize(fd: i32, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ with a valid winsize.
+    if unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Parses `{pid}` params.
+pub fn pid_param(method: &str, params: &Value) -> Result<i32, ErrorObject> {
+    params
+        .get("pid")
+        .and_then(Value::as_i64)
+        .and_then(|p| i32::try_from(p).ok())
+        .filter(|p| *p > 0)
+        .ok_or_else(|| {
+            ErrorObject::type_error(format!("{method}: missing positive integer param \"pid\""))
+        })
+}

@@ -1,0 +1,131 @@
+//! Byte streams in both directions.
+//!
+//! Inbound (host → agent, ids chosen by the host): data may arrive before
+//! the call that consumes it (e.g. stdin before `spawn`), so it is buffered
+//! per id until a consumer claims it. Outbound (agent → host, ids chosen
+//! here): a counter, and a set of ids the host has cancelled.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use tokio::sync::mpsc;
+
+/// Unclaimed inbound streams kept at most; more is a misbehaving host.
+const MAX_UNCLAIMED: usize = 4096;
+
+struct Inbound {
+    tx: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    rx: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
+}
+
+impl Inbound {
+    fn new() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            tx: Some(tx),
+            rx: Some(rx),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Streams {
+    inbound: Mutex<HashMap<u32, Inbound>>,
+    next_out: AtomicU32,
+    cancelled: Mutex<HashSet<u32>>,
+}
+
+impl Streams {
+    pub fn new() -> Self {
+        Self {
+            next_out: AtomicU32::new(1),
+            ..Default::default()
+        }
+    }
+
+    /// Data for inbound stream `id`. Returns false if the stream table is
+    /// full and the data was dropped.
+    pub fn push(&self, id: u32, data: Vec<u8>) -> bool {
+        let mut map = self.inbound.lock().expect("streams lock");
+        if !map.contains_key(&id) && map.len() >= MAX_UNCLAIMED {
+            return false;
+        }
+        let entry = map.entry(id).or_insert_with(Inbound::new);
+        if let Some(tx) = &entry.tx {
+            let _ = tx.send(data);
+        }
+        true
+    }
+
+    /// The host finished inbound stream `id`.
+    pub fn finish(&self, id: u32) {
+        let mut map = self.inbound.lock().expect("streams lock");
+        let entry = map.entry(id).or_insert_with(Inbound::new);
+        entry.tx = None;
+        if entry.rx.is_none() {
+            map.remove(&id);
+        }
+    }
+
+    /// Takes the receiving end of inbound stream `id` (once).
+    pub fn claim(&self, id: u32) -> Option<mpsc::UnboundedReceiver<Vec<u8>>> {
+        let mut map = self.inbound.lock().expect("streams lock");
+        let entry = map.entry(id).or_insert_with(Inbound::new);
+        let rx = entry.rx.take();
+        if entry.tx.is_none() {
+            map.remove(&id);
+        }
+        rx
+    }
+
+    /// Drops a claimed stream's sender side once its consumer is done.
+    pub fn forget(&self, id: u32) {
+        self.inbound.lock().expect("streams lock").remove(&id);
+    }
+
+    pub fn new_outbound(&self) -> u32 {
+        self.next_out.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn cancel_outbound(&self, id: u32) {
+        self.cancelled.lock().expect("streams lock").insert(id);
+    }
+
+    pub fn is_cancelled(&self, id: u32) -> bool {
+        self.cancelled.lock().expect("streams lock").contains(&id)
+    }
+
+    pub fn done_outbound(&self, id: u32) {
+        self.cancelled.lock().expect("streams lock").remove(&id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn data_before_claim_is_kept() {
+        let s = Streams::new();
+        assert!(s.push(5, b"ab".to_vec()));
+        s.finish(5);
+        let mut rx = s.claim(5).unwrap();
+        assert_eq!(rx.recv().await.unwrap(), b"ab");
+        assert!(rx.recv().await.is_none());
+        assert!(
+            s.claim(5).is_some(),
+            "a finished, claimed stream is forgotten"
+        );
+    }
+
+    #[test]
+    fn outbound_ids_are_unique() {
+        let s = Streams::new();
+        let a = s.new_outbound();
+        let b = s.new_outbound();
+        assert_ne!(a, b);
+        s.cancel_outbound(a);
+        assert!(s.is_cancelled(a));
+        assert!(!s.is_cancelled(b));
+    }
+}

@@ -1,0 +1,208 @@
+//! The host side of the agent protocol: calls with replies, and byte
+//! streams in both directions, over the sandbox's socket.
+
+use agent_proto::{encode_frame, Call, Decoder, ErrorObject, FrameKind, Hello, Reply, MAX_PAYLOAD};
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+/// How long a fresh agent may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<Reply>>>>;
+
+/// Agent → host streams, buffered per id until someone takes them.
+#[derive(Default)]
+struct Inbound {
+    map: HashMap<
+        u32,
+        (
+            Option<mpsc::UnboundedSender<Vec<u8>>>,
+            Option<mpsc::UnboundedReceiver<Vec<u8>>>,
+        ),
+    >,
+}
+
+impl Inbound {
+    fn entry(
+        &mut self,
+        id: u32,
+    ) -> &mut (
+        Option<mpsc::UnboundedSender<Vec<u8>>>,
+        Option<mpsc::UnboundedReceiver<Vec<u8>>>,
+    ) {
+        self.map.entry(id).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct AgentClient {
+    out: mpsc::Sender<Vec<u8>>,
+    pending: Pending,
+    inbound: Arc<Mutex<Inbound>>,
+    next_call: Arc<AtomicU32>,
+    next_stream: Arc<AtomicU32>,
+}
+
+impl AgentClient {
+    /// Takes over the agent socket and waits for the agent's hello.
+    pub async fn connect(sock: std::os::unix::net::UnixStream) -> Result<(Self, Hello)> {
+        sock.set_nonblocking(true).context("agent socket")?;
+        let sock = tokio::net::UnixStream::from_std(sock).context("agent socket")?;
+        let (mut reader, mut writer) = sock.into_split();
+        let (out, mut rx) = mpsc::channel::<Vec<u8>>(256);
+        tokio::spawn(async move {
+            while let Some(buf) = rx.recv().await {
+                if writer.write_all(&buf).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let pending: Pending = Arc::default();
+        let inbound: Arc<Mutex<Inbound>> = Arc::default();
+        let (hello_tx, hello_rx) = oneshot::channel();
+        {
+            let pending = pending.clone();
+            let inbound = inbound.clone();
+            tokio::spawn(async move {
+                let mut hello_tx = Some(hello_tx);
+                let mut decoder = Decoder::new();
+                let mut buf = vec![0u8; 256 * 1024];
+                while let Ok(n) = reader.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    decoder.feed(&buf[..n]);
+                    while let Ok(Some(frame)) = decoder.next_frame() {
+                        match frame.kind {
+                            FrameKind::Hello => {
+                                if let (Some(tx), Ok(h)) = (
+                                    hello_tx.take(),
+                                    serde_json::from_slice::<Hello>(&frame.payload),
+                                ) {
+                                    let _ = tx.send(h);
+                                }
+                            }
+                            FrameKind::Reply => {
+                                let reply = serde_json::from_slice::<Reply>(&frame.payload)
+                                    .unwrap_or_else(|e| {
+                                        Reply::Error(ErrorObject::new(
+                                            "Error",
+                                            format!("malformed agent reply: {e}"),
+                                            None,
+                                        ))
+                                    });
+                                if let Some(tx) = pending.lock().expect("pending").remove(&frame.id)
+                                {
+                                    let _ = tx.send(reply);
+                                }
+                            }
+                            FrameKind::Data => {
+                                let mut inb = inbound.lock().expect("inbound");
+                                if let Some(tx) = &inb.entry(frame.id).0 {
+                                    let _ = tx.send(frame.payload);
+                                }
+                            }
+                            FrameKind::End => {
+                                inbound.lock().expect("inbound").entry(frame.id).0 = None;
+                            }
+                            // The agent wants no more of one of our streams;
+                            // writers notice when their sends are ignored.
+                            FrameKind::Cancel | FrameKind::Call => {}
+                        }
+                    }
+                }
+                // Connection gone: fail every waiting call.
+                pending.lock().expect("pending").clear();
+                for (tx, _) in inbound.lock().expect("inbound").map.values_mut() {
+                    *tx = None;
+                }
+            });
+        }
+        let hello = tokio::time::timeout(HELLO_TIMEOUT, hello_rx)
+            .await
+            .map_err(|_| anyhow!("the sandbox agent did not start within {HELLO_TIMEOUT:?}"))?
+            .map_err(|_| anyhow!("the sandbox agent exited before saying hello"))?;
+        if hello.version != agent_proto::PROTOCOL_VERSION {
+            bail!(
+                "sandbox agent speaks protocol {}, this airlock speaks {}: rebuild the agent",
+                hello.version,
+                agent_proto::PROTOCOL_VERSION
+            );
+        }
+        let client = Self {
+            out,
+            pending,
+            inbound,
+            next_call: Arc::new(AtomicU32::new(1)),
+            next_stream: Arc::new(AtomicU32::new(1)),
+        };
+        Ok((client, hello))
+    }
+
+    async fn send(&self, kind: FrameKind, id: u32, payload: &[u8]) -> Result<()> {
+        let mut buf = Vec::with_capacity(payload.len() + agent_proto::HEADER_LEN);
+        encode_frame(kind, id, payload, &mut buf);
+        self.out
+            .send(buf)
+            .await
+            .map_err(|_| anyhow!("the sandbox agent connection is closed"))
+    }
+
+    /// Calls `method`; the outer error is a transport failure, the inner
+    /// one the call's own error.
+    pub async fn call(
+        &self,
+        method: &str,
+        params: Value,
+    ) -> Result<std::result::Result<Value, ErrorObject>> {
+        let id = self.next_call.fetch_add(1, Ordering::Relaxed);
+        let payload = serde_json::to_vec(&Call {
+            method: method.to_string(),
+            params,
+        })?;
+        if payload.len() > MAX_PAYLOAD {
+            bail!(
+                "{method}: request of {} bytes exceeds the {MAX_PAYLOAD} byte limit",
+                payload.len()
+            );
+        }
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().expect("pending").insert(id, tx);
+        self.send(FrameKind::Call, id, &payload).await?;
+        let reply = rx
+            .await
+            .map_err(|_| anyhow!("the sandbox agent closed the connection during {method}"))?;
+        Ok(reply.into_result())
+    }
+
+    /// A new host → agent stream id.
+    pub fn open_stream(&self) -> u32 {
+        self.next_stream.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub async fn send_data(&self, id: u32, data: &[u8]) -> Result<()> {
+        for chunk in data.chunks(64 * 1024) {
+            self.send(FrameKind::Data, id, chunk).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn send_end(&self, id: u32) -> Result<()> {
+        self.send(FrameKind::End, id, &[]).await
+    }
+
+    /// The receiving end of agent → host stream `id`; `None` from it means
+    /// the stream ended.
+    pub fn take_stream(&self, id: u32) -> Option<mpsc::UnboundedReceiver<Vec<u8>>> {
+        self.inbound.lock().expect("inbound").entry(id).1.take()
+    }
+}

@@ -1,0 +1,18 @@
+pub mod image;
+pub mod run;
+
+use anyhow::Result;
+
+/// `airlock reap`: releases what dead airlock processes left behind.
+pub fn reap() -> Result<i32> {
+    let report = jail::reap_leftovers(&jail::JailPaths::default())?;
+    println!(
+        "reaped {} sandbox(es); {} still owned by live processes",
+        report.reaped.len(),
+        report.live.len()
+    );
+    for id in report.reaped {
+        println!("  {id}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,322 @@
+//! `airlock run`: one command in a fresh sandbox, streamed like a local
+//! process, then the sandbox is removed.
+
+use crate::agent_client::AgentClient;
+use crate::{agent_exe, sandbox_env};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use jail::{Limits, Sandbox, SandboxSpec};
+use serde_json::{json, Value};
+use std::io::{IsTerminal, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Exit code when `--timeout` kills the sandbox (as GNU `timeout` does).
+pub const EXIT_TIMEOUT: i32 = 124;
+
+#[derive(Args, Debug)]
+#[command(trailing_var_arg = true)]
+pub struct RunArgs {
+    /// Memory limit (e.g. 512M, 2G). The sandbox is OOM-killed past it.
+    #[arg(long, default_value = "1280M", value_parser = jail::parse_size)]
+    memory: u64,
+    /// CPU quota in cores (e.g. 0.5, 2).
+    #[arg(long, default_value_t = 2.0)]
+    cpus: f64,
+    /// Size of the sandbox's writable disk layer.
+    #[arg(long, default_value = "2G", value_parser = jail::parse_size)]
+    disk: u64,
+    /// Maximum number of processes and threads.
+    #[arg(long, default_value_t = 1024)]
+    pids: u64,
+    /// Kill the sandbox after this long (e.g. 30s, 5m).
+    #[arg(long, default_value = "5m", value_parser = jail::parse_duration)]
+    timeout: Duration,
+    /// Extra environment variable for the command (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "K=V", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Working directory inside the sandbox.
+    #[arg(long, short = 'w', default_value = sandbox_env::WORKDIR)]
+    workdir: String,
+    /// Image to run in (built on first use).
+    #[arg(long, default_value = "default")]
+    image: String,
+    /// Keep stdin open (stdin is always forwarded; accepted for docker habits).
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Give the command a terminal (PTY).
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// The command and its arguments.
+    #[arg(required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--env {s:?}: expected K=V"))?;
+    if k.is_empty() || k.contains('\0') || v.contains('\0') {
+        return Err(format!("--env {s:?}: invalid variable name or value"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+pub fn main(data_dir: &Path, args: RunArgs) -> Result<i32> {
+    if !(0.01..=1024.0).contains(&args.cpus) {
+        bail!("--cpus must be between 0.01 and 1024, got {}", args.cpus);
+    }
+    let limits = Limits {
+        memory_bytes: args.memory,
+        cpu_millis: (args.cpus * 1000.0).round() as u64,
+        pids: args.pids,
+        disk_bytes: args.disk,
+        ..Limits::default()
+    };
+    limits.validate()?;
+    let store = image::ImageStore::new(data_dir);
+    let image = store.ensure(&args.image, &mut crate::cli::image::print_progress)?;
+    let paths = jail::JailPaths::default();
+    jail::reap_leftovers(&paths).context("releasing sandboxes left by dead airlock processes")?;
+    let term = args
+        .tty
+        .then(|| std::env::var("TERM").unwrap_or_else(|_| "xterm".into()));
+    let spec = SandboxSpec {
+        id: new_id(),
+        image_rootfs: image.rootfs,
+        agent_exe: agent_exe::locate()?,
+        paths,
+        limits,
+        env: sandbox_env::agent_env(&args.workdir, term.as_deref()),
+        hostname: "sandbox".into(),
+    };
+    let mut sandbox = Sandbox::create(&spec).context("creating the sandbox")?;
+    let sock = sandbox
+        .take_agent_socket()
+        .ok_or_else(|| anyhow!("agent socket already taken"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let outcome = rt.block_on(drive(&args, sock, &sandbox));
+    let usage = sandbox.usage();
+    drop(rt);
+    sandbox.destroy().context("removing the sandbox")?;
+    let outcome = outcome?;
+    Ok(match outcome {
+        Outcome::Exited { code, signal } => {
+            if signal.as_deref() == Some("SIGKILL") && usage.oom_kills > 0 {
+                eprintln!(
+                    "airlock: the command was killed: out of memory (limit {}M)",
+                    args.memory >> 20
+                );
+            }
+            code
+        }
+        Outcome::TimedOut => {
+            eprintln!(
+                "airlock: timed out after {:?}; the sandbox was killed",
+                args.timeout
+            );
+            EXIT_TIMEOUT
+        }
+    })
+}
+
+fn new_id() -> String {
+    let mut bytes = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("run-{hex}")
+}
+
+enum Outcome {
+    Exited { code: i32, signal: Option<String> },
+    TimedOut,
+}
+
+async fn drive(
+    args: &RunArgs,
+    sock: std::os::unix::net::UnixStream,
+    _sandbox: &Sandbox,
+) -> Result<Outcome> {
+    let (client, _hello) = AgentClient::connect(sock).await?;
+    let stdin_id = client.open_stream();
+    let env: serde_json::Map<String, Value> = args
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    let mut params = json!({
+        "command": args.command[0],
+        "args": &args.command[1..],
+        "env": env,
+        "cwd": args.workdir,
+        "stdinStreamId": stdin_id,
+        "stdout": "piped",
+        "stderr": "piped",
+    });
+    let _raw = if args.tty {
+        let (rows, cols) = terminal_size().unwrap_or((24, 80));
+        params["pty"] = json!({"rows": rows, "cols": cols});
+        RawMode::enable()
+    } else {
+        None
+    };
+    let spawned = client
+        .call("spawn", params)
+        .await?
+        .map_err(|e| anyhow!("{}: {}", args.command[0], e.message))?;
+    let pid = spawned["pid"]
+        .as_i64()
+        .ok_or_else(|| anyhow!("agent returned no pid"))?;
+
+    let mut copies = Vec::new();
+    for (key, to_stderr) in [("stdoutStreamId", false), ("stderrStreamId", true)] {
+        if let Some(id) = spawned[key].as_u64() {
+            let mut rx = client
+                .take_stream(id as u32)
+                .ok_or_else(|| anyhow!("stream taken twice"))?;
+            copies.push(tokio::spawn(async move {
+                while let Some(chunk) = rx.recv().await {
+                    let res = if to_stderr {
+                        let mut e = std::io::stderr().lock();
+                        e.write_all(&chunk).and_then(|()| e.flush())
+                    } else {
+                        let mut o = std::io::stdout().lock();
+                        o.write_all(&chunk).and_then(|()| o.flush())
+                    };
+                    if res.is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+    }
+    tokio::spawn(forward_stdin(client.clone(), stdin_id));
+    if args.tty {
+        tokio::spawn(forward_resizes(client.clone(), pid));
+    }
+    tokio::spawn(forward_signals(client.clone(), pid));
+
+    let waited = tokio::time::timeout(
+        args.timeout,
+        client.call("processWait", json!({"pid": pid})),
+    )
+    .await;
+    let status = match waited {
+        Err(_) => return Ok(Outcome::TimedOut),
+        Ok(r) => r?.map_err(|e| anyhow!("waiting for the command: {}", e.message))?,
+    };
+    // Output still in flight: give it a moment to land.
+    for c in copies {
+        let _ = tokio::time::timeout(Duration::from_secs(1), c).await;
+    }
+    Ok(Outcome::Exited {
+        code: status["code"].as_i64().unwrap_or(1) as i32,
+        signal: status["signal"].as_str().map(str::to_string),
+    })
+}
+
+async fn forward_stdin(client: AgentClient, id: u32) {
+    let mut stdin = tokio::io::stdin();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stdin.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if client.send_data(id, &buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = client.send_end(id).await;
+}
+
+/// Ctrl-C and friends go to the command, as if it ran locally.
+async fn forward_signals(client: AgentClient, pid: i64) {
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return;
+    };
+    loop {
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+            _ = hup.recv() => "SIGHUP",
+        };
+        let _ = client
+            .call("processKill", json!({"pid": pid, "signal": name}))
+            .await;
+    }
+}
+
+async fn forward_resizes(client: AgentClient, pid: i64) {
+    let Ok(mut winch) = signal(SignalKind::window_change()) else {
+        return;
+    };
+    while winch.recv().await.is_some() {
+        if let Some((rows, cols)) = terminal_size() {
+            let _ = client
+                .call("ptyResize", json!({"pid": pid, "rows": rows, "cols": cols}))
+                .await;
+        }
+    }
+}
+
+fn terminal_size() -> Option<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ fills a valid winsize.
+    let r = unsafe { libc::ioctl(std::io::stdout().as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    (r == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+/// The local terminal in raw mode for `-t`, restored on drop.
+struct RawMode {
+    saved: libc::termios,
+}
+
+impl RawMode {
+    fn enable() -> Option<Self> {
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            return None;
+        }
+        let fd = stdin.as_raw_fd();
+        // SAFETY: termios calls on a terminal fd with valid structs.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(fd, &mut t) != 0 {
+                return None;
+            }
+            let saved = t;
+            libc::cfmakeraw(&mut t);
+            if libc::tcsetattr(fd, libc::TCSANOW, &t) != 0 {
+                return None;
+            }
+            Some(Self { saved })
+        }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        // SAFETY: restoring the saved termios on stdin.
+        unsafe {
+            libc::tcsetattr(std::io::stdin().as_raw_fd(), libc::TCSANOW, &self.saved);
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! On-host state of sandboxes, and recovery after a crash.
+//!
+//! Each sandbox has `STATE/sandboxes/<id>/` holding empty mount points and
+//! an `owner.lock` that its owner keeps `flock`ed for the sandbox's life.
+//! A lock that can be taken means the owner died: [`reap_leftovers`] then
+//! kills what is left in the sandbox's cgroup and removes both.
+
+use crate::cgroup::{self, Cgroup};
+use crate::JailError;
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the jail keeps per-sandbox state on the host.
+#[derive(Debug, Clone)]
+pub struct JailPaths {
+    pub state: PathBuf,
+}
+
+impl Default for JailPaths {
+    fn default() -> Self {
+        // /run is a tmpfs: a reboot clears it, together with the cgroups.
+        Self {
+            state: PathBuf::from("/run/airlock"),
+        }
+    }
+}
+
+impl JailPaths {
+    pub fn sandboxes(&self) -> PathBuf {
+        self.state.join("sandboxes")
+    }
+
+    pub fn sandbox(&self, id: &str) -> PathBuf {
+        self.sandboxes().join(id)
+    }
+
+    pub fn uid_slots(&self) -> PathBuf {
+        self.state.join("uid-slots")
+    }
+}
+
+/// Creates the sandbox's state dir and takes its owner lock.
+pub(crate) fn claim(paths: &JailPaths, id: &str) -> Result<(PathBuf, File), JailError> {
+    let dir = paths.sandbox(id);
+    fs::create_dir_all(&dir).map_err(|e| JailError::path("creating", &dir, e))?;
+    let lock = lock_file(&dir)?;
+    if !try_lock(&lock) {
+        return Err(JailError::path(
+            "claiming",
+            &dir,
+            std::io::Error::other("another live process owns a sandbox with this id"),
+        ));
+    }
+    Ok((dir, lock))
+}
+
+fn lock_file(dir: &Path) -> Result<File, JailError> {
+    let path = dir.join("owner.lock");
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| JailError::path("opening", &path, e))
+}
+
+fn try_lock(file: &File) -> bool {
+    // SAFETY: flock on an fd we own.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// Removes a sandbox's state dir. Its mount points are empty on the host
+/// (the mounts live only in the sandbox's mount namespace).
+pub(crate) fn remove_dir(dir: &Path) -> Result<(), JailError> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(JailError::path("removing", dir, e)),
+    }
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReapReport {
+    /// Ids of sandboxes whose owner had died and which were cleaned up.
+    pub reaped: Vec<String>,
+    /// Ids still owned by a live process (left alone).
+    pub live: Vec<String>,
+}
+
+/// Releases everything left by sandboxes whose owning process died: their
+/// processes, cgroups and state dirs. Sandboxes of live owners (another
+/// `airlock` process) are left alone.
+pub fn reap_leftovers(paths: &JailPaths) -> Result<ReapReport, JailError> {
+    let mut report = ReapReport::default();
+    let dir = paths.sandboxes();
+    let mut with_state = Vec::new();
+    if let Ok(entries) = fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            with_state.push(id.clone());
+            let lock = lock_file(&path)?;
+            if !try_lock(&lock) {
+                report.live.push(id);
+                continue;
+            }
+            release(&id)?;
+            remove_dir(&path)?;
+            report.reaped.push(id);
+        }
+    }
+    // A cgroup without a state dir: its owner died between removing the
+    // state dir and the cgroup, or never got to write the state dir.
+    for id in cgroup::list_names() {
+        if !with_state.contains(&id) {
+            release(&id)?;
+            report.reaped.push(id);
+        }
+    }
+    report.reaped.sort();
+    Ok(report)
+}
+
+fn release(id: &str) -> Result<(), JailError> {
+    let cg = Cgroup::named(id);
+    if cg.exists() {
+        cg.kill_all();
+        cg.remove(Duration::from_secs(5))?;
+    }
+    Ok(())
+}

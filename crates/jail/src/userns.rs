@@ -1,0 +1,103 @@
+//! Creates a sandbox's user namespace before any sandbox process exists.
+//!
+//! The idmapped mount of the image needs the namespace's fd while the
+//! sandbox's first process is still host root (only host root may idmap an
+//! ext4 mount), so the namespace is made by a short-lived holder process:
+//! it unshares a user namespace and waits; we write its uid/gid maps, keep
+//! an fd to the namespace, and let it exit. The namespace lives on through
+//! the fd.
+
+use crate::sys;
+use crate::uidpool::RANGE;
+use crate::JailError;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// Returns an fd of a new user namespace mapping 0..RANGE to
+/// `host_base..host_base+RANGE` for both uids and gids.
+pub fn create(host_base: u32) -> Result<OwnedFd, JailError> {
+    let (ready_r, ready_w) = pipe()?;
+    let (go_r, go_w) = pipe()?;
+    // SAFETY: the child only makes raw syscalls (unshare, write, read, _exit)
+    // and touches no locks or allocator state of the parent.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(JailError::io(
+            "fork (user namespace holder)",
+            io::Error::last_os_error(),
+        ));
+    }
+    if pid == 0 {
+        // SAFETY: raw syscalls only; see above.
+        unsafe {
+            // Our copies of the parent's ends would keep the pipes open.
+            libc::close(ready_r);
+            libc::close(go_w);
+            let ok: u8 = if libc::unshare(libc::CLONE_NEWUSER) == 0 {
+                1
+            } else {
+                0
+            };
+            libc::write(ready_w, (&ok as *const u8).cast(), 1);
+            let mut b = 0u8;
+            libc::read(go_r, (&mut b as *mut u8).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    sys::close(ready_w);
+    sys::close(go_r);
+    let result = map_and_open(pid, host_base, ready_r);
+    sys::close(ready_r);
+    sys::close(go_w); // lets the holder exit
+    reap(pid);
+    result
+}
+
+fn map_and_open(pid: libc::pid_t, host_base: u32, ready_r: RawFd) -> Result<OwnedFd, JailError> {
+    let mut ok = [0u8; 1];
+    let n = sys::read_full(ready_r, &mut ok)
+        .map_err(|e| JailError::io("waiting for user namespace holder", e))?;
+    if n != 1 || ok[0] != 1 {
+        return Err(JailError::Setup {
+            step: "unshare(CLONE_NEWUSER)",
+            source: io::Error::other(
+                "the kernel refused to create a user namespace (is user.max_user_namespaces 0?)",
+            ),
+        });
+    }
+    let map = format!("0 {host_base} {RANGE}\n");
+    for file in ["uid_map", "gid_map"] {
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, &map).map_err(|e| JailError::path("writing", &path, e))?;
+    }
+    let ns_path = format!("/proc/{pid}/ns/user");
+    let file =
+        std::fs::File::open(&ns_path).map_err(|e| JailError::path("opening", &ns_path, e))?;
+    Ok(OwnedFd::from(file))
+}
+
+fn pipe() -> Result<(RawFd, RawFd), JailError> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid 2-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(JailError::io("pipe2", io::Error::last_os_error()));
+    }
+    Ok((fds[0], fds[1]))
+}
+
+fn reap(pid: libc::pid_t) {
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            break;
+        }
+    }
+}
+
+/// Wraps a raw fd returned by a syscall.
+pub(crate) fn owned(fd: RawFd) -> OwnedFd {
+    // SAFETY: the caller passes a freshly created fd that nothing else owns.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
