@@ -1,13 +1,6 @@
 #!/usr/bin/env bash
-# Builds airlock and its static agent (PID 1 of every sandbox).
-# The agent is linked statically so it runs in any root filesystem; it gets
-# its own target dir because RUSTFLAGS differ from the rest of the build.
+# Builds airlock (release) and its static agent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-profile="${1:-release}"
-flag=(); [ "$profile" = release ] && flag=(--release)
-cargo build "${flag[@]}" -p airlock
-RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=target/static \
-  cargo build --release -p airlock-agent --target x86_64-unknown-linux-gnu
-file target/static/x86_64-unknown-linux-gnu/release/airlock-agent | grep -qE "static(-pie)? linked|statically linked" \
-  || { echo "airlock-agent is not statically linked" >&2; exit 1; }
+cargo build --release -p airlock
+scripts/build-agent.sh

@@ -32,11 +32,18 @@ pub fn locate() -> Result<PathBuf> {
     )
 }
 
+const HEAD: usize = 64 * 1024;
+
 /// The agent must be a static ELF: it runs in root filesystems that may
 /// have no dynamic loader or libc.
 fn check(path: &Path) -> Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    if has_interpreter(&bytes)? {
+    // The ELF and program headers sit at the start of the file; the agent
+    // itself is tens of MiB, so read only the head.
+    let mut head = Vec::with_capacity(HEAD);
+    std::fs::File::open(path)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, HEAD as u64), &mut head))
+        .with_context(|| format!("reading {}", path.display()))?;
+    if has_interpreter(&head)? {
         bail!(
             "{} is dynamically linked; build it static (scripts/build.sh)",
             path.display()

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what airlock needs on a Debian 12 host (run as root). Only
+# packages whose command is missing are installed, so an existing Node.js
+# or Python is left alone.
+set -euo pipefail
+need=()
+want() { command -v "$1" >/dev/null 2>&1 || need+=("$2"); }
+want mmdebstrap mmdebstrap      # builds the default image
+want npm npm                    # fetches deno (npm package @deno/linux-x64-glibc) into the image
+want file file                  # checks that the agent is static
+want bwrap bubblewrap           # the reference in bench/startup.py
+want python3 python3            # benchmarks
+want cc gcc                     # linker for cargo
+if [ ${#need[@]} -gt 0 ]; then
+  echo "==> installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${need[@]}" ca-certificates
+fi

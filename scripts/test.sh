@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set-up command 2: installs dependencies, builds, builds the default image if
+# missing, and runs the whole test suite (unit and integration tests with
+# real sandboxes). Needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "the tests create real sandboxes and need root: run with sudo" >&2; exit 1; }
+scripts/deps.sh
+scripts/build-agent.sh
+cargo build -p airlock
+target/debug/airlock image build default
+cargo test --workspace -- --test-threads="${AIRLOCK_TEST_THREADS:-4}"
