@@ -16,29 +16,28 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<Reply>>>>;
 
+/// One agent → host stream: the sending half (dropped at End) and the
+/// receiving half (until someone takes it).
+#[derive(Default)]
+struct StreamSlot {
+    tx: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    rx: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
+}
+
 /// Agent → host streams, buffered per id until someone takes them.
 #[derive(Default)]
 struct Inbound {
-    map: HashMap<
-        u32,
-        (
-            Option<mpsc::UnboundedSender<Vec<u8>>>,
-            Option<mpsc::UnboundedReceiver<Vec<u8>>>,
-        ),
-    >,
+    map: HashMap<u32, StreamSlot>,
 }
 
 impl Inbound {
-    fn entry(
-        &mut self,
-        id: u32,
-    ) -> &mut (
-        Option<mpsc::UnboundedSender<Vec<u8>>>,
-        Option<mpsc::UnboundedReceiver<Vec<u8>>>,
-    ) {
+    fn entry(&mut self, id: u32) -> &mut StreamSlot {
         self.map.entry(id).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            (Some(tx), Some(rx))
+            StreamSlot {
+                tx: Some(tx),
+                rx: Some(rx),
+            }
         })
     }
 }
@@ -107,12 +106,12 @@ impl AgentClient {
                             }
                             FrameKind::Data => {
                                 let mut inb = inbound.lock().expect("inbound");
-                                if let Some(tx) = &inb.entry(frame.id).0 {
+                                if let Some(tx) = &inb.entry(frame.id).tx {
                                     let _ = tx.send(frame.payload);
                                 }
                             }
                             FrameKind::End => {
-                                inbound.lock().expect("inbound").entry(frame.id).0 = None;
+                                inbound.lock().expect("inbound").entry(frame.id).tx = None;
                             }
                             // The agent wants no more of one of our streams;
                             // writers notice when their sends are ignored.
@@ -122,8 +121,8 @@ impl AgentClient {
                 }
                 // Connection gone: fail every waiting call.
                 pending.lock().expect("pending").clear();
-                for (tx, _) in inbound.lock().expect("inbound").map.values_mut() {
-                    *tx = None;
+                for slot in inbound.lock().expect("inbound").map.values_mut() {
+                    slot.tx = None;
                 }
             });
         }
@@ -203,6 +202,6 @@ impl AgentClient {
     /// The receiving end of agent → host stream `id`; `None` from it means
     /// the stream ended.
     pub fn take_stream(&self, id: u32) -> Option<mpsc::UnboundedReceiver<Vec<u8>>> {
-        self.inbound.lock().expect("inbound").entry(id).1.take()
+        self.inbound.lock().expect("inbound").entry(id).rx.take()
     }
 }

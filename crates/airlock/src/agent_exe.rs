@@ -41,7 +41,9 @@ fn check(path: &Path) -> Result<()> {
     // itself is tens of MiB, so read only the head.
     let mut head = Vec::with_capacity(HEAD);
     std::fs::File::open(path)
-        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, HEAD as u64), &mut head))
+        .and_then(|f| {
+            std::io::Read::read_to_end(&mut std::io::Read::take(f, HEAD as u64), &mut head)
+        })
         .with_context(|| format!("reading {}", path.display()))?;
     if has_interpreter(&head)? {
         bail!(
