@@ -31,6 +31,12 @@ fn main() {
 }
 
 async fn run(fd: RawFd, cwd: PathBuf) -> i32 {
+    // Close-on-exec: processes the agent spawns must never hold the control
+    // socket, or they could read the host's frames and forge replies.
+    // SAFETY: fcntl on the fd the jail passed us.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        return 2;
+    }
     // SAFETY: fd 3 is the socket the jail passed us; nothing else owns it.
     let std_sock = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
     if std_sock.set_nonblocking(true).is_err() {

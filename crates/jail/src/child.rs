@@ -318,7 +318,7 @@ fn arrange_fds(plan: &ChildPlan) -> io::Result<RawFd> {
         sys::check_int(libc::dup3(exe, AGENT_EXE_FD, libc::O_CLOEXEC))?;
         sys::check_int(libc::dup3(report, REPORT_FD, libc::O_CLOEXEC))?;
         let null = sys::open(c"/dev/null", libc::O_RDWR, 0)?;
-        for fd in 0..2 {
+        for fd in 0..3 {
             sys::check_int(libc::dup3(null, fd, 0))?;
         }
         sys::check(libc::syscall(

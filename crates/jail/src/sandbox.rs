@@ -101,6 +101,7 @@ impl Sandbox {
                 ),
             ));
         }
+        let reap_guard = state::ReapGuard::shared(&spec.paths)?;
         let (state_dir, owner_lock) = state::claim(&spec.paths, &spec.id)?;
         let hint = (std::process::id()
             ^ (spec
@@ -116,6 +117,7 @@ impl Sandbox {
                 return Err(e);
             }
         };
+        drop(reap_guard);
         let started = Self::start(spec, policy, &agent, &state_dir, &slot, &cgroup);
         match started {
             Ok((pid, pidfd, sock)) => Ok(Self {

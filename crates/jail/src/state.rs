@@ -41,6 +41,46 @@ impl JailPaths {
     }
 }
 
+/// A shared or exclusive hold on `STATE/reap.lock`. Creators hold it shared
+/// from before their state dir exists until their cgroup exists; the reaper
+/// holds it exclusive for its whole scan, so it never sees a half-created
+/// sandbox (a state dir without its lock, a cgroup without its state dir).
+pub(crate) struct ReapGuard {
+    _lock: File,
+}
+
+impl ReapGuard {
+    pub(crate) fn shared(paths: &JailPaths) -> Result<Self, JailError> {
+        Self::take(paths, libc::LOCK_SH)
+    }
+
+    fn exclusive(paths: &JailPaths) -> Result<Self, JailError> {
+        Self::take(paths, libc::LOCK_EX)
+    }
+
+    fn take(paths: &JailPaths, how: libc::c_int) -> Result<Self, JailError> {
+        fs::create_dir_all(&paths.state)
+            .map_err(|e| JailError::path("creating", &paths.state, e))?;
+        let path = paths.state.join("reap.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| JailError::path("opening", &path, e))?;
+        loop {
+            // SAFETY: flock on an fd we own.
+            if unsafe { libc::flock(file.as_raw_fd(), how) } == 0 {
+                return Ok(Self { _lock: file });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(JailError::path("locking", &path, err));
+            }
+        }
+    }
+}
+
 /// Creates the sandbox's state dir and takes its owner lock.
 pub(crate) fn claim(paths: &JailPaths, id: &str) -> Result<(PathBuf, File), JailError> {
     let dir = paths.sandbox(id);
@@ -93,6 +133,7 @@ pub struct ReapReport {
 /// processes, cgroups and state dirs. Sandboxes of live owners (another
 /// `airlock` process) are left alone.
 pub fn reap_leftovers(paths: &JailPaths) -> Result<ReapReport, JailError> {
+    let _guard = ReapGuard::exclusive(paths)?;
     let mut report = ReapReport::default();
     let dir = paths.sandboxes();
     let mut with_state = Vec::new();
@@ -101,7 +142,12 @@ pub fn reap_leftovers(paths: &JailPaths) -> Result<ReapReport, JailError> {
             let id = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
             with_state.push(id.clone());
-            let lock = lock_file(&path)?;
+            // Never create the lock here: the owner may be removing the dir.
+            let lock = match File::open(path.join("owner.lock")) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(JailError::path("opening", path.join("owner.lock"), e)),
+            };
             if !try_lock(&lock) {
                 report.live.push(id);
                 continue;

@@ -1,0 +1,132 @@
+//! Nothing leaks: many sandboxes in a row leave nothing behind, and a
+//! sandbox whose `airlock` process was SIGKILLed is released by
+//! `airlock reap`.
+//!
+//! One test only, so it never runs beside another test of this binary
+//! (cargo runs test binaries one after another): it compares the host's
+//! whole sandbox state before and after.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn all_sandbox_pids() -> Vec<u32> {
+    pids_with_uid_in(SANDBOX_UID_BASE, u64::from(u32::MAX))
+}
+
+fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn nothing_leaks() {
+    sequential_runs_leave_nothing();
+    killed_owner_is_reaped();
+}
+
+fn sequential_runs_leave_nothing() {
+    let states = state_ids();
+    let cgroups = cgroup_names();
+    let pids = all_sandbox_pids();
+    let started = Instant::now();
+    for i in 0..200 {
+        let o = run(&["run", "--", "true"], None);
+        assert!(o.status.success(), "run {i}: {}", describe(&o));
+    }
+    // Sanity: they really ran (a marker from one more).
+    let o = run(&["run", "--", "echo", "MARK"], None);
+    assert_ran(&o, "MARK");
+    eprintln!("201 runs in {:?}", started.elapsed());
+
+    let new_states: Vec<_> = state_ids()
+        .into_iter()
+        .filter(|s| !states.contains(s))
+        .collect();
+    assert!(new_states.is_empty(), "state dirs left: {new_states:?}");
+    let new_cgroups: Vec<_> = cgroup_names()
+        .into_iter()
+        .filter(|s| !cgroups.contains(s))
+        .collect();
+    assert!(new_cgroups.is_empty(), "cgroups left: {new_cgroups:?}");
+    let new_pids: Vec<_> = all_sandbox_pids()
+        .into_iter()
+        .filter(|p| !pids.contains(p))
+        .collect();
+    assert!(new_pids.is_empty(), "sandbox processes left: {new_pids:?}");
+}
+
+fn killed_owner_is_reaped() {
+    let mut child = Command::new(AIRLOCK)
+        .args([
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo ready; sleep 1000 & sleep 1000",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut r = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+
+    let agent = *children_of(child.id())
+        .first()
+        .expect("the agent is a child of airlock");
+    let id = sandbox_id_of(agent).expect("agent's cgroup");
+    let uid: u64 = fs::read_to_string(format!("/proc/{agent}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(uid >= SANDBOX_UID_BASE);
+    wait_until("the sandbox's sleeps", Duration::from_secs(5), || {
+        pids_with_uid_in(uid, uid + 65536).len() >= 3
+    });
+
+    // SIGKILL the owner: it gets no chance to clean up.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let state_dir = Path::new(STATE_DIR).join(&id);
+    assert!(
+        state_dir.exists() || cgroup_exists(&id),
+        "nothing left after SIGKILL: the test would be vacuous"
+    );
+
+    let o = run(&["reap"], None);
+    assert!(o.status.success(), "{}", describe(&o));
+    assert!(
+        stdout(&o).contains(&id),
+        "reap did not list {id}\n{}",
+        describe(&o)
+    );
+    assert!(!state_dir.exists(), "state dir of {id} left after reap");
+    assert!(!cgroup_exists(&id), "cgroup of {id} left after reap");
+    wait_until(
+        "the sandbox's processes to go",
+        Duration::from_secs(5),
+        || pids_with_uid_in(uid, uid + 65536).is_empty(),
+    );
+
+    // A second reap finds nothing more of it.
+    let o = run(&["reap"], None);
+    assert!(o.status.success(), "{}", describe(&o));
+    assert!(!stdout(&o).contains(&id), "{}", describe(&o));
+}
