@@ -3,9 +3,10 @@
 //! Inbound (host → agent, ids chosen by the host): data may arrive before
 //! the call that consumes it (e.g. stdin before `spawn`), so it is buffered
 //! per id until a consumer claims it. Outbound (agent → host, ids chosen
-//! here): a counter, and a set of ids the host has cancelled.
+//! here): a counter, and the ids handed out and not yet done, each with
+//! whether the host has cancelled it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use tokio::sync::mpsc;
@@ -32,7 +33,10 @@ impl Inbound {
 pub struct Streams {
     inbound: Mutex<HashMap<u32, Inbound>>,
     next_out: AtomicU32,
-    cancelled: Mutex<HashSet<u32>>,
+    /// Outbound streams in use: id → cancelled by the host. A Cancel for an
+    /// id not in here (never handed out, or already done) is ignored, so it
+    /// cannot silence a stream that gets that id later.
+    outbound: Mutex<HashMap<u32, bool>>,
 }
 
 impl Streams {
@@ -84,19 +88,31 @@ impl Streams {
     }
 
     pub fn new_outbound(&self) -> u32 {
-        self.next_out.fetch_add(1, Ordering::Relaxed)
+        let id = self.next_out.fetch_add(1, Ordering::Relaxed);
+        self.outbound
+            .lock()
+            .expect("streams lock")
+            .insert(id, false);
+        id
     }
 
     pub fn cancel_outbound(&self, id: u32) {
-        self.cancelled.lock().expect("streams lock").insert(id);
+        if let Some(cancelled) = self.outbound.lock().expect("streams lock").get_mut(&id) {
+            *cancelled = true;
+        }
     }
 
     pub fn is_cancelled(&self, id: u32) -> bool {
-        self.cancelled.lock().expect("streams lock").contains(&id)
+        self.outbound
+            .lock()
+            .expect("streams lock")
+            .get(&id)
+            .copied()
+            .unwrap_or(false)
     }
 
     pub fn done_outbound(&self, id: u32) {
-        self.cancelled.lock().expect("streams lock").remove(&id);
+        self.outbound.lock().expect("streams lock").remove(&id);
     }
 }
 
@@ -121,7 +137,10 @@ mod tests {
     #[test]
     fn outbound_ids_are_unique() {
         let s = Streams::new();
+        // A Cancel for an id not yet handed out is ignored.
+        s.cancel_outbound(1);
         let a = s.new_outbound();
+        assert!(!s.is_cancelled(a));
         let b = s.new_outbound();
         assert_ne!(a, b);
         s.cancel_outbound(a);

@@ -1,6 +1,5 @@
 //! `airlock`: self-hosted sandboxes for untrusted code.
 
-mod agent_client;
 mod agent_exe;
 mod cli;
 mod sandbox_env;
@@ -23,12 +22,20 @@ struct Cli {
         default_value = "/var/lib/airlock"
     )]
     data_dir: PathBuf,
+    /// The daemon's SQLite store (default: DATA_DIR/airlock.db).
+    #[arg(long, global = true, env = "AIRLOCK_STORE")]
+    store: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start the daemon (Deno Sandbox protocol; the official SDKs work against it).
+    Serve(cli::serve::ServeArgs),
+    /// Manage the daemon's access tokens.
+    #[command(subcommand)]
+    Token(cli::token::TokenCommand),
     /// Run a command in a fresh sandbox, then remove the sandbox.
     Run(cli::run::RunArgs),
     /// Build and list root filesystem images.
@@ -44,7 +51,13 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let store = cli
+        .store
+        .clone()
+        .unwrap_or_else(|| cli::serve::default_store(&cli.data_dir));
     let result = match cli.command {
+        Command::Serve(args) => cli::serve::main(&cli.data_dir, &store, args),
+        Command::Token(cmd) => cli::token::main(&store, cmd),
         Command::Run(args) => cli::run::main(&cli.data_dir, args),
         Command::Image(cmd) => cli::image::main(&cli.data_dir, cmd).map(|()| 0),
         Command::Reap => cli::reap(),

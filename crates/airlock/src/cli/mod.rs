@@ -1,5 +1,7 @@
 pub mod image;
 pub mod run;
+pub mod serve;
+pub mod token;
 
 use anyhow::Result;
 

@@ -1,8 +1,8 @@
 //! `airlock run`: one command in a fresh sandbox, streamed like a local
 //! process, then the sandbox is removed.
 
-use crate::agent_client::AgentClient;
 use crate::{agent_exe, sandbox_env};
+use agent_client::AgentClient;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use jail::{Limits, Sandbox, SandboxSpec};

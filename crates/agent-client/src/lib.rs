@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// How long a fresh agent may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,6 +49,8 @@ pub struct AgentClient {
     inbound: Arc<Mutex<Inbound>>,
     next_call: Arc<AtomicU32>,
     next_stream: Arc<AtomicU32>,
+    /// Becomes true when the connection to the agent is gone.
+    closed: watch::Receiver<bool>,
 }
 
 impl AgentClient {
@@ -68,6 +70,7 @@ impl AgentClient {
         let pending: Pending = Arc::default();
         let inbound: Arc<Mutex<Inbound>> = Arc::default();
         let (hello_tx, hello_rx) = oneshot::channel();
+        let (closed_tx, closed) = watch::channel(false);
         {
             let pending = pending.clone();
             let inbound = inbound.clone();
@@ -124,6 +127,7 @@ impl AgentClient {
                 for slot in inbound.lock().expect("inbound").map.values_mut() {
                     slot.tx = None;
                 }
+                let _ = closed_tx.send(true);
             });
         }
         let hello = tokio::time::timeout(HELLO_TIMEOUT, hello_rx)
@@ -143,6 +147,7 @@ impl AgentClient {
             inbound,
             next_call: Arc::new(AtomicU32::new(1)),
             next_stream: Arc::new(AtomicU32::new(1)),
+            closed,
         };
         Ok((client, hello))
     }
@@ -197,6 +202,22 @@ impl AgentClient {
 
     pub async fn send_end(&self, id: u32) -> Result<()> {
         self.send(FrameKind::End, id, &[]).await
+    }
+
+    /// Tells the agent to stop sending agent → host stream `id`.
+    pub async fn send_cancel(&self, id: u32) -> Result<()> {
+        self.send(FrameKind::Cancel, id, &[]).await
+    }
+
+    /// Resolves once the agent connection is gone (the sandbox died or was
+    /// destroyed).
+    pub async fn closed(&self) {
+        let mut rx = self.closed.clone();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
     }
 
     /// The receiving end of agent → host stream `id`; `None` from it means

@@ -1,0 +1,119 @@
+//! `airlock serve`: the daemon. Speaks the Deno Sandbox protocol so the
+//! official SDKs work against it unchanged.
+
+use crate::{agent_exe, sandbox_env};
+use anyhow::{Context, Result};
+use clap::Args;
+use manager::{Manager, ManagerConfig};
+use server::{AppState, ConfigLimits};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use store::Store;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// The documented default port.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Image sandboxes start from (built on first use).
+    #[arg(long, default_value = "default")]
+    image: String,
+    /// No sandbox lives longer than this.
+    #[arg(long, default_value = "30m", value_parser = jail::parse_duration)]
+    max_lifetime: Duration,
+    /// Size of each sandbox's writable disk layer.
+    #[arg(long, default_value = "2G", value_parser = jail::parse_size)]
+    disk: u64,
+    /// CPU quota of each sandbox, in cores.
+    #[arg(long, default_value_t = 2.0)]
+    cpus: f64,
+    /// Maximum processes and threads per sandbox.
+    #[arg(long, default_value_t = 1024)]
+    pids: u64,
+}
+
+pub fn main(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i32> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(data_dir, store_path, args))
+}
+
+async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i32> {
+    let store = Arc::new(
+        Store::open(store_path)
+            .with_context(|| format!("opening the store {}", store_path.display()))?,
+    );
+    let first_token = if store.token_count()? == 0 {
+        Some(store.create_token("default")?)
+    } else {
+        None
+    };
+    let cfg = ManagerConfig {
+        data_dir: data_dir.to_path_buf(),
+        image: args.image.clone(),
+        agent_exe: agent_exe::locate()?,
+        jail_paths: jail::JailPaths::default(),
+        max_lifetime: args.max_lifetime,
+        disk_bytes: args.disk,
+        cpu_millis: (args.cpus * 1000.0).round() as u64,
+        pids: args.pids,
+        env: sandbox_env::agent_env(sandbox_env::WORKDIR, None),
+    };
+    eprintln!(
+        "airlock: preparing image {:?} (built on first use)...",
+        args.image
+    );
+    let manager = Manager::start(cfg, store.clone()).await?;
+    let limits = ConfigLimits {
+        max_lifetime: args.max_lifetime,
+        ..ConfigLimits::default()
+    };
+    let state = AppState::new(manager.clone(), store.clone(), limits);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}");
+    if let Some(token) = first_token {
+        println!(
+            "created the first access token ({}); use it with the Deno Sandbox SDKs:",
+            token.id
+        );
+        println!("export DENO_DEPLOY_TOKEN={}", token.secret);
+        println!("export DENO_SANDBOX_ENDPOINT={url}");
+        println!("export DENO_DEPLOY_ENDPOINT={url}");
+    } else {
+        println!("use a token from `airlock token create` as DENO_DEPLOY_TOKEN, and:");
+        println!("export DENO_SANDBOX_ENDPOINT={url}");
+        println!("export DENO_DEPLOY_ENDPOINT={url}");
+    }
+    println!("listening on {url}");
+    let shutdown = async {
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+    };
+    axum::serve(listener, server::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    eprintln!(
+        "airlock: shutting down; ending {} sandbox(es)",
+        manager.live_count()
+    );
+    manager.shutdown().await;
+    Ok(0)
+}
+
+pub fn default_store(data_dir: &Path) -> PathBuf {
+    data_dir.join("airlock.db")
+}

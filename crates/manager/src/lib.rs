@@ -1,0 +1,11 @@
+//! Sandbox lifecycle for the daemon: creation (jail + agent connection),
+//! lookup, deadlines and the maximum lifetime, kill, and recovery after a
+//! daemon crash. Knows nothing of the wire format.
+
+mod ids;
+mod live;
+mod manager;
+
+pub use ids::new_sandbox_id;
+pub use live::{EndReason, Live};
+pub use manager::{CreateRequest, Manager, ManagerConfig, ManagerError};

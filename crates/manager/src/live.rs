@@ -1,0 +1,99 @@
+//! One running sandbox as the daemon holds it.
+
+use agent_client::AgentClient;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use tokio::sync::{watch, Notify};
+
+/// Why a sandbox ended; stored as its exit reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The creating client disconnected (session mode).
+    Closed,
+    /// Killed through the API.
+    Killed,
+    /// Its deadline or the maximum lifetime passed.
+    TimedOut,
+    /// PID 1 (the agent) died.
+    AgentExited,
+    /// The daemon shut down.
+    Shutdown,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Killed => "killed",
+            Self::TimedOut => "timed out",
+            Self::AgentExited => "agent exited",
+            Self::Shutdown => "daemon shutdown",
+        }
+    }
+}
+
+pub struct Live {
+    pub id: String,
+    pub client: AgentClient,
+    pub created_at_ms: i64,
+    pub(crate) stop_at_ms: Mutex<Option<i64>>,
+    /// Wakes the deadline task when `stop_at_ms` changes.
+    pub(crate) deadline_changed: Notify,
+    pub(crate) ended: watch::Sender<Option<EndReason>>,
+    pub(crate) jail: Mutex<Option<jail::Sandbox>>,
+    /// OOM kills already attributed to a process.
+    oom_reported: AtomicU64,
+}
+
+impl Live {
+    pub(crate) fn new(
+        id: String,
+        client: AgentClient,
+        jail: jail::Sandbox,
+        created_at_ms: i64,
+        stop_at_ms: Option<i64>,
+    ) -> Self {
+        Self {
+            id,
+            client,
+            created_at_ms,
+            stop_at_ms: Mutex::new(stop_at_ms),
+            deadline_changed: Notify::new(),
+            ended: watch::channel(None).0,
+            jail: Mutex::new(Some(jail)),
+            oom_reported: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(reason)` once the sandbox has ended.
+    pub fn ended(&self) -> watch::Receiver<Option<EndReason>> {
+        self.ended.subscribe()
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended.borrow().is_some()
+    }
+
+    pub fn stop_at_ms(&self) -> Option<i64> {
+        *self.stop_at_ms.lock().expect("live lock")
+    }
+
+    /// Resource usage so far, from the sandbox's cgroup.
+    pub fn usage(&self) -> Option<jail::Usage> {
+        self.jail
+            .lock()
+            .expect("live lock")
+            .as_ref()
+            .map(|j| j.usage())
+    }
+
+    /// Whether a process that just died of SIGKILL was an OOM victim: the
+    /// cgroup's OOM-kill counter grew since the last one reported.
+    pub fn take_oom(&self) -> bool {
+        let Some(usage) = self.usage() else {
+            return false;
+        };
+        let before = self.oom_reported.swap(usage.oom_kills, Ordering::SeqCst);
+        usage.oom_kills > before
+    }
+}

@@ -1,0 +1,435 @@
+//! The create config (`x-deno-sandbox-config`: base64 of a JSON object) in
+//! the union of what both SDKs send, validated with errors a person can act
+//! on. See PROTOCOL.md §1.3 and §2.
+
+use crate::ApiError;
+use base64::Engine;
+use manager::CreateRequest;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct ConfigLimits {
+    pub min_memory_mb: u32,
+    pub max_memory_mb: u32,
+    pub default_memory_mb: u32,
+    /// Longest `timeout` / deadline a create may ask for.
+    pub max_lifetime: Duration,
+}
+
+impl Default for ConfigLimits {
+    fn default() -> Self {
+        // The range the Deno Sandbox documentation promises.
+        Self {
+            min_memory_mb: 768,
+            max_memory_mb: 4096,
+            default_memory_mb: 1280,
+            max_lifetime: Duration::from_secs(1800),
+        }
+    }
+}
+
+/// A validated create config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxConfig {
+    pub memory_mb: u32,
+    pub stop_at_ms: Option<i64>,
+    pub labels: BTreeMap<String, String>,
+    pub env: BTreeMap<String, String>,
+    pub allow_net: Vec<String>,
+    pub secret_names: Vec<String>,
+    pub region: String,
+}
+
+impl SandboxConfig {
+    pub fn into_request(self, token_id: Option<String>) -> CreateRequest {
+        CreateRequest {
+            token_id,
+            region: self.region,
+            memory_mb: self.memory_mb,
+            labels: self.labels,
+            env: self.env,
+            stop_at_ms: self.stop_at_ms,
+            allow_net: self.allow_net,
+            secret_names: self.secret_names,
+        }
+    }
+}
+
+const MAX_LABELS: usize = 5;
+const MAX_LABEL_KEY: usize = 64;
+const MAX_LABEL_VALUE: usize = 128;
+
+/// Decodes the header value. JS `btoa`s a Latin-1 string, PY an ASCII one:
+/// try UTF-8, fall back to Latin-1.
+pub fn decode_header(value: Option<&[u8]>) -> Result<Map<String, Value>, ApiError> {
+    let Some(raw) = value else {
+        return Ok(Map::new());
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(raw.trim_ascii())
+        .map_err(|e| ApiError::bad_config(format!("x-deno-sandbox-config is not base64: {e}")))?;
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => e.into_bytes().iter().map(|&b| b as char).collect(),
+    };
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_config(
+            "x-deno-sandbox-config must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::bad_config(format!(
+            "x-deno-sandbox-config is not JSON: {e}"
+        ))),
+    }
+}
+
+pub fn parse(
+    map: &Map<String, Value>,
+    limits: &ConfigLimits,
+    now_ms: i64,
+) -> Result<SandboxConfig, ApiError> {
+    let memory_mb = match map.get("memory_mb") {
+        None | Some(Value::Null) => limits.default_memory_mb,
+        Some(v) => {
+            let mb = v.as_u64().ok_or_else(|| {
+                ApiError::bad_config(format!("memory_mb must be a whole number of MiB, got {v}"))
+            })?;
+            if mb < u64::from(limits.min_memory_mb) || mb > u64::from(limits.max_memory_mb) {
+                return Err(ApiError::bad_config(format!(
+                    "memory_mb {mb} is out of range: choose between {} and {} MiB",
+                    limits.min_memory_mb, limits.max_memory_mb
+                )));
+            }
+            mb as u32
+        }
+    };
+    let max_ms = limits.max_lifetime.as_millis() as i64;
+    let stop_at_ms = match (map.get("stop_at_ms"), map.get("timeout")) {
+        (Some(v), _) if !v.is_null() => {
+            let at = v.as_i64().ok_or_else(|| {
+                ApiError::bad_config(format!("stop_at_ms must be epoch milliseconds, got {v}"))
+            })?;
+            if at <= now_ms {
+                return Err(ApiError::bad_config(
+                    "stop_at_ms is in the past: the timeout must be positive",
+                ));
+            }
+            Some(at.min(now_ms + max_ms))
+        }
+        (_, Some(Value::String(t))) => {
+            parse_timeout(t)?.map(|d| now_ms + (d.as_millis() as i64).min(max_ms))
+        }
+        (_, None | Some(Value::Null)) => None,
+        (_, Some(other)) => {
+            return Err(ApiError::bad_config(format!(
+                "timeout must be a string like \"5m\", got {other}"
+            )))
+        }
+    };
+    let labels = string_map(map.get("labels"), "labels")?;
+    if labels.len() > MAX_LABELS {
+        return Err(ApiError::bad_config(format!(
+            "at most {MAX_LABELS} labels are allowed, got {}",
+            labels.len()
+        )));
+    }
+    for (k, v) in &labels {
+        if k.is_empty() || k.len() > MAX_LABEL_KEY {
+            return Err(ApiError::bad_config(format!(
+                "label key {k:?} must be 1 to {MAX_LABEL_KEY} bytes"
+            )));
+        }
+        if v.len() > MAX_LABEL_VALUE {
+            return Err(ApiError::bad_config(format!(
+                "label {k:?}: value must be at most {MAX_LABEL_VALUE} bytes"
+            )));
+        }
+    }
+    let env = string_map(map.get("env"), "env")?;
+    for k in env.keys() {
+        validate_env_name(k).map_err(|e| ApiError::bad_config(format!("env: {e}")))?;
+    }
+    let allow_net = match map.get("allow_net") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                let host = v.as_str().ok_or_else(|| {
+                    ApiError::bad_config("allow_net must be an array of host names")
+                })?;
+                validate_host_pattern(host).map_err(ApiError::bad_config)?;
+                Ok(host.to_string())
+            })
+            .collect::<Result<_, ApiError>>()?,
+        Some(_) => {
+            return Err(ApiError::bad_config(
+                "allow_net must be an array of host names",
+            ))
+        }
+    };
+    let secret_names = parse_secrets(map.get("secrets"))?;
+    reject_unsupported(map)?;
+    let region = match map.get("region") {
+        Some(Value::String(r)) => r.clone(),
+        _ => "ord".to_string(),
+    };
+    Ok(SandboxConfig {
+        memory_mb,
+        stop_at_ms,
+        labels,
+        env,
+        allow_net,
+        secret_names,
+        region,
+    })
+}
+
+/// `"session"` (no deadline), `"30s"`, `"5m"`, `"1h"`.
+pub fn parse_timeout(text: &str) -> Result<Option<Duration>, ApiError> {
+    if text == "session" {
+        return Ok(None);
+    }
+    let bad = || {
+        ApiError::bad_config(format!("timeout {text:?} is invalid: use \"session\" or a duration like \"30s\", \"5m\", \"1h\""))
+    };
+    let unit_at = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (num, unit) = text.split_at(unit_at);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(bad()),
+    };
+    if secs == 0 {
+        return Err(ApiError::bad_config("timeout must be positive"));
+    }
+    Ok(Some(Duration::from_secs(secs)))
+}
+
+fn string_map(v: Option<&Value>, what: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| {
+                let v = v
+                    .as_str()
+                    .ok_or_else(|| ApiError::bad_config(format!("{what}.{k} must be a string")))?;
+                Ok((k.clone(), v.to_string()))
+            })
+            .collect(),
+        Some(_) => Err(ApiError::bad_config(format!(
+            "{what} must be an object of strings"
+        ))),
+    }
+}
+
+fn validate_env_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid environment variable name (letters, digits and _, not starting with a digit)"))
+    }
+}
+
+/// `host`, `*.suffix`, either with an optional `:port`; or an IP literal.
+fn validate_host_pattern(pattern: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("allow_net entry {pattern:?} is invalid: {why}"));
+    if pattern.is_empty() {
+        return bad("it is empty");
+    }
+    if pattern.contains("://") || pattern.contains('/') {
+        return bad("give a host name, optionally with :port, not a URL");
+    }
+    let host = match pattern.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') || h.starts_with('[') => {
+            if port.parse::<u16>().map_or(true, |p| p == 0) {
+                return bad("the port must be 1..65535");
+            }
+            h
+        }
+        _ => pattern,
+    };
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty()
+        || !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+    {
+        return bad("host names use letters, digits, '-' and '.'");
+    }
+    Ok(())
+}
+
+fn parse_secrets(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
+    let map = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            return Err(ApiError::bad_config(
+                "secrets must be an object {NAME: {hosts, value}}",
+            ))
+        }
+    };
+    let mut names = Vec::new();
+    for (name, spec) in map {
+        validate_env_name(name).map_err(|e| ApiError::bad_config(format!("secret name: {e}")))?;
+        let hosts = spec.get("hosts").and_then(Value::as_array);
+        match hosts {
+            Some(h) if !h.is_empty() => {
+                for host in h {
+                    let host = host.as_str().ok_or_else(|| {
+                        ApiError::bad_config(format!("secret {name}: hosts must be strings"))
+                    })?;
+                    validate_host_pattern(host)
+                        .map_err(|e| ApiError::bad_config(format!("secret {name}: {e}")))?;
+                }
+            }
+            _ => {
+                return Err(ApiError::bad_config(format!(
+                    "secret {name} needs a non-empty \"hosts\" list"
+                )))
+            }
+        }
+        match spec.get("value").and_then(Value::as_str) {
+            Some(v) if !v.is_empty() => {}
+            _ => {
+                return Err(ApiError::bad_config(format!(
+                    "secret {name} needs a non-empty string \"value\""
+                )))
+            }
+        }
+        names.push(name.clone());
+    }
+    Ok(names)
+}
+
+fn reject_unsupported(map: &Map<String, Value>) -> Result<(), ApiError> {
+    let non_empty = |k: &str| match map.get(k) {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(o)) => !o.is_empty(),
+        Some(_) => true,
+    };
+    for key in ["volumes", "root", "ssh", "port"] {
+        if non_empty(key) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "NOT_SUPPORTED",
+                format!("`{key}` is not supported by this airlock version yet"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cfg(v: Value) -> Result<SandboxConfig, ApiError> {
+        parse(v.as_object().unwrap(), &ConfigLimits::default(), 1_000_000)
+    }
+
+    #[test]
+    fn minimal_configs_of_both_sdks() {
+        let js = cfg(json!({"memory_mb": 1280, "volumes": []})).unwrap();
+        assert_eq!(js.memory_mb, 1280);
+        assert_eq!(js.stop_at_ms, None);
+        let py = cfg(json!({"memory_mb": 1280, "debug": false})).unwrap();
+        assert_eq!(py.region, "ord");
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(
+            cfg(json!({"timeout": "5m"})).unwrap().stop_at_ms,
+            Some(1_000_000 + 300_000)
+        );
+        assert_eq!(cfg(json!({"timeout": "session"})).unwrap().stop_at_ms, None);
+        assert_eq!(
+            cfg(json!({"stop_at_ms": 1_005_000})).unwrap().stop_at_ms,
+            Some(1_005_000)
+        );
+        assert!(cfg(json!({"timeout": "5 minutes"}))
+            .unwrap_err()
+            .message
+            .contains("invalid"));
+        assert!(cfg(json!({"timeout": "0s"})).is_err());
+        assert!(cfg(json!({"stop_at_ms": 10}))
+            .unwrap_err()
+            .message
+            .contains("past"));
+        // Capped at the maximum lifetime.
+        assert_eq!(
+            cfg(json!({"timeout": "10h"})).unwrap().stop_at_ms,
+            Some(1_000_000 + 1_800_000)
+        );
+    }
+
+    #[test]
+    fn bad_inputs_say_what_to_fix() {
+        assert!(cfg(json!({"memory_mb": 10}))
+            .unwrap_err()
+            .message
+            .contains("between 768 and 4096"));
+        assert!(cfg(json!({"memory_mb": "big"})).is_err());
+        let labels: Map<String, Value> = (0..6).map(|i| (format!("k{i}"), json!("v"))).collect();
+        assert!(cfg(json!({"labels": labels}))
+            .unwrap_err()
+            .message
+            .contains("at most 5"));
+        assert!(cfg(json!({"env": {"1BAD": "x"}})).is_err());
+        assert!(cfg(json!({"allow_net": ["https://x.com"]}))
+            .unwrap_err()
+            .message
+            .contains("not a URL"));
+        assert!(cfg(json!({"allow_net": ["x.com:0"]})).is_err());
+        assert!(cfg(
+            json!({"allow_net": ["api.example.com", "*.example.org", "example.net:8443"]})
+        )
+        .is_ok());
+        assert!(cfg(json!({"secrets": {"K": {"hosts": [], "value": "v"}}}))
+            .unwrap_err()
+            .message
+            .contains("hosts"));
+        assert!(cfg(json!({"secrets": {"K": {"hosts": ["a.com"], "value": ""}}})).is_err());
+        assert_eq!(
+            cfg(json!({"secrets": {"K": {"hosts": ["a.com"], "value": "v"}}}))
+                .unwrap()
+                .secret_names,
+            vec!["K"]
+        );
+        assert_eq!(
+            cfg(json!({"volumes": {"/data": "vol"}})).unwrap_err().code,
+            "NOT_SUPPORTED"
+        );
+    }
+
+    #[test]
+    fn header_decoding() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(r#"{"memory_mb":1024}"#);
+        assert_eq!(
+            decode_header(Some(b64.as_bytes())).unwrap()["memory_mb"],
+            1024
+        );
+        assert!(decode_header(Some(b"!!!")).is_err());
+        assert!(decode_header(None).unwrap().is_empty());
+        // Latin-1 text from JS btoa.
+        let latin1: Vec<u8> =
+            br#"{"labels":{"k":"caf"#.iter().copied().chain([0xE9]).chain(*br#""}}"#).collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(latin1);
+        assert_eq!(
+            decode_header(Some(b64.as_bytes())).unwrap()["labels"]["k"],
+            "café"
+        );
+    }
+}

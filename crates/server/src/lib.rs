@@ -1,0 +1,66 @@
+//! The airlock daemon's front: HTTP and WebSocket routes of the Deno
+//! Sandbox protocol (see ../shared/PROTOCOL.md), so the official SDKs work
+//! unchanged. Sandbox work goes to the `manager`; this crate never touches
+//! namespaces or files of a sandbox.
+
+mod auth;
+mod config;
+mod error;
+mod rest;
+mod ws;
+
+use axum::routing::{delete, get, post};
+use axum::Router;
+use manager::Manager;
+use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use store::Store;
+
+pub use config::{ConfigLimits, SandboxConfig};
+pub use error::ApiError;
+
+/// Largest WebSocket message accepted from a client. The SDKs keep theirs
+/// under 1 MiB; anything bigger is refused by closing with 1009.
+pub const MAX_MESSAGE: usize = 4 << 20;
+
+pub struct AppState {
+    pub manager: Arc<Manager>,
+    pub store: Arc<Store>,
+    pub limits: ConfigLimits,
+    /// Server → client stream ids, unique across the whole daemon: the JS
+    /// SDK keys inbound streams by bare id in one map per client process.
+    pub(crate) next_stream_id: AtomicU64,
+    /// Sandboxes killed through the console route (the Python SDK's),
+    /// whose sockets stay open briefly so the SDK's close() can finish.
+    pub(crate) killed_via_console: Mutex<HashSet<String>>,
+}
+
+impl AppState {
+    pub fn new(manager: Arc<Manager>, store: Arc<Store>, limits: ConfigLimits) -> Arc<Self> {
+        Arc::new(Self {
+            manager,
+            store,
+            limits,
+            next_stream_id: AtomicU64::new(1),
+            killed_via_console: Mutex::new(HashSet::new()),
+        })
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/v3/sandboxes/create", get(ws::create))
+        .route("/api/v3/sandbox/{id}/connect", get(ws::connect))
+        .route(
+            "/api/v3/sandbox/{id}",
+            delete(rest::kill).patch(rest::extend),
+        )
+        .route("/api/v3/sandboxes/{id}", delete(rest::kill_console))
+        .route("/api/v2/sandboxes", get(rest::list))
+        .route("/api/v3/sandboxes", get(rest::list))
+        .route("/api/v3/sandbox/{id}/expose/{kind}", post(rest::expose))
+        .route("/health", get(|| async { "ok" }))
+        .fallback(rest::not_found)
+        .with_state(state)
+}

@@ -1,0 +1,184 @@
+//! REST routes: kill, extend, list, expose.
+
+use crate::auth::authenticate;
+use crate::{ApiError, AppState};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::Json;
+use manager::EndReason;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+use store::{now_ms, SandboxFilter};
+
+/// Most a single extend call may add (the Deno Sandbox documentation's cap).
+const MAX_EXTEND: Duration = Duration::from_secs(30 * 60);
+
+/// `DELETE /api/v3/sandbox/{id}` (JS SDK): kill and close its sockets now.
+pub async fn kill(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authenticate(&state, &headers)?;
+    if !state.manager.kill(&id, EndReason::Killed).await {
+        return Err(ApiError::not_found(&id));
+    }
+    Ok(Json(json!({})))
+}
+
+/// `DELETE /api/v3/sandboxes/{id}` (Python SDK, console host): kill, but
+/// let the socket linger so the SDK's `close()` can still send its
+/// `processKill`s.
+pub async fn kill_console(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authenticate(&state, &headers)?;
+    state
+        .killed_via_console
+        .lock()
+        .expect("state lock")
+        .insert(id.clone());
+    if !state.manager.kill(&id, EndReason::Killed).await {
+        state
+            .killed_via_console
+            .lock()
+            .expect("state lock")
+            .remove(&id);
+        return Err(ApiError::not_found(&id));
+    }
+    Ok(Json(json!({})))
+}
+
+/// `PATCH /api/v3/sandbox/{id}` `{"stop_at_ms"}` → the deadline granted.
+pub async fn extend(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Option<Json<Value>>,
+) -> Result<Json<Value>, ApiError> {
+    authenticate(&state, &headers)?;
+    let Some(Json(body)) = body else {
+        return Err(ApiError::bad_config(
+            "expected a JSON body {\"stop_at_ms\": <epoch ms>}",
+        ));
+    };
+    let wanted = body
+        .get("stop_at_ms")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| ApiError::bad_config("stop_at_ms must be epoch milliseconds"))?;
+    let now = now_ms();
+    if wanted <= now {
+        return Err(ApiError::bad_config("stop_at_ms is in the past"));
+    }
+    let wanted = wanted.min(now + MAX_EXTEND.as_millis() as i64);
+    match state.manager.extend(&id, wanted) {
+        Ok(granted) => Ok(Json(json!({ "stop_at_ms": granted }))),
+        Err(manager::ManagerError::NotFound(_)) => Err(ApiError::not_found(&id)),
+        Err(e) => Err(ApiError::internal(e.to_string())),
+    }
+}
+
+/// `GET /api/v2/sandboxes` (JS, `labels[k]=v`) and `/api/v3/sandboxes`
+/// (Python, `labels={'k': 'v'}` as a Python repr).
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, ApiError> {
+    authenticate(&state, &headers)?;
+    let mut labels = Vec::new();
+    for (k, v) in &query {
+        if let Some(key) = k.strip_prefix("labels[").and_then(|r| r.strip_suffix(']')) {
+            labels.push((key.to_string(), v.clone()));
+        } else if k == "labels" {
+            labels.extend(parse_python_dict(v));
+        }
+    }
+    let filter = SandboxFilter {
+        running_only: false,
+        labels,
+        token_id: None,
+        limit: Some(1000),
+    };
+    let records = state
+        .store
+        .list_sandboxes(&filter)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let items: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "createdAt": iso(r.created_at_ms),
+                "stoppedAt": r.stopped_at_ms.map(iso),
+                "region": r.region,
+                "status": r.status,
+                "labels": r.labels,
+            })
+        })
+        .collect();
+    Ok(Json(Value::Array(items)))
+}
+
+pub async fn expose(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((_id, kind)): Path<(String, String)>,
+) -> ApiError {
+    if let Err(e) = authenticate(&state, &headers) {
+        return e;
+    }
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "NOT_SUPPORTED",
+        format!("exposing {kind} is not supported by this airlock version yet"),
+    )
+}
+
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        format!("no route for {}", uri.path()),
+    )
+}
+
+fn iso(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Parses `{'k': 'v', "k2": "v2"}` (a Python dict repr of strings).
+fn parse_python_dict(text: &str) -> Vec<(String, String)> {
+    let inner = text.trim().trim_start_matches('{').trim_end_matches('}');
+    let unquote = |s: &str| s.trim().trim_matches(|c| c == '\'' || c == '"').to_string();
+    inner
+        .split(',')
+        .filter_map(|pair| pair.split_once(':'))
+        .map(|(k, v)| (unquote(k), unquote(v)))
+        .filter(|(k, _)| !k.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_label_repr() {
+        assert_eq!(
+            parse_python_dict("{'k': 'v', 'a': 'b'}"),
+            vec![("k".into(), "v".into()), ("a".into(), "b".into())]
+        );
+        assert!(parse_python_dict("{}").is_empty());
+    }
+
+    #[test]
+    fn iso_dates() {
+        assert_eq!(iso(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+}

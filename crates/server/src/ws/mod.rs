@@ -1,0 +1,84 @@
+//! WebSocket routes: create a sandbox, or attach to one, then serve its
+//! JSON-RPC session.
+
+mod rpc;
+mod session;
+
+use crate::auth::authenticate;
+use crate::config;
+use crate::{ApiError, AppState, MAX_MESSAGE};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use manager::{EndReason, Live};
+use std::sync::Arc;
+use store::now_ms;
+
+/// `GET /api/v3/sandboxes/create` (upgrade): validates the config, creates
+/// the sandbox, then upgrades; the socket is the sandbox's primary client.
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    match create_sandbox(&state, &headers).await {
+        Ok(live) => upgrade(state, live, ws, true),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn create_sandbox(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Arc<Live>, ApiError> {
+    let token = authenticate(state, headers)?;
+    let raw = headers.get("x-deno-sandbox-config").map(|v| v.as_bytes());
+    let map = config::decode_header(raw)?;
+    let cfg = config::parse(&map, &state.limits, now_ms())?;
+    state
+        .manager
+        .create(cfg.into_request(Some(token.id)))
+        .await
+        .map_err(|e| {
+            tracing::warn!("create failed: {e}");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SANDBOX_CREATE_FAILED",
+                e.to_string(),
+            )
+        })
+}
+
+/// `GET /api/v3/sandbox/{id}/connect` (upgrade): a further client of a live
+/// sandbox; its disconnect never ends the sandbox.
+pub async fn connect(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if let Err(e) = authenticate(&state, &headers) {
+        return e.into_response();
+    }
+    match state.manager.get(&id) {
+        Some(live) if !live.is_ended() => upgrade(state, live, ws, false),
+        _ => ApiError::not_found(&id).into_response(),
+    }
+}
+
+fn upgrade(state: Arc<AppState>, live: Arc<Live>, ws: WebSocketUpgrade, primary: bool) -> Response {
+    let id = live.id.clone();
+    let on_fail = (state.clone(), live.clone());
+    let mut resp = ws
+        .max_message_size(MAX_MESSAGE)
+        .on_failed_upgrade(move |e| {
+            tracing::warn!(sandbox = on_fail.1.id, "websocket upgrade failed: {e}");
+            if primary && on_fail.1.stop_at_ms().is_none() {
+                let (state, live) = on_fail;
+                tokio::spawn(async move { state.manager.kill(&live.id, EndReason::Closed).await });
+            }
+        })
+        .on_upgrade(move |socket| session::run(state, live, socket, primary));
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-deno-sandbox-id", v);
+    }
+    resp
+}

@@ -1,0 +1,117 @@
+//! One WebSocket client of a sandbox: reads JSON-RPC messages, routes
+//! requests and stream notifications, writes responses and server streams.
+
+use super::rpc::Rpc;
+use crate::AppState;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use manager::{EndReason, Live};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How long a socket of a sandbox killed through the console route stays
+/// open, so the Python SDK's `close()` can send its `processKill`s.
+const CONSOLE_KILL_GRACE: Duration = Duration::from_secs(2);
+
+pub async fn run(state: Arc<AppState>, live: Arc<Live>, socket: WebSocket, primary: bool) {
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let closing = matches!(msg, Message::Close(_));
+            if sink.send(msg).await.is_err() || closing {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let rpc = Rpc::new(state.clone(), live.clone(), tx.clone());
+    let mut ended = live.ended();
+    let mut close_at: Option<tokio::time::Instant> = None;
+    loop {
+        let grace = async {
+            match close_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            msg = stream.next() => match msg {
+                None | Some(Ok(Message::Close(_))) => break,
+                Some(Err(e)) => {
+                    // Oversized or broken frames: say so and stop.
+                    let _ = tx.send(close(1009, &format!("bad message: {e}")));
+                    break;
+                }
+                Some(Ok(Message::Text(t))) => {
+                    if t.as_str() == "ping" {
+                        let _ = tx.send(Message::Text("pong".into()));
+                    } else if let Err(code) = rpc.on_message(t.as_str()).await {
+                        let _ = tx.send(close(code, "malformed JSON-RPC message"));
+                        break;
+                    }
+                }
+                Some(Ok(Message::Binary(b))) => match std::str::from_utf8(&b) {
+                    Ok(t) => {
+                        if let Err(code) = rpc.on_message(t).await {
+                            let _ = tx.send(close(code, "malformed JSON-RPC message"));
+                            break;
+                        }
+                    }
+                    Err(_) => {
+                        let _ = tx.send(close(4000, "binary frame is not UTF-8 JSON"));
+                        break;
+                    }
+                },
+                Some(Ok(_)) => {} // ping/pong control frames are answered by the library
+            },
+            _ = async { let _ = ended.wait_for(|e| e.is_some()).await; }, if close_at.is_none() => {
+                let reason = ended.borrow().map_or("ended", EndReason::as_str);
+                let console = state.killed_via_console.lock().expect("state lock").contains(&live.id);
+                if console {
+                    close_at = Some(tokio::time::Instant::now() + CONSOLE_KILL_GRACE);
+                } else {
+                    let _ = tx.send(close(1001, &format!("sandbox {reason}")));
+                    break;
+                }
+            }
+            _ = grace => {
+                let _ = tx.send(close(1001, "sandbox killed"));
+                break;
+            }
+        }
+    }
+    drop(tx);
+    rpc.shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    if close_at.is_some() {
+        state
+            .killed_via_console
+            .lock()
+            .expect("state lock")
+            .remove(&live.id);
+    }
+    // Session mode: the sandbox ends with its creating client.
+    if primary && live.stop_at_ms().is_none() && !live.is_ended() {
+        state.manager.kill(&live.id, EndReason::Closed).await;
+    }
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    let reason: String = reason.chars().take(120).collect();
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+/// A JSON-RPC notification (no id).
+pub fn notification(method: &str, params: Value) -> Message {
+    Message::Text(
+        serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params})
+            .to_string()
+            .into(),
+    )
+}

@@ -1,0 +1,81 @@
+//! Schema and forward-only migrations.
+//!
+//! The schema version lives in `PRAGMA user_version`. Each entry of
+//! [`MIGRATIONS`] takes the database from version `i` to `i + 1`; a migration
+//! and its version bump commit in one transaction (the header write behind
+//! `user_version` is transactional), so a crash mid-upgrade leaves the old
+//! version intact. Never edit a shipped migration: append a new one.
+
+use rusqlite::Connection;
+
+use crate::error::{Context, StoreError};
+
+const V1: &str = r#"
+CREATE TABLE tokens (
+    id              TEXT PRIMARY KEY,
+    name            TEXT NOT NULL,
+    -- hex SHA-256 of the secret; the secret itself is never stored
+    secret_sha256   TEXT NOT NULL UNIQUE,
+    created_at_ms   INTEGER NOT NULL,
+    revoked_at_ms   INTEGER,
+    last_used_at_ms INTEGER
+);
+-- Names are unique among active tokens so `revoke NAME` is unambiguous,
+-- while a revoked token's name may be reused.
+CREATE UNIQUE INDEX tokens_active_name ON tokens(name) WHERE revoked_at_ms IS NULL;
+
+CREATE TABLE sandboxes (
+    id            TEXT PRIMARY KEY,
+    -- no foreign key: a sandbox record outlives its token, and tokens are
+    -- revoked rather than deleted anyway
+    token_id      TEXT,
+    region        TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('running', 'stopped')),
+    created_at_ms INTEGER NOT NULL,
+    stopped_at_ms INTEGER,
+    stop_at_ms    INTEGER,
+    memory_mb     INTEGER NOT NULL,
+    labels        TEXT NOT NULL DEFAULT '{}',  -- JSON object of string -> string
+    exit_reason   TEXT,
+    allow_net     TEXT NOT NULL DEFAULT '[]',  -- JSON array of strings
+    secret_names  TEXT NOT NULL DEFAULT '[]'   -- JSON array of names, never values
+);
+-- list_sandboxes: "running, newest first" and "all, newest first".
+CREATE INDEX sandboxes_status_created ON sandboxes(status, created_at_ms);
+CREATE INDEX sandboxes_created ON sandboxes(created_at_ms);
+CREATE INDEX sandboxes_token ON sandboxes(token_id);
+"#;
+
+/// Migration `i` upgrades the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+pub(crate) fn user_version(conn: &Connection) -> Result<u32, StoreError> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .ctx("reading schema version")
+}
+
+/// Brings the database up to [`SCHEMA_VERSION`], refusing one written by a
+/// newer airlock: silently running old code on a newer schema could lose data.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let found = user_version(conn)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let version = from as u32 + 1;
+        let err = |error| StoreError::Migration { version, error };
+        let tx = conn.transaction().map_err(err)?;
+        tx.execute_batch(sql).map_err(err)?;
+        // PRAGMA takes no bound parameters; `version` is our own integer.
+        tx.execute_batch(&format!("PRAGMA user_version = {version}"))
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+    }
+    Ok(())
+}
