@@ -11,6 +11,8 @@ want file file                  # checks that the agent is static
 want bwrap bubblewrap           # the reference in bench/startup.py
 want python3 python3            # benchmarks
 want cc gcc                     # linker for cargo
+# scripts/sdk-tests.sh puts the Python SDK in a venv (Debian splits ensurepip out)
+python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -34,7 +34,7 @@ async fn run(fd: RawFd, cwd: PathBuf) -> i32 {
     // Close-on-exec: processes the agent spawns must never hold the control
     // socket, or they could read the host's frames and forge replies.
     // SAFETY: fcntl on the fd the jail passed us.
-    if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
         return 2;
     }
     // SAFETY: fd 3 is the socket the jail passed us; nothing else owns it.
@@ -55,9 +55,7 @@ async fn run(fd: RawFd, cwd: PathBuf) -> i32 {
     let table = agent.table.clone();
     tokio::spawn(async move {
         loop {
-            if false {
-                table.reap();
-            }
+            table.reap();
             if sigchld.recv().await.is_none() {
                 break;
             }

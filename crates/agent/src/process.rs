@@ -294,7 +294,12 @@ pub fn spawn(ctx: &Ctx, params: &Value) -> Result<Value, ErrorObject> {
         cmd.pre_exec(move || {
             // Belt and braces: whatever the agent has open, the process
             // starts with only its stdio.
-            libc::syscall(libc::SYS_close_range, 1000u32, 1001u32, 0);
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }

@@ -611,31 +611,37 @@ fn cancel_for_a_future_stream_id_is_ignored() {
 
 #[test]
 fn random_garbage_never_crashes_the_agent() {
-    for seed in 1..=16u64 {
-        let mut agent = Agent::start();
-        let bytes = garbage(seed, 10_000);
-        // In pieces, so frame boundaries fall at random places in reads too.
-        for chunk in bytes.chunks(1 + (seed as usize * 37) % 1500) {
-            agent.send_raw(chunk);
+    std::thread::scope(|scope| {
+        for seed in 1..=16u64 {
+            scope.spawn(move || garbage_run(seed));
         }
-        std::thread::sleep(Duration::from_millis(50));
-        agent.assert_alive(&format!("garbage (seed {seed})"));
-        // Framing may now be lost for good (e.g. a header promised 4 GiB),
-        // so a ping may go unanswered; but any answer must be well formed
-        // (checked on receipt), and the agent must stay up.
-        let id = agent.send_call("ping", Value::Null);
-        let deadline = Instant::now() + Duration::from_millis(300);
-        if let Some(f) = agent.take_matching(deadline, |f| f.kind == FrameKind::Reply && f.id == id)
-        {
-            // A garbage Call may have used the same id; only a real answer
-            // to our ping can be "pong".
-            if let Ok(v) = parse_reply(&f.payload) {
-                assert_eq!(v, json!("pong"), "seed {seed}");
-            }
-        }
-        agent.assert_alive(&format!("garbage and a ping (seed {seed})"));
-        agent.finish();
+    });
+}
+
+/// One agent fed 10,000 bytes of garbage from `seed`.
+fn garbage_run(seed: u64) {
+    let mut agent = Agent::start();
+    let bytes = garbage(seed, 10_000);
+    // In pieces, so frame boundaries fall at random places in reads too.
+    for chunk in bytes.chunks(1 + (seed as usize * 37) % 1500) {
+        agent.send_raw(chunk);
     }
+    std::thread::sleep(Duration::from_millis(50));
+    agent.assert_alive(&format!("garbage (seed {seed})"));
+    // Framing may now be lost for good (e.g. a header promised 4 GiB),
+    // so a ping may go unanswered; but any answer must be well formed
+    // (checked on receipt), and the agent must stay up.
+    let id = agent.send_call("ping", Value::Null);
+    let deadline = Instant::now() + Duration::from_millis(300);
+    if let Some(f) = agent.take_matching(deadline, |f| f.kind == FrameKind::Reply && f.id == id) {
+        // A garbage Call may have used the same id; only a real answer
+        // to our ping can be "pong".
+        if let Ok(v) = parse_reply(&f.payload) {
+            assert_eq!(v, json!("pong"), "seed {seed}");
+        }
+    }
+    agent.assert_alive(&format!("garbage and a ping (seed {seed})"));
+    agent.finish();
 }
 
 // ---------------------------------------------------------------- processes

@@ -130,6 +130,29 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Changes the memory limit of a live cgroup (e.g. when a warm sandbox
+    /// is handed out with the caller's settings).
+    pub fn set_memory_limit(&self, bytes: u64) -> Result<(), JailError> {
+        match self.version {
+            CgroupVersion::V2 => self.write("memory.max", &bytes.to_string()),
+            CgroupVersion::V1 => {
+                // v1 refuses a memory limit above memsw, and memsw below the
+                // memory limit: order the writes by direction.
+                let current: u64 = self
+                    .read("memory.limit_in_bytes")
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(0);
+                if bytes > current {
+                    self.write_optional("memory.memsw.limit_in_bytes", &bytes.to_string())?;
+                    self.write("memory.limit_in_bytes", &bytes.to_string())
+                } else {
+                    self.write("memory.limit_in_bytes", &bytes.to_string())?;
+                    self.write_optional("memory.memsw.limit_in_bytes", &bytes.to_string())
+                }
+            }
+        }
+    }
+
     /// `cgroup.procs` files a process writes "0" to, to move itself in.
     pub fn procs_files(&self) -> Vec<CString> {
         self.dirs

@@ -185,6 +185,14 @@ fn errno_result(ret: libc::c_long) -> io::Result<()> {
 
 /// Entry point of the forked first process. Never returns.
 pub fn run(plan: &ChildPlan) -> ! {
+    let mut keep = [
+        plan.userns_fd,
+        plan.agent_exe_fd,
+        plan.agent_socket_fd,
+        plan.report_fd,
+        plan.landlock_fd.unwrap_or(-1),
+    ];
+    sys::close_fds_except(&mut keep);
     for procs in &plan.cgroup_procs {
         step(plan, "join cgroup", sys::write_file(procs, b"0"));
     }

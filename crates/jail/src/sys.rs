@@ -184,3 +184,32 @@ pub fn pidfd_send_signal(pidfd: RawFd, signal: libc::c_int) -> io::Result<()> {
     })
     .map(drop)
 }
+
+/// Closes every fd from 3 up except those in `keep` (sorted in place).
+///
+/// Called first thing in forked children: a concurrent fork on another
+/// thread may have handed this child fds of other sandboxes being set up
+/// (pipes, sockets), and holding them would delay or block those sandboxes.
+pub fn close_fds_except(keep: &mut [RawFd]) {
+    // Insertion sort: tiny slice, no allocation.
+    for i in 1..keep.len() {
+        let mut j = i;
+        while j > 0 && keep[j - 1] > keep[j] {
+            keep.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+    let mut next: u32 = 3;
+    for &fd in keep.iter() {
+        if fd < 3 || (fd as u32) < next {
+            continue;
+        }
+        if (fd as u32) > next {
+            // SAFETY: close_range on a range of fds this process owns.
+            unsafe { libc::syscall(libc::SYS_close_range, next, fd as u32 - 1, 0) };
+        }
+        next = fd as u32 + 1;
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, next, u32::MAX, 0) };
+}

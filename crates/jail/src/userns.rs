@@ -30,9 +30,9 @@ pub fn create(host_base: u32) -> Result<OwnedFd, JailError> {
     if pid == 0 {
         // SAFETY: raw syscalls only; see above.
         unsafe {
-            // Our copies of the parent's ends would keep the pipes open.
-            libc::close(ready_r);
-            libc::close(go_w);
+            // Keep only our ends: other fds (ours or those of sandboxes being
+            // set up on other threads) must not stay open in this process.
+            sys::close_fds_except(&mut [ready_w, go_r]);
             let ok: u8 = if libc::unshare(libc::CLONE_NEWUSER) == 0 {
                 1
             } else {
@@ -48,7 +48,9 @@ pub fn create(host_base: u32) -> Result<OwnedFd, JailError> {
     sys::close(go_r);
     let result = map_and_open(pid, host_base, ready_r);
     sys::close(ready_r);
-    sys::close(go_w); // lets the holder exit
+    // An explicit byte, not EOF: a concurrent fork may hold a copy of go_w.
+    let _ = sys::write_all(go_w, &[1]);
+    sys::close(go_w);
     reap(pid);
     result
 }

@@ -8,4 +8,4 @@ mod manager;
 
 pub use ids::new_sandbox_id;
 pub use live::{EndReason, Live};
-pub use manager::{CreateRequest, Manager, ManagerConfig, ManagerError};
+pub use manager::{CreateRequest, Manager, ManagerConfig, ManagerError, PoolStats};

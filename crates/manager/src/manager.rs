@@ -2,12 +2,14 @@ use crate::live::{EndReason, Live};
 use crate::new_sandbox_id;
 use agent_client::AgentClient;
 use jail::{JailPaths, Limits, Sandbox, SandboxSpec};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::{now_ms, SandboxRecord, Store};
 use thiserror::Error;
+use tokio::sync::Notify;
 
 #[derive(Debug, Clone)]
 pub struct ManagerConfig {
@@ -22,6 +24,11 @@ pub struct ManagerConfig {
     pub pids: u64,
     /// The sandbox's default environment and working directory.
     pub env: Vec<(String, String)>,
+    /// Ready sandboxes kept in reserve so a create does not wait for
+    /// namespaces, root filesystem and agent start-up.
+    pub pool_size: usize,
+    /// Memory limit pool sandboxes are made with (changed at hand-out).
+    pub default_memory_mb: u32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -58,6 +65,24 @@ pub struct Manager {
     store: Arc<Store>,
     rootfs: PathBuf,
     live: Mutex<HashMap<String, Arc<Live>>>,
+    pool: Mutex<VecDeque<Prepared>>,
+    /// Wakes the pool filler after a sandbox was taken.
+    pool_taken: Notify,
+    pool_stats: PoolStats,
+}
+
+/// A started sandbox with its agent connected, not yet handed out.
+struct Prepared {
+    id: String,
+    sandbox: Sandbox,
+    client: AgentClient,
+}
+
+/// Counters of the warm pool, for operators and benchmarks.
+#[derive(Default, Debug)]
+pub struct PoolStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
 }
 
 impl Manager {
@@ -87,12 +112,115 @@ impl Manager {
                 "recovered from a previous daemon"
             );
         }
-        Ok(Arc::new(Self {
+        let mgr = Arc::new(Self {
             cfg,
             store,
             rootfs: image.rootfs,
             live: Mutex::new(HashMap::new()),
-        }))
+            pool: Mutex::new(VecDeque::new()),
+            pool_taken: Notify::new(),
+            pool_stats: PoolStats::default(),
+        });
+        if mgr.cfg.pool_size > 0 {
+            mgr.clone().fill_pool();
+        }
+        Ok(mgr)
+    }
+
+    pub fn pool_stats(&self) -> &PoolStats {
+        &self.pool_stats
+    }
+
+    pub fn pool_len(&self) -> usize {
+        self.pool.lock().expect("pool lock").len()
+    }
+
+    /// Keeps the pool at its size, in the background, one sandbox at a time
+    /// so that refilling never competes hard with the work being served.
+    fn fill_pool(self: Arc<Self>) {
+        tokio::spawn(async move {
+            let mut failures = 0u32;
+            loop {
+                while self.pool_len() < self.cfg.pool_size {
+                    match self.prepare("ord", self.cfg.default_memory_mb).await {
+                        Ok(p) => {
+                            failures = 0;
+                            self.pool.lock().expect("pool lock").push_back(p);
+                        }
+                        Err(e) => {
+                            failures += 1;
+                            tracing::warn!("warm pool: {e}");
+                            // Back off, up to 25 s, rather than spin on a broken host.
+                            tokio::time::sleep(Duration::from_millis(100 << failures.min(8))).await;
+                        }
+                    }
+                }
+                self.pool_taken.notified().await;
+            }
+        });
+    }
+
+    /// Starts a sandbox (namespaces, root filesystem, agent) with no owner yet.
+    async fn prepare(&self, region: &str, memory_mb: u32) -> Result<Prepared, ManagerError> {
+        let id = new_sandbox_id(region);
+        let spec = SandboxSpec {
+            id: id.clone(),
+            image_rootfs: self.rootfs.clone(),
+            agent_exe: self.cfg.agent_exe.clone(),
+            paths: self.cfg.jail_paths.clone(),
+            limits: Limits {
+                memory_bytes: u64::from(memory_mb) << 20,
+                cpu_millis: self.cfg.cpu_millis,
+                pids: self.cfg.pids,
+                disk_bytes: self.cfg.disk_bytes,
+                ..Limits::default()
+            },
+            env: self.cfg.env.clone(),
+            hostname: "sandbox".into(),
+        };
+        let mut sandbox = tokio::task::spawn_blocking(move || Sandbox::create(&spec))
+            .await
+            .map_err(|e| ManagerError::Internal(e.to_string()))??;
+        let sock = sandbox
+            .take_agent_socket()
+            .ok_or_else(|| ManagerError::Internal("agent socket missing".into()))?;
+        match AgentClient::connect(sock).await {
+            Ok((client, _hello)) => Ok(Prepared {
+                id,
+                sandbox,
+                client,
+            }),
+            Err(e) => {
+                destroy_blocking(sandbox).await;
+                Err(ManagerError::Agent(format!("{e:#}")))
+            }
+        }
+    }
+
+    /// A prepared sandbox: from the pool when one fits, else a fresh one.
+    async fn take_prepared(&self, req: &CreateRequest) -> Result<Prepared, ManagerError> {
+        let pooled = if new_sandbox_id(&req.region).starts_with("sbx_ord_") {
+            self.pool.lock().expect("pool lock").pop_front()
+        } else {
+            None
+        };
+        self.pool_taken.notify_one();
+        let Some(p) = pooled else {
+            self.pool_stats.misses.fetch_add(1, Ordering::Relaxed);
+            return self.prepare(&req.region, req.memory_mb).await;
+        };
+        self.pool_stats.hits.fetch_add(1, Ordering::Relaxed);
+        if req.memory_mb != self.cfg.default_memory_mb {
+            if let Err(e) = p
+                .sandbox
+                .cgroup()
+                .set_memory_limit(u64::from(req.memory_mb) << 20)
+            {
+                destroy_blocking(p.sandbox).await;
+                return Err(e.into());
+            }
+        }
+        Ok(p)
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -108,35 +236,11 @@ impl Manager {
     }
 
     pub async fn create(self: &Arc<Self>, req: CreateRequest) -> Result<Arc<Live>, ManagerError> {
-        let id = new_sandbox_id(&req.region);
-        let spec = SandboxSpec {
-            id: id.clone(),
-            image_rootfs: self.rootfs.clone(),
-            agent_exe: self.cfg.agent_exe.clone(),
-            paths: self.cfg.jail_paths.clone(),
-            limits: Limits {
-                memory_bytes: u64::from(req.memory_mb) << 20,
-                cpu_millis: self.cfg.cpu_millis,
-                pids: self.cfg.pids,
-                disk_bytes: self.cfg.disk_bytes,
-                ..Limits::default()
-            },
-            env: self.cfg.env.clone(),
-            hostname: "sandbox".into(),
-        };
-        let mut sandbox = tokio::task::spawn_blocking(move || Sandbox::create(&spec))
-            .await
-            .map_err(|e| ManagerError::Internal(e.to_string()))??;
-        let sock = sandbox
-            .take_agent_socket()
-            .ok_or_else(|| ManagerError::Internal("agent socket missing".into()))?;
-        let client = match AgentClient::connect(sock).await {
-            Ok((client, _hello)) => client,
-            Err(e) => {
-                destroy_blocking(sandbox).await;
-                return Err(ManagerError::Agent(format!("{e:#}")));
-            }
-        };
+        let Prepared {
+            id,
+            sandbox,
+            client,
+        } = self.take_prepared(&req).await?;
         for (k, v) in &req.env {
             let r = client
                 .call("envSet", serde_json::json!({"key": k, "value": v}))
@@ -238,6 +342,10 @@ impl Manager {
 
     /// Ends every live sandbox (daemon shutdown).
     pub async fn shutdown(&self) {
+        let pooled: Vec<Prepared> = self.pool.lock().expect("pool lock").drain(..).collect();
+        for p in pooled {
+            destroy_blocking(p.sandbox).await;
+        }
         let ids: Vec<String> = self
             .live
             .lock()

@@ -3,6 +3,7 @@
 
 use crate::{agent_exe, sandbox_env};
 use anyhow::{Context, Result};
+use axum::serve::ListenerExt;
 use clap::Args;
 use manager::{Manager, ManagerConfig};
 use server::{AppState, ConfigLimits};
@@ -36,6 +37,9 @@ pub struct ServeArgs {
     /// Maximum processes and threads per sandbox.
     #[arg(long, default_value_t = 1024)]
     pids: u64,
+    /// Ready sandboxes kept warm so creates return at once (0 disables).
+    #[arg(long, default_value_t = 2)]
+    pool: usize,
 }
 
 pub fn main(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i32> {
@@ -65,6 +69,8 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
         cpu_millis: (args.cpus * 1000.0).round() as u64,
         pids: args.pids,
         env: sandbox_env::agent_env(sandbox_env::WORKDIR, None),
+        pool_size: args.pool,
+        default_memory_mb: ConfigLimits::default().default_memory_mb,
     };
     eprintln!(
         "airlock: preparing image {:?} (built on first use)...",
@@ -103,6 +109,11 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
             _ = int.recv() => {},
         }
     };
+    // Small JSON-RPC messages must not wait for Nagle's algorithm: without
+    // TCP_NODELAY a spawn+wait round trip costs ~90 ms of delayed ACKs.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, server::router(state))
         .with_graceful_shutdown(shutdown)
         .await?;
