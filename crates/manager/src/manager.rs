@@ -314,7 +314,6 @@ impl Manager {
         let Some(live) = self.live.lock().expect("manager lock").remove(id) else {
             return false;
         };
-        live.ended.send_replace(Some(reason));
         let jail = live.jail.lock().expect("live lock").take();
         if let Some(sandbox) = jail {
             destroy_blocking(sandbox).await;
@@ -322,6 +321,9 @@ impl Manager {
         if let Err(e) = self.store.end_sandbox(id, now_ms(), reason.as_str()) {
             tracing::warn!(sandbox = id, "recording the end: {e}");
         }
+        // Told last, so a client that sees its socket close (1001) finds
+        // everything of the sandbox already released.
+        live.ended.send_replace(Some(reason));
         tracing::info!(sandbox = id, reason = reason.as_str(), "sandbox ended");
         true
     }

@@ -1,0 +1,511 @@
+//! The daemon over its wire protocol, with a raw WebSocket client: errors
+//! in the protocol's shapes, malformed input, lifetimes, and recovery after
+//! `kill -9`. (The official SDKs are exercised in tests/sdk/.)
+
+mod common;
+
+use base64::Engine;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
+
+struct Daemon {
+    child: Option<Child>,
+    dir: PathBuf,
+    addr: String,
+    token: String,
+}
+
+impl Daemon {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "airlock-daemon-test-{}-{}",
+            std::process::id(),
+            rand_u32()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = token_create(&dir.join("store.db"));
+        let mut d = Self {
+            child: None,
+            dir,
+            addr: String::new(),
+            token,
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(common::AIRLOCK)
+            .args(["serve", "--listen", "127.0.0.1:0", "--pool", "1", "--store"])
+            .arg(self.dir.join("store.db"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting airlock serve");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("daemon exited before listening")
+                .unwrap();
+            if let Some(url) = line.strip_prefix("listening on http://") {
+                break url.to_string();
+            }
+        };
+        // Keep draining stdout so the daemon never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        self.addr = addr;
+        self.child = Some(child);
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn request(
+        &self,
+        path: &str,
+        config: Option<Value>,
+        token: &str,
+    ) -> tungstenite::handshake::client::Request {
+        let mut req = format!("ws://{}{}", self.addr, path)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        if let Some(cfg) = config {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(cfg.to_string());
+            req.headers_mut()
+                .insert("x-deno-sandbox-config", b64.parse().unwrap());
+        }
+        req
+    }
+
+    /// Creates a sandbox; returns the socket and the sandbox id.
+    fn create(&self, config: Value) -> (Ws, String) {
+        let (ws, resp) = tungstenite::connect(self.request(
+            "/api/v3/sandboxes/create",
+            Some(config),
+            &self.token,
+        ))
+        .expect("create handshake");
+        let id = resp.headers()["x-deno-sandbox-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        set_timeout(&ws);
+        (ws, id)
+    }
+
+    /// A failed upgrade: (status, JSON body).
+    fn create_err(&self, config: Value, token: &str) -> (u16, Value) {
+        match tungstenite::connect(self.request("/api/v3/sandboxes/create", Some(config), token)) {
+            Err(tungstenite::Error::Http(resp)) => {
+                let body = resp.body().clone().unwrap_or_default();
+                (
+                    resp.status().as_u16(),
+                    serde_json::from_slice(&body).unwrap_or(Value::Null),
+                )
+            }
+            other => panic!(
+                "expected an HTTP error, got {:?}",
+                other.map(|(_, r)| r.status())
+            ),
+        }
+    }
+
+    fn http(&self, method: &str, path: &str) -> (u16, String) {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, "-H"])
+            .arg(format!("Authorization: Bearer {}", self.token))
+            .arg(format!("http://{}{}", self.addr, path))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.trim().parse().unwrap(), body.to_string())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc_kill(c.id() as i32, 15) };
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut b).unwrap();
+    u32::from_le_bytes(b)
+}
+
+fn token_create(store: &Path) -> String {
+    let out = Command::new(common::AIRLOCK)
+        .args(["token", "create", "--store"])
+        .arg(store)
+        .arg("test")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(token.starts_with("ddo_"), "{token}");
+    token
+}
+
+fn set_timeout(ws: &Ws) {
+    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    }
+}
+
+fn call(ws: &mut Ws, id: u64, method: &str, params: Value) -> Value {
+    ws.send(Message::text(
+        json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string(),
+    ))
+    .unwrap();
+    loop {
+        let msg = ws.read().expect("reading a response");
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v.get("id") == Some(&json!(id)) {
+                return v;
+            }
+        }
+    }
+}
+
+/// Reads until the socket closes; returns the close code.
+fn close_code(ws: &mut Ws) -> Option<CloseCode> {
+    loop {
+        match ws.read() {
+            Ok(Message::Close(frame)) => return frame.map(|f| f.code),
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+fn sandbox_leftovers(id: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    if Path::new("/run/airlock/sandboxes").join(id).exists() {
+        left.push("state dir".into());
+    }
+    for c in ["memory", "pids", "cpu"] {
+        if Path::new("/sys/fs/cgroup")
+            .join(c)
+            .join("airlock")
+            .join(id)
+            .exists()
+        {
+            left.push(format!("{c} cgroup"));
+        }
+    }
+    if Path::new("/sys/fs/cgroup/airlock").join(id).exists() {
+        left.push("cgroup".into());
+    }
+    left
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn spawn_wait_and_streams_over_the_wire() {
+    let d = Daemon::start();
+    let (mut ws, id) = d.create(json!({"memory_mb": 1024}));
+    assert!(id.starts_with("sbx_ord_") && id.len() == 28, "{id}");
+    let r = call(
+        &mut ws,
+        1,
+        "spawn",
+        json!({"command": "sh", "args": ["-c", "echo out; exit 4"], "stdout": "piped", "stderr": "null"}),
+    );
+    let ok = &r["result"]["ok"];
+    assert!(ok["stderrStreamId"].is_null(), "{r}");
+    let sid = ok["stdoutStreamId"].as_u64().unwrap();
+    let pid = ok["pid"].as_u64().unwrap();
+    ws.send(Message::text(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "processWait", "params": {"pid": pid}})
+            .to_string(),
+    ))
+    .unwrap();
+    let (mut started, mut data, mut ended, mut status) = (false, Vec::new(), false, Value::Null);
+    while !(ended && !status.is_null()) {
+        let Message::Text(t) = ws.read().unwrap() else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(v["jsonrpc"], "2.0", "{v}");
+        match v["method"].as_str() {
+            Some("$sandbox.stream.start") if v["params"]["streamId"] == sid => started = true,
+            Some("$sandbox.stream.enqueue") if v["params"]["streamId"] == sid => {
+                assert!(started, "enqueue before start");
+                let chunk = base64::engine::general_purpose::STANDARD
+                    .decode(v["params"]["data"].as_str().unwrap())
+                    .unwrap();
+                assert!(!chunk.is_empty(), "empty enqueue");
+                data.extend(chunk);
+            }
+            Some("$sandbox.stream.end") if v["params"]["streamId"] == sid => ended = true,
+            _ if v["id"] == 2 => status = v["result"]["ok"].clone(),
+            _ => {}
+        }
+    }
+    assert_eq!(data, b"out\n");
+    assert_eq!(
+        status,
+        json!({"success": false, "code": 4, "signal": null, "oom": null})
+    );
+    // Errors in the protocol's shapes.
+    let r = call(&mut ws, 3, "readFile", json!({"path": "/nope"}));
+    assert_eq!(r["result"]["error"]["constructorName"], "NotFound", "{r}");
+    let r = call(
+        &mut ws,
+        4,
+        "spawn",
+        json!({"command": "no-such-command", "stdout": "null", "stderr": "null"}),
+    );
+    assert_eq!(r["result"]["error"]["constructorName"], "NotFound", "{r}");
+    let r = call(&mut ws, 5, "processWait", json!({"pid": 999_999}));
+    assert_eq!(
+        r["result"]["error"],
+        json!({"constructorName": "TypeError", "code": "ENOENT", "message": "no process with pid 999999"})
+    );
+}
+
+#[test]
+fn bad_requests_get_the_documented_errors() {
+    let d = Daemon::start();
+    let (status, body) = d.create_err(json!({}), "ddo_wrong");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("INVALID_TOKEN")),
+        "{body}"
+    );
+    let (status, body) = d.create_err(json!({"memory_mb": 10}), &d.token);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("INVALID_CONFIG")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("between 768 and 4096"),
+        "{body}"
+    );
+    let (status, body) = d.create_err(json!({"timeout": "forever"}), &d.token);
+    assert_eq!(status, 400, "{body}");
+    let err = tungstenite::connect(d.request(
+        "/api/v3/sandbox/sbx_ord_00000000000000000000/connect",
+        None,
+        &d.token,
+    ))
+    .unwrap_err();
+    assert!(
+        matches!(err, tungstenite::Error::Http(ref r) if r.status() == 404),
+        "{err:?}"
+    );
+    assert_eq!(
+        d.http("DELETE", "/api/v3/sandbox/sbx_ord_00000000000000000000")
+            .0,
+        404
+    );
+
+    let (mut ws, _id) = d.create(json!({}));
+    let r = call(&mut ws, 1, "noSuchMethod", json!({}));
+    assert_eq!(r["error"]["code"], -32601, "{r}");
+    assert_eq!(r["error"]["message"], "Method not found");
+    ws.send(Message::text(
+        r#"{"jsonrpc":"2.0","id":2,"method":"spawn","params":"x"}"#,
+    ))
+    .unwrap();
+    let r = loop {
+        let Message::Text(t) = ws.read().unwrap() else {
+            continue;
+        };
+        break serde_json::from_str::<Value>(&t).unwrap();
+    };
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    let r = call(&mut ws, 3, "spawnDeno", json!({}));
+    assert_eq!(
+        r["result"]["error"]["constructorName"], "NotSupported",
+        "{r}"
+    );
+    // The JS SDK's text ping is answered, not treated as an error.
+    ws.send(Message::text("ping")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("pong"));
+    // Not JSON: closed with 4000; the daemon lives on.
+    ws.send(Message::text("{not json")).unwrap();
+    assert_eq!(close_code(&mut ws), Some(CloseCode::Library(4000)));
+    let (mut ws, _) = d.create(json!({}));
+    ws.send(Message::text("x".repeat(5 << 20))).unwrap();
+    assert_eq!(close_code(&mut ws), Some(CloseCode::Size));
+    let (mut ws, _) = d.create(json!({}));
+    assert_eq!(
+        call(&mut ws, 1, "envGet", json!({"key": "HOME"}))["result"]["ok"],
+        "/root"
+    );
+}
+
+#[test]
+fn session_sandbox_ends_with_its_creator_and_timed_one_outlives_it() {
+    let d = Daemon::start();
+    let (mut ws, session_id) = d.create(json!({}));
+    call(&mut ws, 1, "envGet", json!({"key": "HOME"}));
+    // A second client attaches; its disconnect does not end the sandbox.
+    let (mut other, _) = tungstenite::connect(d.request(
+        &format!("/api/v3/sandbox/{session_id}/connect"),
+        None,
+        &d.token,
+    ))
+    .unwrap();
+    set_timeout(&other);
+    assert_eq!(
+        call(&mut other, 1, "envGet", json!({"key": "HOME"}))["result"]["ok"],
+        "/root"
+    );
+    other.close(None).unwrap();
+    let _ = close_code(&mut other);
+    assert_eq!(
+        call(&mut ws, 2, "envGet", json!({"key": "HOME"}))["result"]["ok"],
+        "/root"
+    );
+    ws.close(None).unwrap();
+    let _ = close_code(&mut ws);
+    wait_until(
+        "the session sandbox to end",
+        Duration::from_secs(10),
+        || sandbox_leftovers(&session_id).is_empty(),
+    );
+
+    let stop_at = store::now_ms() + 60_000;
+    let (mut ws, timed_id) = d.create(json!({"stop_at_ms": stop_at}));
+    ws.close(None).unwrap();
+    let _ = close_code(&mut ws);
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut again, _) = tungstenite::connect(d.request(
+        &format!("/api/v3/sandbox/{timed_id}/connect"),
+        None,
+        &d.token,
+    ))
+    .unwrap();
+    set_timeout(&again);
+    assert_eq!(
+        call(&mut again, 1, "envGet", json!({"key": "HOME"}))["result"]["ok"],
+        "/root"
+    );
+    // Extend, then kill through the API: the socket is closed with 1001.
+    let (code, body) = d.http("DELETE", &format!("/api/v3/sandbox/{timed_id}"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(close_code(&mut again), Some(CloseCode::Away));
+    assert!(sandbox_leftovers(&timed_id).is_empty());
+    let (_, list) = d.http("GET", "/api/v2/sandboxes");
+    let list: Value = serde_json::from_str(&list).unwrap();
+    let entry = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == timed_id.as_str())
+        .expect("listed");
+    assert_eq!(entry["status"], "stopped");
+    assert!(entry["stoppedAt"].is_string());
+}
+
+#[test]
+fn deadline_ends_the_sandbox() {
+    let d = Daemon::start();
+    let (mut ws, id) = d.create(json!({"timeout": "2s"}));
+    let start = Instant::now();
+    assert_eq!(close_code(&mut ws), Some(CloseCode::Away));
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    assert!(sandbox_leftovers(&id).is_empty());
+}
+
+#[test]
+fn kill_9_of_the_daemon_leaves_nothing_after_restart() {
+    let mut d = Daemon::start();
+    let stop_at = store::now_ms() + 120_000;
+    let mut ids = Vec::new();
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        let (mut ws, id) = d.create(json!({"stop_at_ms": stop_at}));
+        let r = call(
+            &mut ws,
+            1,
+            "spawn",
+            json!({"command": "sleep", "args": ["1000"], "stdout": "null", "stderr": "null"}),
+        );
+        assert!(r["result"]["ok"]["pid"].is_number(), "{r}");
+        ids.push(id);
+        sockets.push(ws);
+    }
+    for id in &ids {
+        assert!(!sandbox_leftovers(id).is_empty(), "{id} should be running");
+    }
+    d.kill9();
+    // The sandboxes outlive the daemon...
+    for id in &ids {
+        assert!(
+            !sandbox_leftovers(id).is_empty(),
+            "{id} vanished with the daemon"
+        );
+    }
+    // ...until it starts again.
+    d.spawn();
+    for id in &ids {
+        assert_eq!(sandbox_leftovers(id), Vec::<String>::new(), "{id}");
+    }
+    let store = store::Store::open(&d.dir.join("store.db")).unwrap();
+    for id in &ids {
+        let rec = store.get_sandbox(id).unwrap().expect("recorded");
+        assert_eq!(rec.status, "stopped");
+        assert_eq!(rec.exit_reason.as_deref(), Some("daemon restart"));
+    }
+    // No process of those sandboxes is left: their cgroups are gone, and no
+    // `sleep 1000` runs in a sandbox uid range.
+    let sleepers = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("cmdline")).ok())
+        .filter(|c| c == "sleep\u{0}1000\u{0}")
+        .count();
+    assert_eq!(sleepers, 0);
+}
