@@ -262,7 +262,7 @@ fn spawn_wait_and_streams_over_the_wire() {
     ))
     .unwrap();
     let (mut started, mut data, mut ended, mut status) = (false, Vec::new(), false, Value::Null);
-    while !(ended && !status.is_null()) {
+    while !ended || status.is_null() {
         let Message::Text(t) = ws.read().unwrap() else {
             continue;
         };
