@@ -15,6 +15,10 @@ pub(crate) struct Meta {
     pub created_unix: u64,
     pub size_bytes: u64,
     pub summary: String,
+    /// Version of the recipe that built it (0 for images from before
+    /// recipes had versions); an older one is rebuilt by `ensure`.
+    #[serde(default)]
+    pub recipe: u32,
 }
 
 impl Meta {

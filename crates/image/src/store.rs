@@ -32,6 +32,8 @@ pub struct ImageInfo {
     pub size_bytes: u64,
     /// What is inside, e.g. "debian bookworm minbase, python3 3.11.2-1+b1, ...".
     pub summary: String,
+    /// Version of the recipe that built it.
+    pub recipe: u32,
 }
 
 impl ImageStore {
@@ -93,6 +95,7 @@ impl ImageStore {
             created_unix: meta.created_unix,
             size_bytes: meta.size_bytes,
             summary: meta.summary,
+            recipe: meta.recipe,
         }))
     }
 
@@ -116,10 +119,19 @@ impl ImageStore {
         name: &str,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<ImageInfo, ImageError> {
-        if let Some(info) = self.get(name)? {
-            return Ok(info);
+        let current = recipe_for(name)?.version();
+        match self.get(name)? {
+            Some(info) if info.recipe >= current => Ok(info),
+            Some(info) => {
+                let msg = format!(
+                    "image {name} was built by recipe version {}, this airlock has version {current}: rebuilding",
+                    info.recipe
+                );
+                progress(Progress::Stage(&msg));
+                self.build(name, true, progress)
+            }
+            None => self.build(name, false, progress),
         }
-        self.build(name, false, progress)
     }
 
     /// Deletes the image. Sandboxes still using its rootfs are the caller's
@@ -179,6 +191,7 @@ impl ImageStore {
                 .unwrap_or(0),
             size_bytes: disk_usage(&rootfs)?,
             summary,
+            recipe: recipe.version(),
         };
         meta.write(&Layout::meta_file(&staging))?;
 
@@ -309,6 +322,10 @@ mod tests {
     }
 
     impl Recipe for Fake {
+        fn version(&self) -> u32 {
+            1
+        }
+
         fn build(
             &self,
             rootfs: &Path,

@@ -36,6 +36,11 @@ const DPKG_PATH_FILTERS: &[&str] = &[
 const HOSTNAME: &str = "sandbox";
 
 impl Recipe for Debian {
+    /// 1: first release. 2: `sudo` shim.
+    fn version(&self) -> u32 {
+        2
+    }
+
     fn build(
         &self,
         rootfs: &Path,
@@ -156,6 +161,19 @@ fn fetch_deno(work: &Path, progress: &mut dyn FnMut(Progress)) -> Result<Deno, I
     })
 }
 
+const SUDO_SHIM: &str = r#"#!/bin/sh
+# airlock: commands in a sandbox already run as its root; run the command.
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -u|-g|-C|-D|-h|-p|-r|-t|-U) shift 2 ;;
+    --) shift; break ;;
+    -*) shift ;;
+    *) break ;;
+  esac
+done
+exec "$@"
+"#;
+
 /// The sandbox-facing settings that mmdebstrap leaves as the host's.
 fn configure(rootfs: &Path) -> Result<(), ImageError> {
     ensure_dir(&rootfs.join("home/app"), 0o755)?;
@@ -173,6 +191,15 @@ fn configure(rootfs: &Path) -> Result<(), ImageError> {
         "127.0.0.1\tlocalhost\n127.0.1.1\t{HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
     );
     replace_file(&etc.join("hosts"), &mut hosts.as_bytes(), 0o644)?;
+    // Sandbox commands already run as (namespaced) root; the Deno SDK's
+    // `sh().sudo()` prefixes `sudo`, so a shim that just runs the command.
+    let bin = rootfs.join("usr/local/bin");
+    fs::create_dir_all(&bin).map_err(ImageError::io("create directory", &bin))?;
+    replace_file(
+        &rootfs.join("usr/local/bin/sudo"),
+        &mut SUDO_SHIM.as_bytes(),
+        0o755,
+    )?;
     // mmdebstrap already cleans these; doing it again keeps the image small
     // even if its defaults change. apt expects `lock` and `partial` to stay.
     empty_dir(&rootfs.join("var/lib/apt/lists"), &["lock", "partial"])?;

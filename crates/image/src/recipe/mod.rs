@@ -10,6 +10,10 @@ use std::path::Path;
 pub const KNOWN_IMAGES: &[&str] = &["default"];
 
 pub(crate) trait Recipe: Sync {
+    /// Bumped whenever the recipe changes what it builds, so images made
+    /// by an older one are rebuilt on first use.
+    fn version(&self) -> u32;
+
     /// Creates `rootfs` (which does not exist yet), using `work` (an empty
     /// directory removed afterwards) for downloads. Returns a one-line
     /// summary of the contents for `image.json`.
