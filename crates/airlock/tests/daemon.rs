@@ -509,3 +509,45 @@ fn kill_9_of_the_daemon_leaves_nothing_after_restart() {
         .count();
     assert_eq!(sleepers, 0);
 }
+
+#[test]
+fn token_cli_create_list_revoke() {
+    let d = Daemon::start();
+    let store = d.dir.join("store.db");
+    let airlock = |args: &[&str]| {
+        let out = Command::new(common::AIRLOCK)
+            .args(args)
+            .arg("--store")
+            .arg(&store)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, second, _) = airlock(&["token", "create", "ci"]);
+    assert_eq!(code, Some(0));
+    let second = second.trim().to_string();
+    let (_, list, _) = airlock(&["token", "ls"]);
+    assert!(list.contains("test") && list.contains("ci"), "{list}");
+    assert!(
+        !list.contains(&second) && !list.contains(&d.token),
+        "secrets must never be listed: {list}"
+    );
+    let (mut ws, _) =
+        tungstenite::connect(d.request("/api/v3/sandboxes/create", Some(json!({})), &second))
+            .unwrap();
+    ws.close(None).unwrap();
+    let (code, _, _) = airlock(&["token", "revoke", "ci"]);
+    assert_eq!(code, Some(0));
+    let (status, body) = d.create_err(json!({}), &second);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("INVALID_TOKEN"))
+    );
+    let (code, _, err) = airlock(&["token", "revoke", "no-such-token"]);
+    assert_eq!(code, Some(125), "{err}");
+    assert!(err.contains("no active token"), "{err}");
+}
