@@ -36,7 +36,12 @@ pub fn main(data_dir: &Path, cmd: ImageCommand) -> Result<()> {
     let store = ImageStore::new(data_dir);
     match cmd {
         ImageCommand::Build { name, force } => {
-            let info = store.build(&name, force, &mut print_progress)?;
+            // Without --force: build if missing or made by an older recipe.
+            let info = if force {
+                store.build(&name, true, &mut print_progress)?
+            } else {
+                store.ensure(&name, &mut print_progress)?
+            };
             println!("{} {}", info.name, info.rootfs.display());
         }
         ImageCommand::Ls => {
