@@ -10,3 +10,5 @@ scripts/build-agent.sh
 cargo build -p airlock
 target/debug/airlock image build default
 cargo test --workspace -- --test-threads="${AIRLOCK_TEST_THREADS:-4}"
+# The official SDKs (npm @deno/sandbox, PyPI deno-sandbox), unchanged, against a real daemon.
+scripts/sdk-tests.sh all

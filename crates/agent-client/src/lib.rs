@@ -122,12 +122,13 @@ impl AgentClient {
                         }
                     }
                 }
-                // Connection gone: fail every waiting call.
+                // Connection gone. Mark it closed before failing the waiting
+                // calls: a call registered after the clear sees the flag.
+                let _ = closed_tx.send(true);
                 pending.lock().expect("pending").clear();
                 for slot in inbound.lock().expect("inbound").map.values_mut() {
                     slot.tx = None;
                 }
-                let _ = closed_tx.send(true);
             });
         }
         let hello = tokio::time::timeout(HELLO_TIMEOUT, hello_rx)
@@ -181,6 +182,10 @@ impl AgentClient {
         }
         let (tx, rx) = oneshot::channel();
         self.pending.lock().expect("pending").insert(id, tx);
+        if self.is_closed() {
+            self.pending.lock().expect("pending").remove(&id);
+            bail!("the sandbox agent connection is closed");
+        }
         self.send(FrameKind::Call, id, &payload).await?;
         let reply = rx
             .await

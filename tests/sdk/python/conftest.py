@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
-START_TIMEOUT_S = 60
+# Generous: the first start may build the default image.
+START_TIMEOUT_S = float(os.environ.get("AIRLOCK_SDK_START_TIMEOUT", "600"))
 LISTEN_RE = re.compile(r"listening on (http://\S+)")
 
 

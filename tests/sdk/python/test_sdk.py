@@ -494,6 +494,7 @@ def test_duration_sandbox_survives_close_and_kill(client):
     assert_gone(client, sandbox_id)
 
 
+@pytest.mark.timeout(60)
 def test_kill_then_exit_is_clean(client):
     """PY's close() after kill() must not raise (server grace period, PROTOCOL.md §7.4)."""
     with client.sandbox.create() as sb:

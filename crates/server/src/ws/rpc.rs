@@ -217,7 +217,7 @@ impl Rpc {
             m if AGENT_METHODS.contains(&m) => {
                 let result = self.forward(method, params).await;
                 // A process of an ended sandbox is gone: killing it is done.
-                if m == "processKill" && result.is_err() && self.live.is_ended() {
+                if m == "processKill" && result.is_err() && self.sandbox_gone() {
                     return Ok(Ok(Value::Null));
                 }
                 Ok(result)
@@ -231,6 +231,11 @@ impl Rpc {
         }
     }
 
+    /// The sandbox ended, or is being torn down (its agent is gone).
+    fn sandbox_gone(&self) -> bool {
+        self.live.is_ended() || self.live.client.is_closed()
+    }
+
     /// Calls the agent; a lost agent becomes an application error.
     async fn forward(
         &self,
@@ -241,7 +246,7 @@ impl Rpc {
             Ok(result) => result,
             Err(e) => Err(ErrorObject::new(
                 "Error",
-                if self.live.is_ended() {
+                if self.sandbox_gone() {
                     "the sandbox has ended".to_string()
                 } else {
                     format!("sandbox agent: {e:#}")
@@ -291,7 +296,7 @@ impl Rpc {
                 Ok(status)
             }
             // The sandbox was killed under the process.
-            Err(_) if self.live.is_ended() => {
+            Err(_) if self.sandbox_gone() => {
                 Ok(json!({"success": false, "code": 137, "signal": "SIGKILL", "oom": null}))
             }
             Err(e) => Err(e),
