@@ -66,6 +66,13 @@ struct Args {
     /// Warm pool size of the spawned daemon (`serve --pool`).
     #[arg(long, default_value_t = 2)]
     pool: usize,
+    /// After each sample, wait this long at most for the server's close
+    /// frame (the full handshake is measured separately).
+    #[arg(long, default_value_t = 100)]
+    close_wait_ms: u64,
+    /// Samples of the full close handshake (Close → server close frame).
+    #[arg(long, default_value_t = 5)]
+    close_runs: usize,
     /// `memory_mb` in the create config.
     #[arg(long, default_value_t = 1280)]
     memory_mb: u32,
@@ -125,12 +132,16 @@ async fn bench(args: &Args, endpoint: &str, token: &str) -> Result<()> {
         token: token.to_string(),
         config_b64: base64::engine::general_purpose::STANDARD.encode(config),
     };
+    // Paused runs give each sandbox's teardown a head start; no-pause runs
+    // send the Close frame and go on at once.
+    let paused_close = Duration::from_millis(args.close_wait_ms);
+    let nopause_close = Duration::ZERO;
     let n = args.runs;
     let pause = Duration::from_millis(args.pause_ms);
     eprintln!("airlock-bench: {endpoint}, {n} runs per measurement");
 
     // Warm-up: one full create → exec, and let the pool refill.
-    first_exec(&t)
+    first_exec(&t, paused_close)
         .await
         .context("warm-up create → first exec")?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -138,20 +149,27 @@ async fn bench(args: &Args, endpoint: &str, token: &str) -> Result<()> {
     let mut rows: Vec<Row> = Vec::new();
 
     eprintln!("  create, {} ms pause...", args.pause_ms);
-    let create_paused = sample(n, pause, || create_only(&t)).await?;
+    let create_paused = sample(n, pause, || create_only(&t, paused_close)).await?;
     eprintln!("  create, no pause...");
-    let create_nopause = sample(n, Duration::ZERO, || create_only(&t)).await?;
+    let create_nopause = sample(n, Duration::ZERO, || create_only(&t, nopause_close)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     eprintln!("  create burst, {BURST} held open at once...");
     let create_burst = create_bursts(&t, n).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     eprintln!("  create → first exec, {} ms pause...", args.pause_ms);
-    let exec_paused = sample(n, pause, || first_exec(&t)).await?;
+    let exec_paused = sample(n, pause, || first_exec(&t, paused_close)).await?;
     eprintln!("  create → first exec, no pause...");
-    let exec_nopause = sample(n, Duration::ZERO, || first_exec(&t)).await?;
+    let exec_nopause = sample(n, Duration::ZERO, || first_exec(&t, nopause_close)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     eprintln!("  round trip...");
     let (rt_piped, rt_null) = round_trips(&t, n).await?;
+
+    let closes = if args.close_runs > 0 {
+        eprintln!("  close handshake x{}...", args.close_runs);
+        Some(close_handshakes(&t, args.close_runs).await?)
+    } else {
+        None
+    };
 
     let reference_bin = args.reference.as_ref().or(args.spawn_daemon.as_ref());
     let reference = match reference_bin {
@@ -190,6 +208,9 @@ async fn bench(args: &Args, endpoint: &str, token: &str) -> Result<()> {
         Some(ROUND_TRIP_TARGET_MS),
     ));
     rows.push(Row::new("  same, stdout/stderr null", &rt_null, None));
+    if let Some(c) = &closes {
+        rows.push(Row::new("close: Close → server's close frame", c, None));
+    }
     if let Some(r) = &reference {
         rows.push(Row::new("ref: `airlock run -- true`", r, None));
     }
@@ -291,25 +312,45 @@ async fn connect(t: &Target) -> Result<Ws> {
     Ok(ws)
 }
 
-async fn close(mut ws: Ws) {
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        let _ = ws.close(None).await;
-        // Drain until the server's close frame (or EOF) so the sandbox ends now.
+/// Sends a Close frame and waits up to `wait` for the server's (or EOF);
+/// returns how long that took, `None` if the wait ran out.
+async fn close_within(mut ws: Ws, wait: Duration) -> Option<f64> {
+    let start = Instant::now();
+    let sent = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+    if !matches!(sent, Ok(Ok(()))) {
+        return None;
+    }
+    tokio::time::timeout(wait, async {
         while let Some(Ok(m)) = ws.next().await {
             if m.is_close() {
                 break;
             }
         }
     })
-    .await;
+    .await
+    .ok()
+    .map(|()| ms(start.elapsed()))
+}
+
+/// The full close handshake: create, then Close → the server's close frame.
+async fn close_handshakes(t: &Target, n: usize) -> Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let ws = connect(t).await?;
+        let d = close_within(ws, Duration::from_secs(10))
+            .await
+            .ok_or_else(|| anyhow!("no close frame from the daemon in 10 s"))?;
+        out.push(d);
+    }
+    Ok(out)
 }
 
 /// (a) create handshake until 101.
-async fn create_only(t: &Target) -> Result<f64> {
+async fn create_only(t: &Target, close_wait: Duration) -> Result<f64> {
     let start = Instant::now();
     let ws = connect(t).await?;
     let d = ms(start.elapsed());
-    close(ws).await;
+    close_within(ws, close_wait).await;
     Ok(d)
 }
 
@@ -329,7 +370,7 @@ async fn create_bursts(t: &Target, n: usize) -> Result<Vec<f64>> {
             out.push(ms(start.elapsed()));
         }
         for ws in open {
-            close(ws).await;
+            close_within(ws, Duration::ZERO).await;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -337,7 +378,7 @@ async fn create_bursts(t: &Target, n: usize) -> Result<Vec<f64>> {
 }
 
 /// (b) create + `sh -c 'echo hi'` + processWait + stdout data.
-async fn first_exec(t: &Target) -> Result<f64> {
+async fn first_exec(t: &Target, close_wait: Duration) -> Result<f64> {
     let start = Instant::now();
     let mut ws = connect(t).await?;
     let mut rpc = Rpc::default();
@@ -379,7 +420,7 @@ async fn first_exec(t: &Target) -> Result<f64> {
             String::from_utf8_lossy(&stdout)
         );
     }
-    close(ws).await;
+    close_within(ws, close_wait).await;
     Ok(d)
 }
 
@@ -397,7 +438,7 @@ async fn round_trips(t: &Target, n: usize) -> Result<(Vec<f64>, Vec<f64>)> {
         piped.push(spawn_wait(&mut ws, &mut rpc, "piped").await?);
         null.push(spawn_wait(&mut ws, &mut rpc, "null").await?);
     }
-    close(ws).await;
+    close_within(ws, Duration::ZERO).await;
     Ok((piped, null))
 }
 

@@ -83,8 +83,14 @@ pub async fn run(state: Arc<AppState>, live: Arc<Live>, socket: WebSocket, prima
             }
         }
     }
+    // Answer a client's close (or end ours) now: the writer stops at the
+    // first Close it sends, so this is a no-op after one already queued.
+    // Without it the writer would wait for every clone of `tx` (held by
+    // stream relays) and the client would wait for our close frame.
+    let _ = tx.send(Message::Close(None));
     drop(tx);
     rpc.shutdown();
+    drop(rpc);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     if close_at.is_some() {
         state
