@@ -551,3 +551,63 @@ fn token_cli_create_list_revoke() {
     assert_eq!(code, Some(125), "{err}");
     assert!(err.contains("no active token"), "{err}");
 }
+
+#[test]
+fn client_stream_may_end_before_its_request_arrives() {
+    let d = Daemon::start();
+    let (mut ws, _) = d.create(json!({}));
+    let note = |method: &str, params: Value| {
+        Message::text(json!({"jsonrpc": "2.0", "method": method, "params": params}).to_string())
+    };
+    // The whole content stream first, then the request that uses it.
+    ws.send(note("$sandbox.stream.start", json!({"streamId": 7})))
+        .unwrap();
+    ws.send(note(
+        "$sandbox.stream.enqueue",
+        json!({"streamId": 7, "data": base64::engine::general_purpose::STANDARD.encode("early ")}),
+    ))
+    .unwrap();
+    ws.send(note(
+        "$sandbox.stream.enqueue",
+        json!({"streamId": 7, "data": base64::engine::general_purpose::STANDARD.encode("bird")}),
+    ))
+    .unwrap();
+    ws.send(note("$sandbox.stream.end", json!({"streamId": 7})))
+        .unwrap();
+    let r = call(
+        &mut ws,
+        1,
+        "writeFile",
+        json!({"path": "/tmp/early", "contentStreamId": 7}),
+    );
+    assert_eq!(r["result"], json!({"ok": null}), "{r}");
+    // And the usual order, many times over, with the end right behind.
+    for i in 0..50u64 {
+        let sid = 100 + i;
+        ws.send(note("$sandbox.stream.start", json!({"streamId": sid})))
+            .unwrap();
+        ws.send(Message::text(json!({"jsonrpc": "2.0", "id": 1000 + i, "method": "writeTextFile", "params": {"path": format!("/tmp/f{i}"), "contentStreamId": sid}}).to_string())).unwrap();
+        ws.send(note("$sandbox.stream.enqueue", json!({"streamId": sid, "data": base64::engine::general_purpose::STANDARD.encode(format!("n{i}"))}))).unwrap();
+        ws.send(note("$sandbox.stream.end", json!({"streamId": sid})))
+            .unwrap();
+    }
+    let mut done = 0;
+    while done < 50 {
+        let Message::Text(t) = ws.read().expect("writeTextFile replies") else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(&t).unwrap();
+        if v["id"].as_u64().is_some_and(|id| id >= 1000) {
+            assert_eq!(v["result"], json!({"ok": null}), "{v}");
+            done += 1;
+        }
+    }
+    assert_eq!(
+        call(&mut ws, 2, "readTextFile", json!({"path": "/tmp/early"}))["result"]["ok"],
+        "early bird"
+    );
+    assert_eq!(
+        call(&mut ws, 3, "readTextFile", json!({"path": "/tmp/f49"}))["result"]["ok"],
+        "n49"
+    );
+}

@@ -86,7 +86,7 @@ const OUTPUT_HOLD_LIMIT: Duration = Duration::from_secs(5);
 
 struct Inner {
     /// Client stream id → agent stream id (client → sandbox streams).
-    client_streams: HashMap<u64, u32>,
+    client_streams: HashMap<u64, ClientStream>,
     /// Per pid: set once the client sent `processWait`.
     wait_gates: HashMap<i64, watch::Sender<bool>>,
     /// Server stream ids the client cancelled.
@@ -142,9 +142,13 @@ impl Rpc {
             .get("id")
             .filter(|v| v.is_number() || v.is_string())
             .cloned();
-        let params = msg.get("params").cloned().unwrap_or_else(|| json!({}));
+        let mut params = msg.get("params").cloned().unwrap_or_else(|| json!({}));
         match (method, id) {
             (Some(method), Some(id)) => {
+                // Bound here, in message order, before the request runs on
+                // its own task: the stream's data and end are handled in
+                // this loop and may follow at once.
+                self.bind_client_stream(&method, &mut params);
                 let rpc = self.clone();
                 tokio::spawn(async move {
                     let response = rpc.request(&method, params).await;
@@ -188,7 +192,7 @@ impl Rpc {
         method: &str,
         params: Value,
     ) -> Result<Result<Value, ErrorObject>, RpcError> {
-        let Value::Object(mut params) = params else {
+        let Value::Object(params) = params else {
             return Err(RpcError::invalid_params(method, "params must be an object"));
         };
         // The Python SDK nests options; the agent reads them flat too, but
@@ -196,12 +200,7 @@ impl Rpc {
         match method {
             "spawn" => self.spawn(params).await,
             "processWait" => self.process_wait(params).await,
-            "writeFile" | "writeTextFile" => {
-                if let Some(cid) = params.get("contentStreamId").and_then(Value::as_u64) {
-                    params.insert("contentStreamId".into(), json!(self.agent_stream_for(cid)));
-                }
-                Ok(self.forward(method, params).await)
-            }
+            "writeFile" | "writeTextFile" => Ok(self.forward(method, params).await),
             "walk" | "expandGlob" => {
                 let result = self.forward(method, params).await;
                 Ok(
@@ -258,11 +257,8 @@ impl Rpc {
 
     async fn spawn(
         &self,
-        mut params: Map<String, Value>,
+        params: Map<String, Value>,
     ) -> Result<Result<Value, ErrorObject>, RpcError> {
-        if let Some(cid) = params.get("stdinStreamId").and_then(Value::as_u64) {
-            params.insert("stdinStreamId".into(), json!(self.agent_stream_for(cid)));
-        }
         let mut result = match self.forward("spawn", params).await {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
@@ -323,12 +319,38 @@ impl Rpc {
             .send_replace(true);
     }
 
+    /// The agent stream carrying client stream `client_id` (made on first
+    /// sight, whether that is its start, its data or the request).
     fn agent_stream_for(&self, client_id: u64) -> u32 {
         let mut inner = self.inner.lock().expect("rpc lock");
-        *inner
+        inner
             .client_streams
             .entry(client_id)
-            .or_insert_with(|| self.live.client.open_stream())
+            .or_insert_with(|| ClientStream {
+                agent_id: self.live.client.open_stream(),
+                ended: false,
+                bound: false,
+            })
+            .agent_id
+    }
+
+    /// Rewrites a request's client stream id to its agent stream id.
+    fn bind_client_stream(&self, method: &str, params: &mut Value) {
+        let Some(key) = client_stream_param(method) else {
+            return;
+        };
+        let Some(cid) = params.get(key).and_then(Value::as_u64) else {
+            return;
+        };
+        let agent_id = self.agent_stream_for(cid);
+        let mut inner = self.inner.lock().expect("rpc lock");
+        if let Some(stream) = inner.client_streams.get_mut(&cid) {
+            stream.bound = true;
+            if stream.ended {
+                inner.client_streams.remove(&cid);
+            }
+        }
+        params[key] = json!(agent_id);
     }
 
     /// Relays agent stream `agent_id` to the client as a new server stream,
@@ -403,11 +425,15 @@ impl Rpc {
             }
             "$sandbox.stream.end" | "$sandbox.stream.error" => {
                 let agent_id = self.agent_stream_for(sid);
-                self.inner
-                    .lock()
-                    .expect("rpc lock")
-                    .client_streams
-                    .remove(&sid);
+                {
+                    let mut inner = self.inner.lock().expect("rpc lock");
+                    if let Some(stream) = inner.client_streams.get_mut(&sid) {
+                        stream.ended = true;
+                        if stream.bound {
+                            inner.client_streams.remove(&sid);
+                        }
+                    }
+                }
                 let _ = self.live.client.send_end(agent_id).await;
             }
             "$sandbox.stream.cancel" => {
@@ -422,6 +448,24 @@ impl Rpc {
             }
             _ => {}
         }
+    }
+}
+
+/// A client → sandbox stream. Kept until both its end and the request that
+/// uses it have been seen: they may come in either order.
+struct ClientStream {
+    agent_id: u32,
+    ended: bool,
+    bound: bool,
+}
+
+/// Params that name a client → sandbox stream, per method.
+fn client_stream_param(method: &str) -> Option<&'static str> {
+    match method {
+        "spawn" | "spawnDeno" | "spawnDenoRepl" => Some("stdinStreamId"),
+        "writeFile" | "writeTextFile" => Some("contentStreamId"),
+        "fetch" => Some("bodyStreamId"),
+        _ => None,
     }
 }
 
