@@ -33,7 +33,7 @@ impl Daemon {
             rand_u32()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let token = token_create(&dir.join("store.db"));
+        let token = token_create(&dir.join("store.db"), "test");
         let mut d = Self {
             child: None,
             dir,
@@ -162,11 +162,11 @@ fn rand_u32() -> u32 {
     u32::from_le_bytes(b)
 }
 
-fn token_create(store: &Path) -> String {
+fn token_create(store: &Path, name: &str) -> String {
     let out = Command::new(common::AIRLOCK)
         .args(["token", "create", "--store"])
         .arg(store)
-        .arg("test")
+        .arg(name)
         .output()
         .unwrap();
     assert!(
@@ -610,4 +610,45 @@ fn client_stream_may_end_before_its_request_arrives() {
         call(&mut ws, 3, "readTextFile", json!({"path": "/tmp/f49"}))["result"]["ok"],
         "n49"
     );
+}
+
+#[test]
+fn a_token_reaches_only_its_own_sandboxes() {
+    let d = Daemon::start();
+    let other = token_create(&d.dir.join("store.db"), "other");
+    let stop_at = store::now_ms() + 60_000;
+    let (mut ws, id) = d.create(json!({"stop_at_ms": stop_at}));
+    call(&mut ws, 1, "envGet", json!({"key": "HOME"}));
+    // Another token can neither attach, nor extend, nor kill, nor list it.
+    let err =
+        tungstenite::connect(d.request(&format!("/api/v3/sandbox/{id}/connect"), None, &other))
+            .unwrap_err();
+    assert!(
+        matches!(err, tungstenite::Error::Http(ref r) if r.status() == 404),
+        "{err:?}"
+    );
+    let other_d = Daemon {
+        child: None,
+        dir: PathBuf::from("/nonexistent"),
+        addr: d.addr.clone(),
+        token: other.clone(),
+    };
+    assert_eq!(
+        other_d.http("DELETE", &format!("/api/v3/sandbox/{id}")).0,
+        404
+    );
+    assert_eq!(
+        other_d.http("DELETE", &format!("/api/v3/sandboxes/{id}")).0,
+        404
+    );
+    let (_, list) = other_d.http("GET", "/api/v2/sandboxes");
+    assert!(!list.contains(&id), "{list}");
+    // Its owner still can.
+    let (_, list) = d.http("GET", "/api/v2/sandboxes");
+    assert!(list.contains(&id), "{list}");
+    assert_eq!(
+        call(&mut ws, 2, "envGet", json!({"key": "HOME"}))["result"]["ok"],
+        "/root"
+    );
+    assert_eq!(d.http("DELETE", &format!("/api/v3/sandbox/{id}")).0, 200);
 }

@@ -21,3 +21,13 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<TokenInfo, 
         Err(e) => Err(ApiError::internal(format!("checking the token: {e}"))),
     }
 }
+
+/// Checks that sandbox `id` belongs to the token. A sandbox of another
+/// token answers exactly like one that does not exist.
+pub fn authorize_sandbox(state: &AppState, token: &TokenInfo, id: &str) -> Result<(), ApiError> {
+    match state.store.get_sandbox(id) {
+        Ok(Some(rec)) if rec.token_id.as_deref() == Some(token.id.as_str()) => Ok(()),
+        Ok(_) => Err(ApiError::not_found(id)),
+        Err(e) => Err(ApiError::internal(format!("looking up the sandbox: {e}"))),
+    }
+}

@@ -1,6 +1,6 @@
 //! REST routes: kill, extend, list, expose.
 
-use crate::auth::authenticate;
+use crate::auth::{authenticate, authorize_sandbox};
 use crate::{ApiError, AppState};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -20,7 +20,8 @@ pub async fn kill(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authenticate(&state, &headers)?;
+    let token = authenticate(&state, &headers)?;
+    authorize_sandbox(&state, &token, &id)?;
     if !state.manager.kill(&id, EndReason::Killed).await {
         return Err(ApiError::not_found(&id));
     }
@@ -35,7 +36,8 @@ pub async fn kill_console(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authenticate(&state, &headers)?;
+    let token = authenticate(&state, &headers)?;
+    authorize_sandbox(&state, &token, &id)?;
     state
         .killed_via_console
         .lock()
@@ -59,7 +61,8 @@ pub async fn extend(
     Path(id): Path<String>,
     body: Option<Json<Value>>,
 ) -> Result<Json<Value>, ApiError> {
-    authenticate(&state, &headers)?;
+    let token = authenticate(&state, &headers)?;
+    authorize_sandbox(&state, &token, &id)?;
     let Some(Json(body)) = body else {
         return Err(ApiError::bad_config(
             "expected a JSON body {\"stop_at_ms\": <epoch ms>}",
@@ -88,7 +91,7 @@ pub async fn list(
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Json<Value>, ApiError> {
-    authenticate(&state, &headers)?;
+    let token = authenticate(&state, &headers)?;
     let mut labels = Vec::new();
     for (k, v) in &query {
         if let Some(key) = k.strip_prefix("labels[").and_then(|r| r.strip_suffix(']')) {
@@ -97,10 +100,11 @@ pub async fn list(
             labels.extend(parse_python_dict(v));
         }
     }
+    // A token sees its own sandboxes only.
     let filter = SandboxFilter {
         running_only: false,
         labels,
-        token_id: None,
+        token_id: Some(token.id),
         limit: Some(1000),
     };
     let records = state

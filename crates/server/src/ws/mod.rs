@@ -4,7 +4,7 @@
 mod rpc;
 mod session;
 
-use crate::auth::authenticate;
+use crate::auth::{authenticate, authorize_sandbox};
 use crate::config;
 use crate::{ApiError, AppState, MAX_MESSAGE};
 use axum::extract::ws::WebSocketUpgrade;
@@ -55,7 +55,9 @@ pub async fn connect(
     Path(id): Path<String>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if let Err(e) = authenticate(&state, &headers) {
+    let authorized =
+        authenticate(&state, &headers).and_then(|token| authorize_sandbox(&state, &token, &id));
+    if let Err(e) = authorized {
         return e.into_response();
     }
     match state.manager.get(&id) {
