@@ -1178,3 +1178,22 @@ fn concurrent_runs_all_succeed() {
         failures[0]
     );
 }
+
+/// `airlock run -t` gives the command a terminal: run under `script` so the
+/// CLI itself has one, as a person at a terminal would.
+#[test]
+fn tty_mode_gives_a_terminal_and_passes_the_exit_code() {
+    let cmd = format!(
+        "{} run -i -t -- sh -c 'tty; stty size; echo marker-tty; exit 5'",
+        common::AIRLOCK
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running script(1)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("marker-tty"), "{text}");
+    assert!(text.contains("/dev/pts/"), "no terminal inside: {text}");
+    assert_eq!(out.status.code(), Some(5), "{text}");
+}

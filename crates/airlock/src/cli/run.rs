@@ -102,7 +102,9 @@ pub fn main(data_dir: &Path, args: RunArgs) -> Result<i32> {
         .build()?;
     let outcome = rt.block_on(drive(&args, sock, &sandbox));
     let usage = sandbox.usage();
-    drop(rt);
+    // Not a plain drop: that waits for the blocking stdin reader, which a
+    // terminal never ends.
+    rt.shutdown_timeout(Duration::from_millis(100));
     sandbox.destroy().context("removing the sandbox")?;
     let outcome = outcome?;
     Ok(match outcome {
