@@ -239,7 +239,7 @@ impl Cgroup {
                         if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
                     {
                         self.kill_all();
-                        std::thread::sleep(Duration::from_millis(2));
+                        std::thread::sleep(Duration::from_micros(200));
                     }
                     Err(e) => return Err(JailError::path("removing cgroup", dir, e)),
                 }
