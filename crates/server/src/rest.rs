@@ -20,12 +20,7 @@ pub async fn kill(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let token = authenticate(&state, &headers)?;
-    authorize_sandbox(&state, &token, &id)?;
-    if !state.manager.kill(&id, EndReason::Killed).await {
-        return Err(ApiError::not_found(&id));
-    }
-    Ok(Json(json!({})))
+    kill_sandbox(&state, &headers, &id, false).await
 }
 
 /// `DELETE /api/v3/sandboxes/{id}` (Python SDK, console host): kill, but
@@ -36,20 +31,24 @@ pub async fn kill_console(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let token = authenticate(&state, &headers)?;
-    authorize_sandbox(&state, &token, &id)?;
-    state
-        .killed_via_console
-        .lock()
-        .expect("state lock")
-        .insert(id.clone());
-    if !state.manager.kill(&id, EndReason::Killed).await {
-        state
-            .killed_via_console
-            .lock()
-            .expect("state lock")
-            .remove(&id);
-        return Err(ApiError::not_found(&id));
+    kill_sandbox(&state, &headers, &id, true).await
+}
+
+async fn kill_sandbox(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    linger: bool,
+) -> Result<Json<Value>, ApiError> {
+    let token = authenticate(state, headers)?;
+    authorize_sandbox(state, &token, id)?;
+    let lingering = || state.killed_via_console.lock().expect("state lock");
+    if linger {
+        lingering().insert(id.to_string());
+    }
+    if !state.manager.kill(id, EndReason::Killed).await {
+        lingering().remove(id);
+        return Err(ApiError::not_found(id));
     }
     Ok(Json(json!({})))
 }
