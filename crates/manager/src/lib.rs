@@ -2,10 +2,12 @@
 //! lookup, deadlines and the maximum lifetime, kill, and recovery after a
 //! daemon crash. Knows nothing of the wire format.
 
+pub mod backend;
 mod ids;
 mod live;
 mod manager;
 
+pub use backend::{Backend, Isolated, Native};
 pub use ids::new_sandbox_id;
 pub use live::{EndReason, Live};
 pub use manager::{CreateRequest, Manager, ManagerConfig, ManagerError, PoolStats};

@@ -1,5 +1,6 @@
 //! One running sandbox as the daemon holds it.
 
+use crate::backend::Isolated;
 use agent_client::AgentClient;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -40,7 +41,7 @@ pub struct Live {
     /// Wakes the deadline task when `stop_at_ms` changes.
     pub(crate) deadline_changed: Notify,
     pub(crate) ended: watch::Sender<Option<EndReason>>,
-    pub(crate) jail: Mutex<Option<jail::Sandbox>>,
+    pub(crate) jail: Mutex<Option<Box<dyn Isolated>>>,
     /// OOM kills already attributed to a process.
     oom_reported: AtomicU64,
 }
@@ -49,7 +50,7 @@ impl Live {
     pub(crate) fn new(
         id: String,
         client: AgentClient,
-        jail: jail::Sandbox,
+        jail: Box<dyn Isolated>,
         created_at_ms: i64,
         stop_at_ms: Option<i64>,
     ) -> Self {

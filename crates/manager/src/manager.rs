@@ -1,7 +1,8 @@
+use crate::backend::{Backend, Isolated};
 use crate::live::{EndReason, Live};
 use crate::new_sandbox_id;
 use agent_client::AgentClient;
-use jail::{JailPaths, Limits, Sandbox, SandboxSpec};
+use jail::{JailPaths, Limits, SandboxSpec};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,6 +64,7 @@ pub enum ManagerError {
 pub struct Manager {
     cfg: ManagerConfig,
     store: Arc<Store>,
+    backend: Arc<dyn Backend>,
     rootfs: PathBuf,
     live: Mutex<HashMap<String, Arc<Live>>>,
     pool: Mutex<VecDeque<Prepared>>,
@@ -74,7 +76,7 @@ pub struct Manager {
 /// A started sandbox with its agent connected, not yet handed out.
 struct Prepared {
     id: String,
-    sandbox: Sandbox,
+    sandbox: Box<dyn Isolated>,
     client: AgentClient,
 }
 
@@ -89,7 +91,11 @@ impl Manager {
     /// Prepares the image (building it on first use), then releases
     /// whatever a previous daemon left: its sandboxes' processes, cgroups
     /// and state, and their records, marked ended by "daemon restart".
-    pub async fn start(cfg: ManagerConfig, store: Arc<Store>) -> Result<Arc<Self>, ManagerError> {
+    pub async fn start(
+        cfg: ManagerConfig,
+        store: Arc<Store>,
+        backend: Arc<dyn Backend>,
+    ) -> Result<Arc<Self>, ManagerError> {
         let c = cfg.clone();
         let image = tokio::task::spawn_blocking(move || {
             image::ImageStore::new(&c.data_dir).ensure(&c.image, &mut |p| match p {
@@ -100,14 +106,15 @@ impl Manager {
         })
         .await
         .map_err(|e| ManagerError::Internal(e.to_string()))??;
-        let paths = cfg.jail_paths.clone();
-        let reaped = tokio::task::spawn_blocking(move || jail::reap_leftovers(&paths))
+        let reaper = backend.clone();
+        let reaped = tokio::task::spawn_blocking(move || reaper.reap_leftovers())
             .await
             .map_err(|e| ManagerError::Internal(e.to_string()))??;
         let ended = store.end_all_running(now_ms(), "daemon restart")?;
-        if !reaped.reaped.is_empty() || !ended.is_empty() {
+        if reaped > 0 || !ended.is_empty() {
             tracing::info!(
-                reaped = reaped.reaped.len(),
+                reaped,
+                backend = backend.name(),
                 records = ended.len(),
                 "recovered from a previous daemon"
             );
@@ -116,6 +123,7 @@ impl Manager {
             cfg,
             store,
             rootfs: image.rootfs,
+            backend,
             live: Mutex::new(HashMap::new()),
             pool: Mutex::new(VecDeque::new()),
             pool_taken: Notify::new(),
@@ -178,7 +186,8 @@ impl Manager {
             env: self.cfg.env.clone(),
             hostname: "sandbox".into(),
         };
-        let mut sandbox = tokio::task::spawn_blocking(move || Sandbox::create(&spec))
+        let backend = self.backend.clone();
+        let mut sandbox = tokio::task::spawn_blocking(move || backend.create(&spec))
             .await
             .map_err(|e| ManagerError::Internal(e.to_string()))??;
         let sock = sandbox
@@ -211,11 +220,7 @@ impl Manager {
         };
         self.pool_stats.hits.fetch_add(1, Ordering::Relaxed);
         if req.memory_mb != self.cfg.default_memory_mb {
-            if let Err(e) = p
-                .sandbox
-                .cgroup()
-                .set_memory_limit(u64::from(req.memory_mb) << 20)
-            {
+            if let Err(e) = p.sandbox.set_memory_limit(u64::from(req.memory_mb) << 20) {
                 destroy_blocking(p.sandbox).await;
                 return Err(e.into());
             }
@@ -361,7 +366,7 @@ impl Manager {
     }
 }
 
-async fn destroy_blocking(sandbox: Sandbox) {
+async fn destroy_blocking(sandbox: Box<dyn Isolated>) {
     let id = sandbox.id().to_string();
     match tokio::task::spawn_blocking(move || sandbox.destroy()).await {
         Ok(Ok(())) => {}

@@ -76,7 +76,10 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
         "airlock: preparing image {:?} (built on first use)...",
         args.image
     );
-    let manager = Manager::start(cfg, store.clone()).await?;
+    let backend = Arc::new(manager::Native {
+        paths: jail::JailPaths::default(),
+    });
+    let manager = Manager::start(cfg, store.clone(), backend).await?;
     let limits = ConfigLimits {
         max_lifetime: args.max_lifetime,
         ..ConfigLimits::default()
