@@ -36,6 +36,8 @@ enum Command {
     /// Manage the daemon's access tokens.
     #[command(subcommand)]
     Token(cli::token::TokenCommand),
+    /// What sandboxes used (CPU seconds, memory GB-hours), from the store.
+    Usage(cli::usage::UsageArgs),
     /// Run a command in a fresh sandbox, then remove the sandbox.
     Run(cli::run::RunArgs),
     /// Build and list root filesystem images.
@@ -66,6 +68,7 @@ fn main() {
     let result = match cli.command {
         Command::Serve(args) => cli::serve::main(&cli.data_dir, &store, args),
         Command::Token(cmd) => cli::token::main(&store, cmd),
+        Command::Usage(args) => cli::usage::main(&store, args),
         Command::Run(args) => cli::run::main(&cli.data_dir, args),
         Command::Image(cmd) => cli::image::main(&cli.data_dir, cmd).map(|()| 0),
         Command::Reap => cli::reap(),

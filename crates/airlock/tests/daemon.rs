@@ -480,6 +480,8 @@ fn kill_9_of_the_daemon_leaves_nothing_after_restart() {
     for id in &ids {
         assert!(!sandbox_leftovers(id).is_empty(), "{id} should be running");
     }
+    // Let the meter write a sample (every METER_INTERVAL).
+    std::thread::sleep(Duration::from_millis(1200));
     d.kill9();
     // The sandboxes outlive the daemon...
     for id in &ids {
@@ -498,6 +500,12 @@ fn kill_9_of_the_daemon_leaves_nothing_after_restart() {
         let rec = store.get_sandbox(id).unwrap().expect("recorded");
         assert_eq!(rec.status, "stopped");
         assert_eq!(rec.exit_reason.as_deref(), Some("daemon restart"));
+        // Usage sampled before the crash survives it.
+        let (usage, at) = store.get_usage(id).unwrap().unwrap();
+        assert!(
+            at.is_some() && usage.peak_memory_bytes > 0,
+            "{id}: {usage:?}"
+        );
     }
     // No process of those sandboxes is left: their cgroups are gone, and no
     // `sleep 1000` runs in a sandbox uid range.
@@ -651,4 +659,80 @@ fn a_token_reaches_only_its_own_sandboxes() {
         "/root"
     );
     assert_eq!(d.http("DELETE", &format!("/api/v3/sandbox/{id}")).0, 200);
+}
+
+/// Spawns `python3 -c CODE` in the sandbox and waits for it to exit 0.
+fn run_python(ws: &mut Ws, id: u64, code: &str) {
+    let r = call(
+        ws,
+        id,
+        "spawn",
+        json!({"command": "python3", "args": ["-c", code], "stdout": "null", "stderr": "null"}),
+    );
+    let pid = r["result"]["ok"]["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{r}"));
+    let status = call(ws, id + 1, "processWait", json!({"pid": pid}));
+    assert_eq!(status["result"]["ok"]["code"], 0, "{status}");
+}
+
+#[test]
+fn metering_matches_known_work() {
+    let d = Daemon::start();
+    // 2 CPU-seconds of busy work.
+    let (mut ws, cpu_id) = d.create(json!({}));
+    run_python(
+        &mut ws,
+        1,
+        "import time\nwhile time.process_time() < 2.0: pass",
+    );
+    // 512 MiB held for 10 s, in a sandbox that does little else.
+    let (mut ws2, mem_id) = d.create(json!({}));
+    let started = Instant::now();
+    run_python(&mut ws2, 1, "import time\nb = bytearray(512 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\ntime.sleep(10)");
+    let held = started.elapsed();
+    for id in [&cpu_id, &mem_id] {
+        assert_eq!(d.http("DELETE", &format!("/api/v3/sandbox/{id}")).0, 200);
+    }
+    let store = store::Store::open(&d.dir.join("store.db")).unwrap();
+    let (cpu, _) = store.get_usage(&cpu_id).unwrap().unwrap();
+    assert!(
+        (cpu.cpu_seconds() - 2.0).abs() <= 0.3,
+        "cpu seconds: {}",
+        cpu.cpu_seconds()
+    );
+    let (mem, _) = store.get_usage(&mem_id).unwrap().unwrap();
+    let expected = 0.5 * held.as_secs_f64() / 3600.0;
+    let got = mem.memory_gb_hours();
+    assert!(
+        (got - expected).abs() <= 0.15 * expected,
+        "memory GB-hours: got {got}, expected {expected}"
+    );
+    assert!(
+        mem.peak_memory_bytes >= 512 << 20,
+        "peak {}",
+        mem.peak_memory_bytes
+    );
+    // The CLI shows the same, per sandbox.
+    let out = Command::new(common::AIRLOCK)
+        .args(["usage", "--by", "sandbox", "--json", "--store"])
+        .arg(d.dir.join("store.db"))
+        .output()
+        .unwrap();
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == cpu_id.as_str())
+        .expect("listed");
+    assert!((row["cpu_seconds"].as_f64().unwrap() - cpu.cpu_seconds()).abs() < 1e-6);
+    let bad = Command::new(common::AIRLOCK)
+        .args(["usage", "--by", "colour"])
+        .arg("--store")
+        .arg(d.dir.join("store.db"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("label:KEY"));
 }

@@ -10,4 +10,4 @@ mod manager;
 pub use backend::{Backend, Isolated, Native};
 pub use ids::new_sandbox_id;
 pub use live::{EndReason, Live};
-pub use manager::{CreateRequest, Manager, ManagerConfig, ManagerError, PoolStats};
+pub use manager::{CreateRequest, Manager, ManagerConfig, ManagerError, PoolStats, METER_INTERVAL};

@@ -44,6 +44,14 @@ pub struct Live {
     pub(crate) jail: Mutex<Option<Box<dyn Isolated>>>,
     /// OOM kills already attributed to a process.
     oom_reported: AtomicU64,
+    meter: Mutex<Meter>,
+}
+
+/// Integrates memory in use over time between samples.
+struct Meter {
+    usage: store::Usage,
+    last_ms: i64,
+    last_memory: u64,
 }
 
 impl Live {
@@ -63,7 +71,35 @@ impl Live {
             ended: watch::channel(None).0,
             jail: Mutex::new(Some(jail)),
             oom_reported: AtomicU64::new(0),
+            meter: Mutex::new(Meter {
+                usage: store::Usage::default(),
+                last_ms: created_at_ms,
+                last_memory: 0,
+            }),
         }
+    }
+
+    /// Reads the kernel's counters and adds the memory in use since the
+    /// last sample (trapezoid rule) to the integral. `None` once the
+    /// sandbox is gone (the last sample stands).
+    pub fn sample(&self, now_ms: i64) -> Option<store::Usage> {
+        let usage = self.usage()?;
+        let mut m = self.meter.lock().expect("meter lock");
+        let dt = (now_ms - m.last_ms).max(0) as u64;
+        let avg = (u128::from(m.last_memory) + u128::from(usage.memory_current)) / 2;
+        m.usage.memory_byte_ms = m
+            .usage
+            .memory_byte_ms
+            .saturating_add((avg * u128::from(dt)).min(u128::from(u64::MAX)) as u64);
+        m.usage.cpu_usec = usage.cpu_usec();
+        m.usage.peak_memory_bytes = m
+            .usage
+            .peak_memory_bytes
+            .max(usage.memory_peak)
+            .max(usage.memory_current);
+        m.last_ms = now_ms;
+        m.last_memory = usage.memory_current;
+        Some(m.usage)
     }
 
     /// `Some(reason)` once the sandbox has ended.

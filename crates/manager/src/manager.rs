@@ -12,6 +12,10 @@ use store::{now_ms, SandboxRecord, Store};
 use thiserror::Error;
 use tokio::sync::Notify;
 
+/// How often usage is sampled and written to the store: the most a daemon
+/// crash can lose.
+pub const METER_INTERVAL: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone)]
 pub struct ManagerConfig {
     pub data_dir: PathBuf,
@@ -287,12 +291,14 @@ impl Manager {
     }
 
     /// Ends the sandbox at its deadline, at the maximum lifetime, or when
-    /// its agent dies.
+    /// its agent dies; meanwhile meters it every [`METER_INTERVAL`].
     fn watch(self: &Arc<Self>, live: Arc<Live>) {
         let mgr = self.clone();
         let max_end = live.created_at_ms + self.cfg.max_lifetime.as_millis() as i64;
         tokio::spawn(async move {
             let mut ended = live.ended();
+            let mut meter = tokio::time::interval(METER_INTERVAL);
+            meter.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let deadline = live.stop_at_ms().map_or(max_end, |s| s.min(max_end));
                 let wait = Duration::from_millis((deadline - now_ms()).max(0) as u64);
@@ -302,6 +308,10 @@ impl Manager {
                         break;
                     }
                     _ = live.deadline_changed.notified() => continue,
+                    _ = meter.tick() => {
+                        mgr.record_usage(&live);
+                        continue;
+                    }
                     _ = live.client.closed() => {
                         mgr.kill(&live.id, EndReason::AgentExited).await;
                         break;
@@ -319,6 +329,8 @@ impl Manager {
         let Some(live) = self.live.lock().expect("manager lock").remove(id) else {
             return false;
         };
+        // A last sample while the counters still exist.
+        self.record_usage(&live);
         let jail = live.jail.lock().expect("live lock").take();
         if let Some(sandbox) = jail {
             destroy_blocking(sandbox).await;
@@ -331,6 +343,15 @@ impl Manager {
         live.ended.send_replace(Some(reason));
         tracing::info!(sandbox = id, reason = reason.as_str(), "sandbox ended");
         true
+    }
+
+    fn record_usage(&self, live: &Live) {
+        let now = now_ms();
+        if let Some(usage) = live.sample(now) {
+            if let Err(e) = self.store.record_usage(&live.id, &usage, now) {
+                tracing::warn!(sandbox = live.id, "recording usage: {e}");
+            }
+        }
     }
 
     /// Moves a sandbox's deadline; returns the deadline granted (capped by

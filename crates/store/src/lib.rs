@@ -12,6 +12,7 @@ mod random;
 mod sandboxes;
 mod schema;
 mod tokens;
+mod usage;
 
 use std::fs;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -25,6 +26,7 @@ pub use error::StoreError;
 pub use sandboxes::{SandboxFilter, SandboxRecord, STATUS_RUNNING, STATUS_STOPPED};
 pub use schema::SCHEMA_VERSION;
 pub use tokens::{NewToken, TokenInfo, SECRET_PREFIX, TOKEN_ID_PREFIX};
+pub use usage::{Usage, UsageGroup, UsageRow};
 
 use error::Context;
 

@@ -46,8 +46,19 @@ CREATE INDEX sandboxes_created ON sandboxes(created_at_ms);
 CREATE INDEX sandboxes_token ON sandboxes(token_id);
 "#;
 
+/// Usage metering: cumulative counters per sandbox, rewritten at each
+/// sample so a daemon crash loses at most one sampling interval.
+const V2: &str = r#"
+ALTER TABLE sandboxes ADD COLUMN cpu_usec INTEGER NOT NULL DEFAULT 0;
+-- memory in use integrated over time: bytes x milliseconds
+ALTER TABLE sandboxes ADD COLUMN memory_byte_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sandboxes ADD COLUMN peak_memory_bytes INTEGER NOT NULL DEFAULT 0;
+-- when the counters above were last written
+ALTER TABLE sandboxes ADD COLUMN usage_at_ms INTEGER;
+"#;
+
 /// Migration `i` upgrades the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

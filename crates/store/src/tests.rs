@@ -1,6 +1,6 @@
 //! Unit tests against real SQLite files in temporary directories.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
@@ -349,7 +349,7 @@ fn end_all_running_for_restart_recovery() {
 fn reopen_keeps_data_and_schema_version() {
     let (_dir, path, store) = temp_store();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 1);
+    assert_eq!(SCHEMA_VERSION, 2);
     let tok = store.create_token("keep").unwrap();
     let rec = sandbox("sbx_keep", 42, &[("k", "v")]);
     store.insert_sandbox(&rec).unwrap();
@@ -458,4 +458,73 @@ fn concurrent_use_from_8_threads() {
             .unwrap();
         assert_eq!(mine.len(), 50);
     }
+}
+
+#[test]
+fn usage_is_recorded_and_reported_by_group() {
+    let store = Store::open_in_memory().unwrap();
+    let mut labels = BTreeMap::new();
+    labels.insert("team".to_string(), "a".to_string());
+    for (id, token, team) in [
+        ("s1", "t1", Some("a")),
+        ("s2", "t1", None),
+        ("s3", "t2", Some("a")),
+    ] {
+        let mut rec = SandboxRecord {
+            id: id.into(),
+            token_id: Some(token.into()),
+            region: "ord".into(),
+            status: "running".into(),
+            created_at_ms: 1_000,
+            memory_mb: 1280,
+            ..Default::default()
+        };
+        if team.is_some() {
+            rec.labels = labels.clone();
+        }
+        store.insert_sandbox(&rec).unwrap();
+        let gib_for_an_hour = (1u64 << 30) * 3_600_000;
+        store
+            .record_usage(
+                id,
+                &Usage {
+                    cpu_usec: 2_000_000,
+                    memory_byte_ms: gib_for_an_hour,
+                    peak_memory_bytes: 5,
+                },
+                11_000,
+            )
+            .unwrap();
+    }
+    store.end_sandbox("s2", 21_000, "closed").unwrap();
+    let (u, at) = store.get_usage("s1").unwrap().unwrap();
+    assert_eq!(at, Some(11_000));
+    assert!((u.cpu_seconds() - 2.0).abs() < 1e-9);
+    assert!((u.memory_gb_hours() - 1.0).abs() < 1e-9);
+
+    let by_token = store.usage_report(0, &UsageGroup::Token).unwrap();
+    assert_eq!(by_token.len(), 2);
+    assert_eq!((by_token[0].key.as_str(), by_token[0].sandboxes), ("t1", 2));
+    assert!((by_token[0].cpu_seconds - 4.0).abs() < 1e-9);
+    assert!((by_token[0].memory_gb_hours - 2.0).abs() < 1e-9);
+    // s1 ran 10 s (to its last sample), s2 20 s (to its end).
+    assert!((by_token[0].wall_seconds - 30.0).abs() < 1e-9);
+    let by_label = store
+        .usage_report(0, &UsageGroup::Label("team".into()))
+        .unwrap();
+    let keys: Vec<_> = by_label
+        .iter()
+        .map(|r| (r.key.as_str(), r.sandboxes))
+        .collect();
+    assert_eq!(keys, [("", 1), ("a", 2)]);
+    // A sandbox that stopped before the period is not in it.
+    let since = store.usage_report(30_000, &UsageGroup::Sandbox).unwrap();
+    assert_eq!(
+        since.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+        ["s1", "s3"]
+    );
+    assert!(matches!(
+        store.record_usage("nope", &Usage::default(), 1),
+        Err(StoreError::SandboxNotFound(_))
+    ));
 }

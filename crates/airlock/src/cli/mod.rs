@@ -2,6 +2,7 @@ pub mod image;
 pub mod run;
 pub mod serve;
 pub mod token;
+pub mod usage;
 
 use anyhow::Result;
 

@@ -1,0 +1,105 @@
+//! `airlock usage`: what sandboxes used, totalled like a bill.
+
+use anyhow::{bail, Result};
+use clap::Args;
+use std::path::Path;
+use std::time::Duration;
+use store::{Store, UsageGroup};
+
+#[derive(Args, Debug)]
+pub struct UsageArgs {
+    /// The period: sandboxes alive at any time in the last DURATION.
+    #[arg(long, default_value = "24h", value_parser = jail::parse_duration)]
+    since: Duration,
+    /// Group by `token`, `sandbox`, or `label:KEY`.
+    #[arg(long, default_value = "token")]
+    by: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Price of one CPU-hour; adds an amount column.
+    #[arg(long)]
+    price_cpu_hour: Option<f64>,
+    /// Price of one GB-hour of memory; adds an amount column.
+    #[arg(long)]
+    price_gb_hour: Option<f64>,
+}
+
+fn parse_group(by: &str) -> Result<UsageGroup> {
+    Ok(match by {
+        "token" => UsageGroup::Token,
+        "sandbox" => UsageGroup::Sandbox,
+        other => match other.strip_prefix("label:") {
+            Some(key) if !key.is_empty() => UsageGroup::Label(key.to_string()),
+            _ => bail!("--by {other:?}: use token, sandbox or label:KEY"),
+        },
+    })
+}
+
+pub fn main(store_path: &Path, args: UsageArgs) -> Result<i32> {
+    let group = parse_group(&args.by)?;
+    let store = Store::open(store_path)?;
+    let since = store::now_ms() - args.since.as_millis() as i64;
+    let rows = store.usage_report(since, &group)?;
+    let amount = |cpu_s: f64, gbh: f64| -> Option<f64> {
+        if args.price_cpu_hour.is_none() && args.price_gb_hour.is_none() {
+            return None;
+        }
+        Some(
+            cpu_s / 3600.0 * args.price_cpu_hour.unwrap_or(0.0)
+                + gbh * args.price_gb_hour.unwrap_or(0.0),
+        )
+    };
+    if args.json {
+        let items: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "key": r.key,
+                    "sandboxes": r.sandboxes,
+                    "cpu_seconds": r.cpu_seconds,
+                    "memory_gb_hours": r.memory_gb_hours,
+                    "peak_memory_bytes": r.peak_memory_bytes,
+                    "wall_seconds": r.wall_seconds,
+                    "amount": amount(r.cpu_seconds, r.memory_gb_hours),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(0);
+    }
+    println!(
+        "{:<30} {:>9} {:>12} {:>14} {:>10} {:>11}{}",
+        args.by.to_uppercase(),
+        "SANDBOXES",
+        "CPU SECONDS",
+        "MEMORY GB-H",
+        "PEAK MEM",
+        "WALL",
+        if amount(0.0, 0.0).is_some() {
+            "      AMOUNT"
+        } else {
+            ""
+        }
+    );
+    for r in &rows {
+        let key = if r.key.is_empty() {
+            "(none)"
+        } else {
+            r.key.as_str()
+        };
+        let amount = amount(r.cpu_seconds, r.memory_gb_hours)
+            .map_or(String::new(), |a| format!(" {a:>11.4}"));
+        println!(
+            "{:<30} {:>9} {:>12.2} {:>14.6} {:>9}M {:>10.0}s{}",
+            key,
+            r.sandboxes,
+            r.cpu_seconds,
+            r.memory_gb_hours,
+            r.peak_memory_bytes >> 20,
+            r.wall_seconds,
+            amount
+        );
+    }
+    Ok(0)
+}
