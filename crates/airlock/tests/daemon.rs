@@ -23,10 +23,15 @@ struct Daemon {
     dir: PathBuf,
     addr: String,
     token: String,
+    extra: Vec<String>,
 }
 
 impl Daemon {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "airlock-daemon-test-{}-{}",
             std::process::id(),
@@ -39,6 +44,7 @@ impl Daemon {
             dir,
             addr: String::new(),
             token,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         d.spawn();
         d
@@ -48,6 +54,7 @@ impl Daemon {
         let mut child = Command::new(common::AIRLOCK)
             .args(["serve", "--listen", "127.0.0.1:0", "--pool", "1", "--store"])
             .arg(self.dir.join("store.db"))
+            .args(&self.extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -640,6 +647,7 @@ fn a_token_reaches_only_its_own_sandboxes() {
         dir: PathBuf::from("/nonexistent"),
         addr: d.addr.clone(),
         token: other.clone(),
+        extra: vec![],
     };
     assert_eq!(
         other_d.http("DELETE", &format!("/api/v3/sandbox/{id}")).0,
@@ -735,4 +743,119 @@ fn metering_matches_known_work() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("label:KEY"));
+}
+
+#[test]
+fn per_token_quota_refuses_the_fourth_and_frees_on_end() {
+    let d = Daemon::start_with(&["--max-sandboxes-per-token", "3"]);
+    let mut held: Vec<(Ws, String)> = (0..3).map(|_| d.create(json!({}))).collect();
+    let (status, body) = d.create_err(json!({}), &d.token);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (429, Some("QUOTA_EXCEEDED")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 3 sandboxes"),
+        "{body}"
+    );
+    for (i, (ws, _)) in held.iter_mut().enumerate() {
+        assert_eq!(
+            call(ws, i as u64, "envGet", json!({"key": "HOME"}))["result"]["ok"],
+            "/root"
+        );
+    }
+    let (mut ws, id) = held.remove(0);
+    ws.close(None).unwrap();
+    let _ = close_code(&mut ws);
+    wait_until("the closed sandbox to end", Duration::from_secs(10), || {
+        sandbox_leftovers(&id).is_empty()
+    });
+    let (mut ws, _) = d.create(json!({}));
+    assert_eq!(
+        call(&mut ws, 1, "envGet", json!({"key": "HOME"}))["result"]["ok"],
+        "/root"
+    );
+}
+
+#[test]
+fn host_capacity_fails_fast_and_recovers() {
+    let d = Daemon::start_with(&["--max-sandboxes", "2"]);
+    let (a, _) = d.create(json!({}));
+    let (mut b, b_id) = d.create(json!({}));
+    let start = Instant::now();
+    let (status, body) = d.create_err(json!({}), &d.token);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("CAPACITY_EXHAUSTED")),
+        "{body}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "refusal must be fast"
+    );
+    b.close(None).unwrap();
+    let _ = close_code(&mut b);
+    wait_until("a sandbox to end", Duration::from_secs(10), || {
+        sandbox_leftovers(&b_id).is_empty()
+    });
+    let (mut c, _) = d.create(json!({}));
+    assert_eq!(
+        call(&mut c, 1, "envGet", json!({"key": "HOME"}))["result"]["ok"],
+        "/root"
+    );
+    drop(a);
+}
+
+#[test]
+fn hundred_concurrent_creates_against_a_limit_of_ten() {
+    let d = Daemon::start_with(&["--max-sandboxes-per-token", "10"]);
+    let results: Vec<Result<(Ws, String), u16>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..100)
+            .map(|_| {
+                s.spawn(|| {
+                    match tungstenite::connect(d.request(
+                        "/api/v3/sandboxes/create",
+                        Some(json!({})),
+                        &d.token,
+                    )) {
+                        Ok((ws, resp)) => Ok((
+                            ws,
+                            resp.headers()["x-deno-sandbox-id"]
+                                .to_str()
+                                .unwrap()
+                                .to_string(),
+                        )),
+                        Err(tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+                        Err(e) => panic!("unexpected error: {e}"),
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let admitted: Vec<_> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|(_, id)| id.clone())
+        .collect();
+    let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(admitted.len(), 10, "refusals: {refused:?}");
+    assert!(refused.iter().all(|s| **s == 429), "{refused:?}");
+    // Exactly ten exist; nothing half-made for the other ninety.
+    let running = std::fs::read_dir("/run/airlock/sandboxes")
+        .unwrap()
+        .flatten()
+        .filter(|e| admitted.contains(&e.file_name().to_string_lossy().into_owned()))
+        .count();
+    assert_eq!(running, 10);
+    drop(results);
+    for id in &admitted {
+        wait_until("admitted sandboxes to end", Duration::from_secs(20), || {
+            sandbox_leftovers(id).is_empty()
+        });
+    }
 }

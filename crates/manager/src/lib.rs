@@ -2,11 +2,13 @@
 //! lookup, deadlines and the maximum lifetime, kill, and recovery after a
 //! daemon crash. Knows nothing of the wire format.
 
+mod admission;
 pub mod backend;
 mod ids;
 mod live;
 mod manager;
 
+pub use admission::{Admission, AdmissionError, AdmissionLimits, Ticket};
 pub use backend::{Backend, Isolated, Native};
 pub use ids::new_sandbox_id;
 pub use live::{EndReason, Live};

@@ -45,6 +45,8 @@ pub struct Live {
     /// OOM kills already attributed to a process.
     oom_reported: AtomicU64,
     meter: Mutex<Meter>,
+    /// The capacity this sandbox holds; given back when it ends.
+    pub(crate) ticket: Mutex<Option<crate::Ticket>>,
 }
 
 /// Integrates memory in use over time between samples.
@@ -71,6 +73,7 @@ impl Live {
             ended: watch::channel(None).0,
             jail: Mutex::new(Some(jail)),
             oom_reported: AtomicU64::new(0),
+            ticket: Mutex::new(None),
             meter: Mutex::new(Meter {
                 usage: store::Usage::default(),
                 last_ms: created_at_ms,

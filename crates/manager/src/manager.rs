@@ -34,6 +34,7 @@ pub struct ManagerConfig {
     pub pool_size: usize,
     /// Memory limit pool sandboxes are made with (changed at hand-out).
     pub default_memory_mb: u32,
+    pub admission: crate::AdmissionLimits,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -59,6 +60,8 @@ pub enum ManagerError {
     Store(#[from] store::StoreError),
     #[error("sandbox agent: {0}")]
     Agent(String),
+    #[error(transparent)]
+    Refused(#[from] crate::AdmissionError),
     #[error("sandbox {0} not found")]
     NotFound(String),
     #[error("internal: {0}")]
@@ -69,6 +72,7 @@ pub struct Manager {
     cfg: ManagerConfig,
     store: Arc<Store>,
     backend: Arc<dyn Backend>,
+    admission: Arc<crate::Admission>,
     rootfs: PathBuf,
     live: Mutex<HashMap<String, Arc<Live>>>,
     pool: Mutex<VecDeque<Prepared>>,
@@ -123,7 +127,9 @@ impl Manager {
                 "recovered from a previous daemon"
             );
         }
+        let admission = crate::Admission::new(cfg.admission.clone());
         let mgr = Arc::new(Self {
+            admission,
             cfg,
             store,
             rootfs: image.rootfs,
@@ -245,6 +251,10 @@ impl Manager {
     }
 
     pub async fn create(self: &Arc<Self>, req: CreateRequest) -> Result<Arc<Live>, ManagerError> {
+        // Refused before anything is made: nothing half-created to undo.
+        let ticket = self
+            .admission
+            .admit(req.token_id.as_deref(), u64::from(req.memory_mb))?;
         let Prepared {
             id,
             sandbox,
@@ -282,6 +292,7 @@ impl Manager {
             return Err(e.into());
         }
         let live = Arc::new(Live::new(id.clone(), client, sandbox, now, req.stop_at_ms));
+        *live.ticket.lock().expect("live lock") = Some(ticket);
         self.live
             .lock()
             .expect("manager lock")
@@ -335,6 +346,8 @@ impl Manager {
         if let Some(sandbox) = jail {
             destroy_blocking(sandbox).await;
         }
+        // Its capacity is free only now that everything of it is gone.
+        live.ticket.lock().expect("live lock").take();
         if let Err(e) = self.store.end_sandbox(id, now_ms(), reason.as_str()) {
             tracing::warn!(sandbox = id, "recording the end: {e}");
         }

@@ -40,6 +40,32 @@ pub struct ServeArgs {
     /// Ready sandboxes kept warm so creates return at once (0 disables).
     #[arg(long, default_value_t = 2)]
     pool: usize,
+    /// Concurrent sandboxes one token may hold.
+    #[arg(long, default_value_t = 100)]
+    max_sandboxes_per_token: usize,
+    /// Sum of memory limits one token may hold (e.g. 128G).
+    #[arg(long, default_value = "128G", value_parser = jail::parse_size)]
+    max_memory_per_token: u64,
+    /// Concurrent sandboxes on this host.
+    #[arg(long, default_value_t = 1000)]
+    max_sandboxes: usize,
+    /// Memory promised to sandboxes (the sum of their limits) may reach this
+    /// multiple of the host's RAM. Limits are ceilings, and most sandboxes
+    /// use a fraction of theirs.
+    #[arg(long, default_value_t = 4.0)]
+    memory_overcommit: f64,
+}
+
+/// MemTotal from /proc/meminfo, MiB.
+fn host_memory_mb() -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
+    let kib = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .context("no MemTotal in /proc/meminfo")?;
+    Ok(kib / 1024)
 }
 
 pub fn main(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i32> {
@@ -70,6 +96,12 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
         pids: args.pids,
         env: sandbox_env::agent_env(sandbox_env::WORKDIR, None),
         pool_size: args.pool,
+        admission: manager::AdmissionLimits {
+            per_token_sandboxes: args.max_sandboxes_per_token,
+            per_token_memory_mb: args.max_memory_per_token >> 20,
+            host_sandboxes: args.max_sandboxes,
+            host_memory_mb: (host_memory_mb()? as f64 * args.memory_overcommit) as u64,
+        },
         default_memory_mb: ConfigLimits::default().default_memory_mb,
     };
     eprintln!(

@@ -11,7 +11,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use manager::{EndReason, Live};
+use manager::{AdmissionError, EndReason, Live, ManagerError};
 use std::sync::Arc;
 use store::now_ms;
 
@@ -37,14 +37,28 @@ async fn create_sandbox(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Ar
         .manager
         .create(cfg.into_request(Some(token.id)))
         .await
-        .map_err(|e| {
-            tracing::warn!("create failed: {e}");
+        .map_err(create_error)
+}
+
+/// A refused or failed create, as the protocol's upgrade error: 429 for a
+/// token's quota, 503 when the host is full or creation failed.
+fn create_error(e: ManagerError) -> ApiError {
+    match e {
+        ManagerError::Refused(AdmissionError::Quota(m)) => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "QUOTA_EXCEEDED", m)
+        }
+        ManagerError::Refused(AdmissionError::Capacity(m)) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "CAPACITY_EXHAUSTED", m)
+        }
+        other => {
+            tracing::warn!("create failed: {other}");
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "SANDBOX_CREATE_FAILED",
-                e.to_string(),
+                other.to_string(),
             )
-        })
+        }
+    }
 }
 
 /// `GET /api/v3/sandbox/{id}/connect` (upgrade): a further client of a live
