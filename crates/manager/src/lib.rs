@@ -12,4 +12,6 @@ pub use admission::{Admission, AdmissionError, AdmissionLimits, Ticket};
 pub use backend::{Backend, Isolated, Native};
 pub use ids::new_sandbox_id;
 pub use live::{EndReason, Live};
-pub use manager::{CreateRequest, Manager, ManagerConfig, ManagerError, PoolStats, METER_INTERVAL};
+pub use manager::{
+    CreateRequest, Manager, ManagerConfig, ManagerError, PoolStats, Totals, METER_INTERVAL,
+};

@@ -22,6 +22,14 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    pub const ALL: [EndReason; 5] = [
+        Self::Closed,
+        Self::Killed,
+        Self::TimedOut,
+        Self::AgentExited,
+        Self::Shutdown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Closed => "closed",

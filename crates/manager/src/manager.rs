@@ -79,6 +79,7 @@ pub struct Manager {
     /// Wakes the pool filler after a sandbox was taken.
     pool_taken: Notify,
     pool_stats: PoolStats,
+    totals: Totals,
 }
 
 /// A started sandbox with its agent connected, not yet handed out.
@@ -93,6 +94,19 @@ struct Prepared {
 pub struct PoolStats {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
+}
+
+/// Running totals for metrics, kept as sandboxes start and end, so a scrape
+/// never walks the cgroups of live sandboxes.
+#[derive(Default, Debug)]
+pub struct Totals {
+    pub created: AtomicU64,
+    /// Ended sandboxes by [`EndReason`], indexed by `EndReason::ALL`.
+    pub ended: [AtomicU64; EndReason::ALL.len()],
+    pub oom_kills: AtomicU64,
+    /// Usage of ended sandboxes.
+    pub cpu_usec: AtomicU64,
+    pub memory_byte_ms: AtomicU64,
 }
 
 impl Manager {
@@ -138,6 +152,7 @@ impl Manager {
             pool: Mutex::new(VecDeque::new()),
             pool_taken: Notify::new(),
             pool_stats: PoolStats::default(),
+            totals: Totals::default(),
         });
         if mgr.cfg.pool_size > 0 {
             mgr.clone().fill_pool();
@@ -147,6 +162,10 @@ impl Manager {
 
     pub fn pool_stats(&self) -> &PoolStats {
         &self.pool_stats
+    }
+
+    pub fn totals(&self) -> &Totals {
+        &self.totals
     }
 
     pub fn pool_len(&self) -> usize {
@@ -293,6 +312,7 @@ impl Manager {
         }
         let live = Arc::new(Live::new(id.clone(), client, sandbox, now, req.stop_at_ms));
         *live.ticket.lock().expect("live lock") = Some(ticket);
+        self.totals.created.fetch_add(1, Ordering::Relaxed);
         self.live
             .lock()
             .expect("manager lock")
@@ -320,7 +340,7 @@ impl Manager {
                     }
                     _ = live.deadline_changed.notified() => continue,
                     _ = meter.tick() => {
-                        mgr.record_usage(&live);
+                        let _ = mgr.record_usage(&live);
                         continue;
                     }
                     _ = live.client.closed() => {
@@ -341,7 +361,24 @@ impl Manager {
             return false;
         };
         // A last sample while the counters still exist.
-        self.record_usage(&live);
+        if let Some(usage) = self.record_usage(&live) {
+            self.totals
+                .cpu_usec
+                .fetch_add(usage.cpu_usec, Ordering::Relaxed);
+            self.totals
+                .memory_byte_ms
+                .fetch_add(usage.memory_byte_ms, Ordering::Relaxed);
+        }
+        if let Some(kernel) = live.usage() {
+            self.totals
+                .oom_kills
+                .fetch_add(kernel.oom_kills, Ordering::Relaxed);
+        }
+        let index = EndReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.totals.ended[index].fetch_add(1, Ordering::Relaxed);
         let jail = live.jail.lock().expect("live lock").take();
         if let Some(sandbox) = jail {
             destroy_blocking(sandbox).await;
@@ -358,13 +395,13 @@ impl Manager {
         true
     }
 
-    fn record_usage(&self, live: &Live) {
+    fn record_usage(&self, live: &Live) -> Option<store::Usage> {
         let now = now_ms();
-        if let Some(usage) = live.sample(now) {
-            if let Err(e) = self.store.record_usage(&live.id, &usage, now) {
-                tracing::warn!(sandbox = live.id, "recording usage: {e}");
-            }
+        let usage = live.sample(now)?;
+        if let Err(e) = self.store.record_usage(&live.id, &usage, now) {
+            tracing::warn!(sandbox = live.id, "recording usage: {e}");
         }
+        Some(usage)
     }
 
     /// Moves a sandbox's deadline; returns the deadline granted (capped by

@@ -6,6 +6,7 @@
 mod auth;
 mod config;
 mod error;
+pub mod metrics;
 mod rest;
 mod ws;
 
@@ -34,16 +35,18 @@ pub struct AppState {
     /// Sandboxes killed through the console route (the Python SDK's),
     /// whose sockets stay open briefly so the SDK's close() can finish.
     pub(crate) killed_via_console: Mutex<HashSet<String>>,
+    pub metrics: metrics::Metrics,
 }
 
 impl AppState {
     pub fn new(manager: Arc<Manager>, store: Arc<Store>, limits: ConfigLimits) -> Arc<Self> {
         Arc::new(Self {
-            manager,
             store,
             limits,
             next_stream_id: AtomicU64::new(1),
             killed_via_console: Mutex::new(HashSet::new()),
+            metrics: metrics::Metrics::new(manager.clone()),
+            manager,
         })
     }
 }
@@ -60,7 +63,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v2/sandboxes", get(rest::list))
         .route("/api/v3/sandboxes", get(rest::list))
         .route("/api/v3/sandbox/{id}/expose/{kind}", post(rest::expose))
+        .route("/metrics", get(rest::metrics))
         .route("/health", get(|| async { "ok" }))
         .fallback(rest::not_found)
+        .with_state(state)
+}
+
+/// `/metrics` alone, without authentication, for a separate (private)
+/// listen address (`airlock serve --metrics-listen`).
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(rest::metrics_open))
         .with_state(state)
 }

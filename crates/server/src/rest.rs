@@ -166,6 +166,27 @@ fn parse_python_dict(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `GET /metrics` on the API address: needs a token like every other route.
+pub async fn metrics(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    authenticate(&state, &headers)?;
+    Ok(metrics_open(State(state)).await)
+}
+
+pub async fn metrics_open(State(state): State<Arc<AppState>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// Concurrent sandboxes on this host.
     #[arg(long, default_value_t = 1000)]
     max_sandboxes: usize,
+    /// Also serve `/metrics` without a token on this address (bind it to a
+    /// private interface). On the API address `/metrics` needs a token.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
     /// Memory promised to sandboxes (the sum of their limits) may reach this
     /// multiple of the host's RAM. Limits are ceilings, and most sandboxes
     /// use a fraction of theirs.
@@ -134,6 +138,14 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
         println!("use a token from `airlock token create` as DENO_DEPLOY_TOKEN, and:");
         println!("export DENO_SANDBOX_ENDPOINT={url}");
         println!("export DENO_DEPLOY_ENDPOINT={url}");
+    }
+    if let Some(addr) = args.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr} for metrics"))?;
+        println!("metrics on http://{}/metrics", metrics.local_addr()?);
+        let router = server::metrics_router(state.clone());
+        tokio::spawn(async move { axum::serve(metrics, router).await });
     }
     println!("listening on {url}");
     let shutdown = async {

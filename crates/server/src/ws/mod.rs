@@ -4,6 +4,8 @@
 mod rpc;
 mod session;
 
+pub(crate) use rpc::is_known_method;
+
 use crate::auth::{authenticate, authorize_sandbox};
 use crate::config;
 use crate::{ApiError, AppState, MAX_MESSAGE};
@@ -22,8 +24,15 @@ pub async fn create(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let started = std::time::Instant::now();
     match create_sandbox(&state, &headers).await {
-        Ok(live) => upgrade(state, live, ws, true),
+        Ok(live) => {
+            state
+                .metrics
+                .create_seconds
+                .observe(started.elapsed().as_secs_f64());
+            upgrade(state, live, ws, true)
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -37,7 +46,22 @@ async fn create_sandbox(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Ar
         .manager
         .create(cfg.into_request(Some(token.id)))
         .await
-        .map_err(create_error)
+        .map_err(|e| {
+            if let ManagerError::Refused(r) = &e {
+                let limit = match r {
+                    AdmissionError::Quota(_) => "quota",
+                    AdmissionError::Capacity(_) => "capacity",
+                };
+                state
+                    .metrics
+                    .refusals
+                    .get_or_create(&crate::metrics::LimitLabels {
+                        limit: limit.into(),
+                    })
+                    .inc();
+            }
+            create_error(e)
+        })
 }
 
 /// A refused or failed create, as the protocol's upgrade error: 429 for a

@@ -80,6 +80,16 @@ const NOT_YET: &[&str] = &[
     "vscode",
 ];
 
+/// Whether `method` is one of the protocol's (for metric labels).
+pub(crate) fn is_known_method(method: &str) -> bool {
+    AGENT_METHODS.contains(&method)
+        || NOT_YET.contains(&method)
+        || matches!(
+            method,
+            "spawn" | "processWait" | "walk" | "expandGlob" | "abort"
+        )
+}
+
 /// How long a process's output waits for the client's `processWait` before
 /// it is sent anyway.
 const OUTPUT_HOLD_LIMIT: Duration = Duration::from_secs(5);
@@ -151,7 +161,9 @@ impl Rpc {
                 self.bind_client_stream(&method, &mut params);
                 let rpc = self.clone();
                 tokio::spawn(async move {
+                    let started = std::time::Instant::now();
                     let response = rpc.request(&method, params).await;
+                    rpc.count(&method, &response, started);
                     rpc.respond(id, response);
                 });
                 Ok(())
@@ -165,6 +177,23 @@ impl Rpc {
                 Ok(())
             }
             (None, None) => Err(4001),
+        }
+    }
+
+    fn count(
+        &self,
+        method: &str,
+        response: &Result<Result<Value, ErrorObject>, RpcError>,
+        started: std::time::Instant,
+    ) {
+        let m = &self.state.metrics;
+        let label = crate::metrics::Metrics::method_label(method);
+        m.rpc_calls.get_or_create(&label).inc();
+        if !matches!(response, Ok(Ok(_))) {
+            m.rpc_errors.get_or_create(&label).inc();
+        }
+        if method == "spawn" {
+            m.spawn_seconds.observe(started.elapsed().as_secs_f64());
         }
     }
 

@@ -1,0 +1,188 @@
+//! `GET /metrics`: the daemon's state for Prometheus (OpenMetrics text, by
+//! the `prometheus-client` crate). Request-path figures are counted as they
+//! happen; sandbox figures are read at scrape time from the manager's
+//! running totals, never by walking live sandboxes' cgroups.
+
+use manager::{EndReason, Manager};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    pub method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// `quota` (a token's) or `capacity` (the host's).
+    pub limit: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub rpc_calls: Family<MethodLabels, Counter>,
+    pub rpc_errors: Family<MethodLabels, Counter>,
+    pub create_seconds: Histogram,
+    pub spawn_seconds: Histogram,
+    pub refusals: Family<LimitLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn new(manager: Arc<Manager>) -> Self {
+        let mut registry = Registry::with_prefix("airlock");
+        let rpc_calls = Family::<MethodLabels, Counter>::default();
+        let rpc_errors = Family::<MethodLabels, Counter>::default();
+        // 0.25 ms .. ~8 s
+        let create_seconds = Histogram::new(exponential_buckets(0.00025, 2.0, 16));
+        let spawn_seconds = Histogram::new(exponential_buckets(0.00025, 2.0, 16));
+        let refusals = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "rpc_calls",
+            "JSON-RPC requests by method",
+            rpc_calls.clone(),
+        );
+        registry.register(
+            "rpc_errors",
+            "JSON-RPC requests that failed, by method",
+            rpc_errors.clone(),
+        );
+        registry.register(
+            "create_seconds",
+            "Time to create a sandbox (until the upgrade)",
+            create_seconds.clone(),
+        );
+        registry.register(
+            "spawn_seconds",
+            "Time to answer a spawn",
+            spawn_seconds.clone(),
+        );
+        registry.register(
+            "admission_refusals",
+            "Creates refused by admission control",
+            refusals.clone(),
+        );
+        registry.register_collector(Box::new(SandboxCollector(manager)));
+        Self {
+            registry,
+            rpc_calls,
+            rpc_errors,
+            create_seconds,
+            spawn_seconds,
+            refusals,
+        }
+    }
+
+    /// Method names as labels: only the protocol's, so a client cannot
+    /// create unbounded label values.
+    pub fn method_label(method: &str) -> MethodLabels {
+        let known = crate::ws::is_known_method(method);
+        MethodLabels {
+            method: if known {
+                method.to_string()
+            } else {
+                "unknown".to_string()
+            },
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+}
+
+/// Sandbox figures, read from the manager at scrape time.
+struct SandboxCollector(Arc<Manager>);
+
+impl std::fmt::Debug for SandboxCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SandboxCollector")
+    }
+}
+
+impl Collector for SandboxCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let m = &self.0;
+        let t = m.totals();
+        let gauge = |enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64| {
+            let g = ConstGauge::new(v);
+            g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+        };
+        let counter = |enc: &mut DescriptorEncoder, name: &str, help: &str, v: f64| {
+            let c = ConstCounter::new(v);
+            c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+        };
+        gauge(
+            &mut encoder,
+            "sandboxes_running",
+            "Sandboxes alive now",
+            m.live_count() as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "pool_size",
+            "Ready sandboxes in the warm pool",
+            m.pool_len() as i64,
+        )?;
+        counter(
+            &mut encoder,
+            "sandboxes_created",
+            "Sandboxes handed out",
+            t.created.load(Ordering::Relaxed) as f64,
+        )?;
+        counter(
+            &mut encoder,
+            "pool_hits",
+            "Creates served from the warm pool",
+            m.pool_stats().hits.load(Ordering::Relaxed) as f64,
+        )?;
+        counter(
+            &mut encoder,
+            "pool_misses",
+            "Creates that had to start a sandbox",
+            m.pool_stats().misses.load(Ordering::Relaxed) as f64,
+        )?;
+        counter(
+            &mut encoder,
+            "oom_kills",
+            "Processes killed for memory in ended sandboxes",
+            t.oom_kills.load(Ordering::Relaxed) as f64,
+        )?;
+        counter(
+            &mut encoder,
+            "cpu_seconds",
+            "CPU time used by ended sandboxes",
+            t.cpu_usec.load(Ordering::Relaxed) as f64 / 1e6,
+        )?;
+        let gbh =
+            t.memory_byte_ms.load(Ordering::Relaxed) as f64 / (1u64 << 30) as f64 / 3_600_000.0;
+        counter(
+            &mut encoder,
+            "memory_gb_hours",
+            "Memory over time used by ended sandboxes",
+            gbh,
+        )?;
+        let ended = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "sandboxes_ended",
+            "Sandboxes ended, by reason",
+            None,
+            ended.metric_type(),
+        )?;
+        for (i, reason) in EndReason::ALL.iter().enumerate() {
+            let labels = [("reason", reason.as_str())];
+            let c = ConstCounter::new(t.ended[i].load(Ordering::Relaxed));
+            c.encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
