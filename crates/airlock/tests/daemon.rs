@@ -859,3 +859,45 @@ fn hundred_concurrent_creates_against_a_limit_of_ten() {
         });
     }
 }
+
+#[test]
+fn oom_kill_is_reported_by_process_wait_and_the_sandbox_survives() {
+    let d = Daemon::start();
+    let (mut ws, _) = d.create(json!({"memory_mb": 768}));
+    let r = call(
+        &mut ws,
+        1,
+        "spawn",
+        json!({"command": "python3", "args": ["-c", "b = bytearray(2 << 30)"], "stdout": "null", "stderr": "null"}),
+    );
+    let pid = r["result"]["ok"]["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{r}"));
+    let status = call(&mut ws, 2, "processWait", json!({"pid": pid}));
+    assert_eq!(
+        status["result"]["ok"],
+        json!({"success": false, "code": 137, "signal": "SIGKILL", "oom": "high-confidence"}),
+        "{status}"
+    );
+    // A plain SIGKILL afterwards is not blamed on memory.
+    let r = call(
+        &mut ws,
+        3,
+        "spawn",
+        json!({"command": "sleep", "args": ["30"], "stdout": "null", "stderr": "null"}),
+    );
+    let pid = r["result"]["ok"]["pid"].as_u64().unwrap();
+    call(
+        &mut ws,
+        4,
+        "processKill",
+        json!({"pid": pid, "signal": "SIGKILL"}),
+    );
+    let status = call(&mut ws, 5, "processWait", json!({"pid": pid}));
+    assert_eq!(status["result"]["ok"]["oom"], Value::Null, "{status}");
+    assert_eq!(status["result"]["ok"]["code"], 137);
+    assert_eq!(
+        call(&mut ws, 6, "envGet", json!({"key": "HOME"}))["result"]["ok"],
+        "/root"
+    );
+}
