@@ -122,6 +122,7 @@ impl Agent {
                 self.write_from_stream(params).await
             }
             "walk" | "expandGlob" => self.walk(method, params).await,
+            "fileLock" => self.file_lock(params).await,
             _ => self.fs_call(method, params).await,
         }
     }
@@ -138,6 +139,26 @@ impl Agent {
         .await
         .map_err(|e| ErrorObject::new("Error", format!("{method} failed: {e}"), None))?;
         result.unwrap_or_else(|| Err(ErrorObject::unknown_method(method)))
+    }
+
+    /// `fileLock` blocks until the lock is free, as Deno's does, but waits
+    /// between attempts without holding the fs state, so other fs calls
+    /// (including the unlock that frees it) go on meanwhile.
+    async fn file_lock(&self, params: Value) -> Result<Value, ErrorObject> {
+        loop {
+            let fs = self.fs.clone();
+            let p = params.clone();
+            let attempt =
+                tokio::task::spawn_blocking(move || fs.lock().expect("fs lock").try_file_lock(&p))
+                    .await
+                    .map_err(|e| {
+                        ErrorObject::new("Error", format!("fileLock failed: {e}"), None)
+                    })?;
+            match attempt {
+                Some(result) => return result,
+                None => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
     }
 
     async fn write_from_stream(&self, params: Value) -> Result<Value, ErrorObject> {

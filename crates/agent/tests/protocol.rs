@@ -1393,3 +1393,40 @@ fn cancelled_walk_stream_stops_without_breaking_the_connection() {
     assert!(frames <= 202, "{frames} frames on a 201-entry walk");
     agent.finish();
 }
+
+#[test]
+fn file_lock_held_by_another_process_waits_without_blocking_other_calls() {
+    let mut a = Agent::start();
+    let path = a.cwd().join("locked");
+    std::fs::write(&path, "x").unwrap();
+    // Another process holds an exclusive flock for a while.
+    let holder = a.ok(
+        "spawn",
+        json!({"command": "flock", "args": [path.to_str().unwrap(), "sleep", "1.5"], "stdout": "null", "stderr": "null"}),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let h = a.ok(
+        "open",
+        json!({"path": "locked", "options": {"read": true, "write": true}}),
+    );
+    let started = Instant::now();
+    let lock = a.send_call(
+        "fileLock",
+        json!({"fileHandleId": h["fileHandleId"], "exclusive": true}),
+    );
+    // While fileLock waits, other fs calls are answered at once.
+    let t = Instant::now();
+    assert_eq!(a.ok("readTextFile", json!({"path": "locked"})), json!("x"));
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "fs calls stalled behind fileLock: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(a.reply(lock, "fileLock"), Ok(Value::Null));
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "fileLock returned before the holder let go"
+    );
+    a.ok("processWait", json!({"pid": holder["pid"]}));
+    a.finish();
+}

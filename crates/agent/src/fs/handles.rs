@@ -244,6 +244,36 @@ impl Handles {
         Ok(Value::Null)
     }
 
+    /// One non-blocking attempt at `fileLock`: `Ok(None)` when another
+    /// process holds a conflicting lock, so the caller can wait without
+    /// holding up every other fs call.
+    pub(crate) fn try_lock(&mut self, p: &Params) -> Result<Option<Value>, ErrorObject> {
+        let exclusive = p.bool_or("exclusive", false)?;
+        let (id, open) = self.handle(p)?;
+        let op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        match flock(&open.file, op | libc::LOCK_NB) {
+            Ok(()) => {
+                self.set_lock(id, Some(exclusive));
+                Ok(Some(Value::Null))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+                if let Some(other) = self.conflicting_handle(id, exclusive) {
+                    let msg = format!(
+                        "{}: file handle {other} of this sandbox holds a conflicting lock on the same file; unlock or close it first",
+                        p.method()
+                    );
+                    return Err(ErrorObject::new("WouldBlock", msg, Some("EWOULDBLOCK")));
+                }
+                Ok(None)
+            }
+            Err(e) => Err(handle_error(p, id, &e)),
+        }
+    }
+
     fn unlock(&mut self, p: &Params, _cwd: &Path) -> Result<Value, ErrorObject> {
         let (id, file) = self.file(p)?;
         flock(file, libc::LOCK_UN).map_err(|e| handle_error(p, id, &e))?;

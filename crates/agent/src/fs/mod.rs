@@ -72,6 +72,18 @@ impl FsState {
     }
 }
 
+impl FsState {
+    /// `fileLock` without blocking: `None` while another process holds a
+    /// conflicting lock (retry later, without holding this state's lock).
+    pub fn try_file_lock(&mut self, params: &Value) -> Option<Result<Value, ErrorObject>> {
+        match Params::new("fileLock", params).and_then(|p| self.handles.try_lock(&p)) {
+            Ok(Some(v)) => Some(Ok(v)),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
 /// writeFile / writeTextFile when the content arrived on a stream. `params`
 /// are the call's params (`path`, options `{append, create, createNew, mode}`).
 pub fn write_file_bytes(params: &Value, bytes: &[u8], cwd: &Path) -> Result<Value, ErrorObject> {
