@@ -219,6 +219,11 @@ impl Handles {
     /// conflict is another handle of this agent: calls are handled one at a
     /// time, so waiting for our own handle would hang the agent for good.
     fn lock(&mut self, p: &Params, _cwd: &Path) -> Result<Value, ErrorObject> {
+        if let Some(done) = self.try_lock(p)? {
+            return Ok(done);
+        }
+        // Another process holds it: wait for it here (the agent's
+        // dispatcher uses `try_lock` instead, to wait without this state).
         let exclusive = p.bool_or("exclusive", false)?;
         let (id, open) = self.handle(p)?;
         let op = if exclusive {
@@ -226,20 +231,7 @@ impl Handles {
         } else {
             libc::LOCK_SH
         };
-        match flock(&open.file, op | libc::LOCK_NB) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
-                if let Some(other) = self.conflicting_handle(id, exclusive) {
-                    let msg = format!(
-                        "{}: file handle {other} of this sandbox holds a conflicting lock on the same file; unlock or close it first",
-                        p.method()
-                    );
-                    return Err(ErrorObject::new("WouldBlock", msg, Some("EWOULDBLOCK")));
-                }
-                flock(&open.file, op).map_err(|e| handle_error(p, id, &e))?;
-            }
-            Err(e) => return Err(handle_error(p, id, &e)),
-        }
+        flock(&open.file, op).map_err(|e| handle_error(p, id, &e))?;
         self.set_lock(id, Some(exclusive));
         Ok(Value::Null)
     }
