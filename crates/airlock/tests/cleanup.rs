@@ -9,10 +9,8 @@
 mod common;
 
 use common::*;
-use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn all_sandbox_pids() -> Vec<u32> {
@@ -65,37 +63,9 @@ fn sequential_runs_leave_nothing() {
 }
 
 fn killed_owner_is_reaped() {
-    let mut child = Command::new(AIRLOCK)
-        .args([
-            "run",
-            "--",
-            "sh",
-            "-c",
-            "echo ready; sleep 1000 & sleep 1000",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut r = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
-
-    let agent = *children_of(child.id())
-        .first()
-        .expect("the agent is a child of airlock");
-    let id = sandbox_id_of(agent).expect("agent's cgroup");
-    let uid: u64 = fs::read_to_string(format!("/proc/{agent}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(uid >= SANDBOX_UID_BASE);
+    let Running {
+        mut child, id, uid, ..
+    } = run_until_ready("echo ready; sleep 1000 & sleep 1000", Stdio::null());
     wait_until("the sandbox's sleeps", Duration::from_secs(5), || {
         pids_with_uid_in(uid, uid + 65536).len() >= 3
     });

@@ -221,20 +221,10 @@ fn close_code(ws: &mut Ws) -> Option<CloseCode> {
 
 fn sandbox_leftovers(id: &str) -> Vec<String> {
     let mut left = Vec::new();
-    if Path::new("/run/airlock/sandboxes").join(id).exists() {
+    if Path::new(common::STATE_DIR).join(id).exists() {
         left.push("state dir".into());
     }
-    for c in ["memory", "pids", "cpu"] {
-        if Path::new("/sys/fs/cgroup")
-            .join(c)
-            .join("airlock")
-            .join(id)
-            .exists()
-        {
-            left.push(format!("{c} cgroup"));
-        }
-    }
-    if Path::new("/sys/fs/cgroup/airlock").join(id).exists() {
+    if common::cgroup_exists(id) {
         left.push("cgroup".into());
     }
     left

@@ -996,36 +996,13 @@ fn bad_options_are_rejected() {
 fn sandbox_is_removed_after_exit() {
     // Find this run's sandbox from the host while it is alive, then check
     // that all of it is gone once airlock exits.
-    let mut child = Command::new(AIRLOCK)
-        .args([
-            "run",
-            "--",
-            "sh",
-            "-c",
-            "echo ready; read x; echo MARK-done",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut r = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
-    let agent = *children_of(child.id())
-        .first()
-        .expect("the agent is a child of airlock");
-    let id = sandbox_id_of(agent).expect("agent cgroup");
-    let status = fs::read_to_string(format!("/proc/{agent}/status")).unwrap();
-    let uid: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(uid >= SANDBOX_UID_BASE);
+    let Running {
+        mut child,
+        stdout: mut r,
+        agent,
+        id,
+        uid,
+    } = run_until_ready("echo ready; read x; echo MARK-done", Stdio::piped());
     assert!(state_ids().contains(&id), "no state dir for {id}");
     assert!(cgroup_exists(&id), "no cgroup for {id}");
 

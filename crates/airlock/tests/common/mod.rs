@@ -5,8 +5,9 @@
 
 use std::fs;
 use std::io::Write;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
 pub const AIRLOCK: &str = env!("CARGO_BIN_EXE_airlock");
 
@@ -212,4 +213,52 @@ pub fn parse_uid_map(text: &str) -> Option<(u64, u64, u64)> {
             .collect::<Option<Vec<_>>>()?;
         (f.len() == 3).then(|| (f[0], f[1], f[2]))
     })
+}
+
+/// An `airlock run` that is up: its script printed `ready`.
+pub struct Running {
+    pub child: Child,
+    /// The rest of the command's stdout.
+    pub stdout: BufReader<ChildStdout>,
+    /// Host pid of the sandbox's PID 1 (the agent).
+    pub agent: u32,
+    pub id: String,
+    /// Host uid that sandbox root maps to.
+    pub uid: u64,
+}
+
+/// Starts `airlock run -- sh -c SCRIPT` (SCRIPT must print `ready` first)
+/// and finds its sandbox from the host once it is up.
+pub fn run_until_ready(script: &str, stdin: Stdio) -> Running {
+    let mut child = Command::new(AIRLOCK)
+        .args(["run", "--", "sh", "-c", script])
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning airlock");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let agent = *children_of(child.id())
+        .first()
+        .expect("the agent is a child of airlock");
+    let id = sandbox_id_of(agent).expect("the agent's cgroup");
+    let uid: u64 = fs::read_to_string(format!("/proc/{agent}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(uid >= SANDBOX_UID_BASE);
+    Running {
+        child,
+        stdout,
+        agent,
+        id,
+        uid,
+    }
 }
