@@ -38,6 +38,8 @@ enum Command {
     Token(cli::token::TokenCommand),
     /// What sandboxes used (CPU seconds, memory GB-hours), from the store.
     Usage(cli::usage::UsageArgs),
+    /// A sandbox's network events (DNS, TCP, UDP) and the gateway's verdicts, from the store.
+    Audit(cli::audit::AuditArgs),
     /// Run a command in a fresh sandbox, then remove the sandbox.
     Run(cli::run::RunArgs),
     /// Build and list root filesystem images.
@@ -69,6 +71,7 @@ fn main() {
         Command::Serve(args) => cli::serve::main(&cli.data_dir, &store, args),
         Command::Token(cmd) => cli::token::main(&store, cmd),
         Command::Usage(args) => cli::usage::main(&store, args),
+        Command::Audit(args) => cli::audit::main(&store, args),
         Command::Run(args) => cli::run::main(&cli.data_dir, args),
         Command::Image(cmd) => cli::image::main(&cli.data_dir, cmd).map(|()| 0),
         Command::Reap => cli::reap(),

@@ -63,6 +63,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v2/sandboxes", get(rest::list))
         .route("/api/v3/sandboxes", get(rest::list))
         .route("/api/v3/sandbox/{id}/expose/{kind}", post(rest::expose))
+        .route("/api/v3/sandbox/{id}/audit", get(rest::audit))
         .route("/metrics", get(rest::metrics))
         .route("/health", get(|| async { "ok" }))
         .fallback(rest::not_found)

@@ -1,4 +1,4 @@
-//! REST routes: kill, extend, list, expose.
+//! REST routes: kill, extend, list, expose, audit.
 
 use crate::auth::{authenticate, authorize_sandbox};
 use crate::{ApiError, AppState};
@@ -9,7 +9,7 @@ use manager::EndReason;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
-use store::{now_ms, SandboxFilter};
+use store::{now_ms, NetEventQuery, SandboxFilter, NET_VERDICTS};
 
 /// Most a single extend call may add (the Deno Sandbox documentation's cap).
 const MAX_EXTEND: Duration = Duration::from_secs(30 * 60);
@@ -124,6 +124,64 @@ pub async fn list(
         })
         .collect();
     Ok(Json(Value::Array(items)))
+}
+
+/// Most events one `GET .../audit` returns; page on with `after`.
+const MAX_AUDIT_LIMIT: usize = 10_000;
+
+/// `GET /api/v3/sandbox/{id}/audit` (airlock extension): the sandbox's
+/// network events, oldest first. Query: `after` (an event id: only later
+/// events), `limit` (default 1000, at most 10000), `verdict` (`allowed` or
+/// `denied`). Answers `{"events": [{"id", "atMs", "kind", ...}]}`; the
+/// sandbox may have ended.
+pub async fn audit(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, ApiError> {
+    let token = authenticate(&state, &headers)?;
+    authorize_sandbox(&state, &token, &id)?;
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", m);
+    let mut query = NetEventQuery::default();
+    for (key, value) in &params {
+        match key.as_str() {
+            "after" => {
+                let after = value
+                    .parse()
+                    .map_err(|_| bad(format!("after must be an event id, got {value:?}")))?;
+                query.after_id = Some(after);
+            }
+            "limit" => {
+                query.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_AUDIT_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "limit must be a number from 1 to {MAX_AUDIT_LIMIT}, got {value:?}"
+                        ))
+                    })?;
+            }
+            "verdict" => {
+                if !NET_VERDICTS.contains(&value.as_str()) {
+                    return Err(bad(format!(
+                        "verdict must be one of {}, got {value:?}",
+                        NET_VERDICTS.join(", ")
+                    )));
+                }
+                query.verdict = Some(value.clone());
+            }
+            _ => {}
+        }
+    }
+    // Up to 10000 rows: off the async workers.
+    let store = state.store.clone();
+    let events = tokio::task::spawn_blocking(move || store.net_events(&id, &query))
+        .await
+        .map_err(|e| ApiError::internal(format!("reading network events: {e}")))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(json!({ "events": events })))
 }
 
 pub async fn expose(

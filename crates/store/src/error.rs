@@ -62,6 +62,11 @@ pub enum StoreError {
 
     #[error("no sandbox with id {0:?}")]
     SandboxNotFound(String),
+
+    /// A network event or query with a value outside its set; the message
+    /// names the field, the value and what is allowed.
+    #[error("invalid network event: {0}")]
+    InvalidNetEvent(String),
 }
 
 /// Attaches a short description of the operation to a rusqlite error.

@@ -1,4 +1,5 @@
-//! airlock's embedded SQLite store: API tokens (hashed) and sandbox records.
+//! airlock's embedded SQLite store: API tokens (hashed), sandbox records,
+//! usage counters and network audit events.
 //!
 //! The API is synchronous; the daemon calls it from `spawn_blocking` or
 //! accepts the short block. One [`rusqlite::Connection`] sits behind a
@@ -8,6 +9,7 @@
 //! `busy_timeout` covers another process (e.g. the CLI) holding the file.
 
 mod error;
+mod net_events;
 mod random;
 mod sandboxes;
 mod schema;
@@ -23,6 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::Connection;
 
 pub use error::StoreError;
+pub use net_events::{NetEvent, NetEventQuery, NET_EVENTS_DEFAULT_LIMIT, NET_KINDS, NET_VERDICTS};
 pub use sandboxes::{SandboxFilter, SandboxRecord, STATUS_RUNNING, STATUS_STOPPED};
 pub use schema::SCHEMA_VERSION;
 pub use tokens::{NewToken, TokenInfo, SECRET_PREFIX, TOKEN_ID_PREFIX};

@@ -256,7 +256,7 @@ impl Store {
     }
 }
 
-fn exists(conn: &rusqlite::Connection, id: &str) -> Result<bool, StoreError> {
+pub(crate) fn exists(conn: &rusqlite::Connection, id: &str) -> Result<bool, StoreError> {
     conn.query_row("SELECT 1 FROM sandboxes WHERE id = ?1", [id], |_| Ok(()))
         .optional()
         .ctx("reading sandbox")

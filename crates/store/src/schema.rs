@@ -57,8 +57,34 @@ ALTER TABLE sandboxes ADD COLUMN peak_memory_bytes INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE sandboxes ADD COLUMN usage_at_ms INTEGER;
 "#;
 
+/// Network audit: one row per DNS query, per denied or finished TCP
+/// connection and per dropped UDP flow, as the egress gateway reports them.
+/// Append-only; `id` is the paging cursor. `kind`, `verdict` and `secrets`
+/// are validated by the store rather than by CHECK constraints: widening a
+/// CHECK later would mean rebuilding this (large) table.
+const V3: &str = r#"
+CREATE TABLE net_events (
+    id          INTEGER PRIMARY KEY,
+    -- no foreign key, like sandboxes.token_id: the store checks the sandbox
+    -- exists when recording, and events stay readable as long as it does
+    sandbox_id  TEXT NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    kind        TEXT NOT NULL,              -- 'dns' | 'tcp' | 'udp'
+    name        TEXT NOT NULL,              -- host name queried or dialled, or an IP
+    port        INTEGER NOT NULL,
+    verdict     TEXT NOT NULL,              -- 'allowed' | 'denied'
+    reason      TEXT NOT NULL,
+    upstream    TEXT,                       -- address actually connected to
+    bytes_out   INTEGER NOT NULL,
+    bytes_in    INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    secrets     TEXT NOT NULL DEFAULT ''    -- comma-separated secret NAMES, never values
+);
+CREATE INDEX net_events_sandbox ON net_events(sandbox_id, id);
+"#;
+
 /// Migration `i` upgrades the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -71,6 +97,11 @@ pub(crate) fn user_version(conn: &Connection) -> Result<u32, StoreError> {
 /// Brings the database up to [`SCHEMA_VERSION`], refusing one written by a
 /// newer airlock: silently running old code on a newer schema could lose data.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    migrate_to(conn, SCHEMA_VERSION)
+}
+
+/// Applies the migrations up to `target` (tests build old schemas with it).
+pub(crate) fn migrate_to(conn: &mut Connection, target: u32) -> Result<(), StoreError> {
     let found = user_version(conn)?;
     if found > SCHEMA_VERSION {
         return Err(StoreError::SchemaTooNew {
@@ -78,7 +109,12 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             supported: SCHEMA_VERSION,
         });
     }
-    for (from, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    let pending = MIGRATIONS
+        .iter()
+        .enumerate()
+        .take(target as usize)
+        .skip(found as usize);
+    for (from, sql) in pending {
         let version = from as u32 + 1;
         let err = |error| StoreError::Migration { version, error };
         let tx = conn.transaction().map_err(err)?;

@@ -349,7 +349,7 @@ fn end_all_running_for_restart_recovery() {
 fn reopen_keeps_data_and_schema_version() {
     let (_dir, path, store) = temp_store();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(SCHEMA_VERSION, 3);
     let tok = store.create_token("keep").unwrap();
     let rec = sandbox("sbx_keep", 42, &[("k", "v")]);
     store.insert_sandbox(&rec).unwrap();
@@ -527,4 +527,331 @@ fn usage_is_recorded_and_reported_by_group() {
         store.record_usage("nope", &Usage::default(), 1),
         Err(StoreError::SandboxNotFound(_))
     ));
+}
+
+fn net_event(at_ms: i64, kind: &str, name: &str, verdict: &str) -> NetEvent {
+    NetEvent {
+        id: 0,
+        at_ms,
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        port: if kind == "dns" { 53 } else { 443 },
+        verdict: verdict.to_owned(),
+        reason: if verdict == "allowed" {
+            "allow-net example.com".to_owned()
+        } else {
+            "not in allow-net".to_owned()
+        },
+        upstream: (verdict == "allowed").then(|| "93.184.215.14:443".to_owned()),
+        bytes_out: 100,
+        bytes_in: 2000,
+        duration_ms: 35,
+        secrets: Vec::new(),
+    }
+}
+
+fn event_ids(events: &[NetEvent]) -> Vec<i64> {
+    events.iter().map(|e| e.id).collect()
+}
+
+fn all_events(store: &Store, sandbox_id: &str) -> Vec<NetEvent> {
+    store
+        .net_events(
+            sandbox_id,
+            &NetEventQuery {
+                limit: usize::MAX,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+}
+
+#[test]
+fn net_events_roundtrip_and_survive_reopen() {
+    let (_dir, path, store) = temp_store();
+    store.insert_sandbox(&sandbox("sbx_net", 1, &[])).unwrap();
+    let mut full = net_event(1_700_000_000_123, "tcp", "api.openai.com", "allowed");
+    full.secrets = vec!["OPENAI_API_KEY".into(), "OTHER".into()];
+    full.bytes_out = i64::MAX as u64;
+    full.bytes_in = 0;
+    full.duration_ms = 86_400_000;
+    full.port = 65535;
+    full.name = "ünïcode.example\u{1b}[31m".into();
+    let mut dns = net_event(1_700_000_000_200, "dns", "evil.example", "denied");
+    dns.upstream = None;
+    let udp = net_event(1_700_000_000_300, "udp", "10.0.0.1", "denied");
+    let sent = vec![full, dns, udp];
+    assert_eq!(store.count_net_events("sbx_net").unwrap(), 0);
+    assert!(all_events(&store, "sbx_net").is_empty());
+    store.record_net_events("sbx_net", &sent).unwrap();
+    assert_eq!(store.count_net_events("sbx_net").unwrap(), 3);
+
+    let got = all_events(&store, "sbx_net");
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|e| e.id > 0), "{got:?}");
+    let without_ids: Vec<NetEvent> = got
+        .iter()
+        .map(|e| NetEvent { id: 0, ..e.clone() })
+        .collect();
+    assert_eq!(without_ids, sent);
+    drop(store);
+
+    // Events are in the file: a new process (here a new Store) sees them.
+    let store = Store::open(&path).unwrap();
+    assert_eq!(all_events(&store, "sbx_net"), got);
+    assert_eq!(store.count_net_events("sbx_net").unwrap(), 3);
+    // Only names of secrets, comma-separated, reach the file.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let raw: String = conn
+        .query_row(
+            "SELECT secrets FROM net_events WHERE id = ?1",
+            [got[0].id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(raw, "OPENAI_API_KEY,OTHER");
+}
+
+#[test]
+fn net_events_serialise_in_camel_case() {
+    let mut e = net_event(5, "tcp", "example.com", "allowed");
+    e.id = 7;
+    e.secrets = vec!["K".into()];
+    let v = serde_json::to_value(&e).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "id": 7, "atMs": 5, "kind": "tcp", "name": "example.com", "port": 443,
+            "verdict": "allowed", "reason": "allow-net example.com",
+            "upstream": "93.184.215.14:443", "bytesOut": 100, "bytesIn": 2000,
+            "durationMs": 35, "secrets": ["K"]
+        })
+    );
+    let back: NetEvent = serde_json::from_value(v).unwrap();
+    assert_eq!(back, e);
+}
+
+#[test]
+fn net_events_keep_order_and_page_with_after_id() {
+    let store = Store::open_in_memory().unwrap();
+    store.insert_sandbox(&sandbox("a", 1, &[])).unwrap();
+    store.insert_sandbox(&sandbox("b", 2, &[])).unwrap();
+    // Batches of the two sandboxes interleave; at_ms is not monotonic (a
+    // long connection is reported when it ends): order is insertion order.
+    let mut expected_names = Vec::new();
+    for batch in 0..5 {
+        let events: Vec<NetEvent> = (0..5)
+            .map(|i| {
+                let name = format!("host{batch}-{i}.example");
+                net_event(1_000 - (batch * 5 + i), "tcp", &name, "allowed")
+            })
+            .collect();
+        expected_names.extend(events.iter().map(|e| e.name.clone()));
+        store.record_net_events("a", &events).unwrap();
+        store
+            .record_net_events("b", &[net_event(0, "dns", "b.example", "denied")])
+            .unwrap();
+    }
+    let all = all_events(&store, "a");
+    let names: Vec<&str> = all.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, expected_names);
+    let ids = event_ids(&all);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert_eq!(store.count_net_events("a").unwrap(), 25);
+    assert_eq!(store.count_net_events("b").unwrap(), 5);
+    assert_eq!(store.count_net_events("nobody").unwrap(), 0);
+
+    // Pages of 10 after the last id seen: 10 + 10 + 5, then nothing.
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .net_events(
+                "a",
+                &NetEventQuery {
+                    after_id: after,
+                    limit: 10,
+                    verdict: None,
+                },
+            )
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = Some(page.last().unwrap().id);
+        pages.push(page);
+    }
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 5]);
+    assert_eq!(pages.concat(), all);
+    // after_id is exclusive and need not be an id of this sandbox.
+    let after_third = store
+        .net_events(
+            "a",
+            &NetEventQuery {
+                after_id: Some(all[2].id),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(after_third, all[3..]);
+    let limit_zero = NetEventQuery {
+        limit: 0,
+        ..Default::default()
+    };
+    assert!(store.net_events("a", &limit_zero).unwrap().is_empty());
+    assert_eq!(NetEventQuery::default().limit, 1000);
+}
+
+#[test]
+fn net_events_filter_by_verdict() {
+    let store = Store::open_in_memory().unwrap();
+    store.insert_sandbox(&sandbox("s", 1, &[])).unwrap();
+    let events: Vec<NetEvent> = (0..12)
+        .map(|i| {
+            let verdict = if i % 3 == 0 { "denied" } else { "allowed" };
+            net_event(i, "tcp", &format!("h{i}"), verdict)
+        })
+        .collect();
+    store.record_net_events("s", &events).unwrap();
+    let query = |verdict: Option<&str>, after_id, limit| {
+        store.net_events(
+            "s",
+            &NetEventQuery {
+                after_id,
+                limit,
+                verdict: verdict.map(str::to_owned),
+            },
+        )
+    };
+    let denied = query(Some("denied"), None, 100).unwrap();
+    let names: Vec<&str> = denied.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["h0", "h3", "h6", "h9"]);
+    assert_eq!(query(Some("allowed"), None, 100).unwrap().len(), 8);
+    assert_eq!(query(None, None, 100).unwrap().len(), 12);
+    // Filter and paging combine.
+    let page = query(Some("denied"), Some(denied[1].id), 1).unwrap();
+    assert_eq!(page, denied[2..3]);
+    assert!(matches!(
+        query(Some("maybe"), None, 100),
+        Err(StoreError::InvalidNetEvent(m)) if m.contains("\"maybe\"")
+    ));
+}
+
+#[test]
+fn net_events_bad_batches_record_nothing() {
+    let store = Store::open_in_memory().unwrap();
+    store.insert_sandbox(&sandbox("s", 1, &[])).unwrap();
+    let good = net_event(1, "tcp", "ok.example", "allowed");
+    let bad_kind = NetEvent {
+        kind: "icmp".into(),
+        ..good.clone()
+    };
+    let bad_verdict = NetEvent {
+        verdict: "maybe".into(),
+        ..good.clone()
+    };
+    let bad_secret = NetEvent {
+        secrets: vec!["A,B".into()],
+        ..good.clone()
+    };
+    for bad in [bad_kind, bad_verdict, bad_secret] {
+        let err = store
+            .record_net_events("s", &[good.clone(), bad.clone()])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::InvalidNetEvent(_)), "{err}");
+    }
+    assert!(matches!(
+        store.record_net_events("missing", std::slice::from_ref(&good)),
+        Err(StoreError::SandboxNotFound(id)) if id == "missing"
+    ));
+    assert_eq!(store.count_net_events("s").unwrap(), 0);
+    assert_eq!(store.count_net_events("missing").unwrap(), 0);
+    store.record_net_events("s", &[]).unwrap();
+    store.record_net_events("missing", &[]).unwrap();
+    store.record_net_events("s", &[good]).unwrap();
+    assert_eq!(store.count_net_events("s").unwrap(), 1);
+}
+
+#[test]
+fn v2_database_upgrades_to_v3_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("airlock.db");
+    // A database as airlock with schema v2 left it, written without Store.
+    let mut conn = rusqlite::Connection::open(&path).unwrap();
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+        .unwrap();
+    schema::migrate_to(&mut conn, 2).unwrap();
+    assert_eq!(schema::user_version(&conn).unwrap(), 2);
+    conn.execute_batch(
+        "INSERT INTO tokens (id, name, secret_sha256, created_at_ms) \
+             VALUES ('tok_old', 'old', 'abc', 1); \
+         INSERT INTO sandboxes (id, token_id, region, status, created_at_ms, memory_mb, \
+             labels, allow_net, secret_names, cpu_usec, memory_byte_ms, peak_memory_bytes, \
+             usage_at_ms) \
+             VALUES ('sbx_old', 'tok_old', 'ord', 'stopped', 10, 1280, '{\"k\":\"v\"}', \
+             '[\"example.com\"]', '[]', 7000000, 99, 4096, 20);",
+    )
+    .unwrap();
+    let tables = |conn: &rusqlite::Connection| -> Vec<String> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'index') ORDER BY name",
+            )
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert!(!tables(&conn).contains(&"net_events".to_string()));
+    drop(conn);
+
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 3);
+    let rec = store.get_sandbox("sbx_old").unwrap().unwrap();
+    assert_eq!(rec.token_id.as_deref(), Some("tok_old"));
+    assert_eq!(rec.status, STATUS_STOPPED);
+    assert_eq!(rec.labels.get("k").map(String::as_str), Some("v"));
+    assert_eq!(rec.allow_net, ["example.com"]);
+    let (usage, at) = store.get_usage("sbx_old").unwrap().unwrap();
+    assert_eq!(
+        (
+            usage.cpu_usec,
+            usage.memory_byte_ms,
+            usage.peak_memory_bytes,
+            at
+        ),
+        (7_000_000, 99, 4096, Some(20))
+    );
+    assert_eq!(store.list_tokens().unwrap()[0].id, "tok_old");
+    // The old sandbox can have events now.
+    assert_eq!(store.count_net_events("sbx_old").unwrap(), 0);
+    store
+        .record_net_events("sbx_old", &[net_event(30, "dns", "x.example", "denied")])
+        .unwrap();
+    assert_eq!(all_events(&store, "sbx_old").len(), 1);
+    drop(store);
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let names = tables(&conn);
+    assert!(names.contains(&"net_events".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"net_events_sandbox".to_string()),
+        "{names:?}"
+    );
+    // The index really is on (sandbox_id, id).
+    let mut stmt = conn
+        .prepare("SELECT name FROM pragma_index_info('net_events_sandbox') ORDER BY seqno")
+        .unwrap();
+    let cols: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(cols, ["sandbox_id", "id"]);
+    drop(stmt);
+    // Reopening an up-to-date database migrates nothing and loses nothing.
+    drop(conn);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(all_events(&store, "sbx_old").len(), 1);
 }

@@ -1,3 +1,4 @@
+pub mod audit;
 pub mod image;
 pub mod run;
 pub mod serve;

@@ -1,0 +1,711 @@
+//! One sandbox's network, seen from the daemon: the task that owns the TUN
+//! fd, the `smoltcp` interface, the DNS responder and every TCP flow.
+//!
+//! A new TCP connection is held at its SYN until the policy allows it and
+//! the real upstream has accepted: only then is a listening socket made
+//! for it and the SYN handed to `smoltcp`, so the sandbox sees "connection
+//! refused" (a RST) whenever the gateway or the upstream says no. At most
+//! one socket listens at a time (the SYN is processed at once), so each
+//! socket is bound to the flow it was made for.
+
+use crate::audit::{AuditEvent, EventKind, Verdict};
+use crate::device::QueueDevice;
+use crate::dns::{self, Answer, QueryKind};
+use crate::fakeip::FakeIpPool;
+use crate::flow;
+use crate::policy::AllowList;
+use crate::resolve::{self, Resolver};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::{tcp, udp};
+use smoltcp::wire::{
+    HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, IpProtocol, Ipv4Packet, TcpPacket,
+    UdpPacket,
+};
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+
+/// Per-connection TCP buffers in the userspace stack. Large enough for a
+/// window that keeps a loopback-speed stream busy.
+const TCP_BUFFER: usize = 512 * 1024;
+/// Most bytes moved from one socket in one go (one channel chunk).
+const CHUNK: usize = 64 * 1024;
+/// Packets read from the TUN device before the stack runs once.
+const READ_BATCH: usize = 256;
+/// A flow whose socket never left LISTEN (its SYN got lost) is dropped.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Distinct denied UDP destinations reported per sandbox; more are counted
+/// but not reported one by one.
+const MAX_UDP_REPORTS: usize = 256;
+
+pub type AuditSink = Arc<dyn Fn(AuditEvent) + Send + Sync>;
+
+/// Addresses of the sandbox's network, and where names are resolved.
+#[derive(Clone)]
+pub struct GatewayConfig {
+    /// The gateway's address on the link: its DNS server is here.
+    pub gateway: Ipv4Addr,
+    /// The sandbox's address on its TUN interface.
+    pub sandbox: Ipv4Addr,
+    pub prefix_len: u8,
+    /// MTU of the TUN interface (IP packet size).
+    pub mtu: usize,
+    pub resolver: Arc<Resolver>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: SocketAddrV4,
+    pub dst: SocketAddrV4,
+}
+
+pub enum StackMsg {
+    Connected {
+        key: FlowKey,
+        stream: TcpStream,
+        upstream: SocketAddr,
+    },
+    Refused {
+        key: FlowKey,
+        reason: String,
+    },
+    Abort {
+        key: FlowKey,
+        reason: String,
+    },
+}
+
+struct Flow {
+    at_ms: i64,
+    started: Instant,
+    name: String,
+    port: u16,
+    /// The name if it came from DNS (checked against the SNI), else None.
+    tls_name: Option<String>,
+    rule: String,
+    upstream: Option<SocketAddr>,
+    bytes_out: u64,
+    bytes_in: u64,
+    denied: Option<String>,
+    state: FlowState,
+}
+
+enum FlowState {
+    /// Waiting for the upstream; the sandbox's latest SYN is kept.
+    Connecting { syn: Vec<u8>, task: JoinHandle<()> },
+    Open(Box<OpenFlow>),
+}
+
+struct OpenFlow {
+    handle: SocketHandle,
+    to_up: Option<mpsc::Sender<Vec<u8>>>,
+    from_up: Option<mpsc::Receiver<Vec<u8>>>,
+    pending: Option<(Vec<u8>, usize)>,
+    fin_sent: bool,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        match &self.state {
+            FlowState::Connecting { task, .. } => task.abort(),
+            FlowState::Open(open) => open.task.abort(),
+        }
+    }
+}
+
+pub(crate) struct Stack {
+    cfg: GatewayConfig,
+    iface: Interface,
+    device: QueueDevice,
+    sockets: SocketSet<'static>,
+    dns: SocketHandle,
+    flows: HashMap<FlowKey, Flow>,
+    fake: FakeIpPool,
+    policy: watch::Receiver<Arc<AllowList>>,
+    audit: AuditSink,
+    msgs_tx: mpsc::UnboundedSender<StackMsg>,
+    msgs: mpsc::UnboundedReceiver<StackMsg>,
+    wake: Arc<Notify>,
+    epoch: Instant,
+    udp_reported: HashSet<SocketAddrV4>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Stack {
+    pub fn new(
+        cfg: GatewayConfig,
+        policy: watch::Receiver<Arc<AllowList>>,
+        audit: AuditSink,
+    ) -> Self {
+        let mut device = QueueDevice::new(cfg.mtu);
+        let epoch = Instant::now();
+        let mut iface = Interface::new(
+            Config::new(HardwareAddress::Ip),
+            &mut device,
+            smoltcp::time::Instant::from_micros(0),
+        );
+        iface.update_ip_addrs(|addrs| {
+            let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(cfg.gateway), cfg.prefix_len));
+        });
+        // Accept packets for any destination: every address the sandbox
+        // dials (fake or literal) is answered by this interface.
+        iface.set_any_ip(true);
+        let mut sockets = SocketSet::new(Vec::new());
+        let mut dns_socket = udp::Socket::new(
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 64], vec![0; 64 * 1024]),
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 64], vec![0; 64 * 1024]),
+        );
+        dns_socket
+            .bind(IpListenEndpoint {
+                addr: Some(IpAddress::Ipv4(cfg.gateway)),
+                port: 53,
+            })
+            .expect("binding a fresh UDP socket");
+        let dns = sockets.add(dns_socket);
+        let (msgs_tx, msgs) = mpsc::unbounded_channel();
+        Self {
+            cfg,
+            iface,
+            device,
+            sockets,
+            dns,
+            flows: HashMap::new(),
+            fake: FakeIpPool::new(),
+            policy,
+            audit,
+            msgs_tx,
+            msgs,
+            wake: Arc::new(Notify::new()),
+            epoch,
+            udp_reported: HashSet::new(),
+        }
+    }
+
+    fn now(&self) -> smoltcp::time::Instant {
+        smoltcp::time::Instant::from_micros(self.epoch.elapsed().as_micros() as i64)
+    }
+
+    fn policy(&self) -> Arc<AllowList> {
+        self.policy.borrow().clone()
+    }
+
+    /// Runs until the TUN device goes away (the sandbox ended) or the task
+    /// is aborted.
+    pub async fn run(mut self, tun: OwnedFd) -> io::Result<()> {
+        set_nonblocking(&tun)?;
+        // SAFETY: the AsyncFd owns the OwnedFd, so the fd stays open and
+        // the same for the AsyncFd's whole life.
+        let tun = unsafe { AsyncFd::register(tun) }.map_err(io::Error::from)?;
+        let mut buf = vec![0u8; self.cfg.mtu.max(1500) + 64];
+        loop {
+            let delay = self
+                .iface
+                .poll_delay(self.now(), &self.sockets)
+                .map_or(Duration::from_secs(3600), |d| {
+                    Duration::from_micros(d.total_micros())
+                });
+            tokio::select! {
+                ready = tun.readable() => {
+                    let mut guard = ready?;
+                    for _ in 0..READ_BATCH {
+                        match guard.try_io(|fd| read_packet(fd.get_ref(), &mut buf)) {
+                            Ok(Ok(0)) => return Ok(()),
+                            Ok(Ok(n)) => self.ingress(&buf[..n]),
+                            Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(()),
+                            Ok(Err(e)) => return Err(e),
+                            Err(_would_block) => break,
+                        }
+                    }
+                }
+                Some(msg) = self.msgs.recv() => self.handle(msg),
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(delay) => {}
+            }
+            while let Ok(msg) = self.msgs.try_recv() {
+                self.handle(msg);
+            }
+            self.pump();
+            self.flush(tun.get_ref());
+        }
+    }
+
+    /// Runs the TCP/IP stack and moves data until nothing more moves.
+    fn pump(&mut self) {
+        loop {
+            let now = self.now();
+            self.iface.poll(now, &mut self.device, &mut self.sockets);
+            let moved = self.serve_dns() | self.serve_flows();
+            if !moved && self.device.rx.is_empty() {
+                break;
+            }
+        }
+    }
+
+    fn flush(&mut self, tun: &OwnedFd) {
+        while let Some(packet) = self.device.tx.pop_front() {
+            // SAFETY: writing a buffer we own to an fd we own.
+            let n = unsafe { libc::write(tun.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
+            if n < 0 {
+                // The device queue into the sandbox is full: drop the
+                // packet, as a router would; TCP retransmits.
+                continue;
+            }
+        }
+    }
+
+    /// A packet from the sandbox.
+    fn ingress(&mut self, packet: &[u8]) {
+        // IPv6 and anything malformed is dropped here: IPv4 only.
+        let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+            return;
+        };
+        if ip.src_addr() != self.cfg.sandbox {
+            return; // spoofed source
+        }
+        match ip.next_header() {
+            IpProtocol::Udp => {
+                let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
+                    return;
+                };
+                let dst = SocketAddrV4::new(ip.dst_addr(), udp.dst_port());
+                if ip.dst_addr() == self.cfg.gateway && udp.dst_port() == 53 {
+                    self.device.rx.push_back(packet.to_vec());
+                } else {
+                    self.deny_udp(dst);
+                }
+            }
+            IpProtocol::Tcp => {
+                let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
+                    return;
+                };
+                let key = FlowKey {
+                    src: SocketAddrV4::new(ip.src_addr(), tcp.src_port()),
+                    dst: SocketAddrV4::new(ip.dst_addr(), tcp.dst_port()),
+                };
+                let is_syn = tcp.syn() && !tcp.ack();
+                match self.flows.get_mut(&key) {
+                    Some(Flow {
+                        state: FlowState::Connecting { syn, .. },
+                        ..
+                    }) => {
+                        if is_syn {
+                            *syn = packet.to_vec();
+                        }
+                    }
+                    Some(_) => self.device.rx.push_back(packet.to_vec()),
+                    None if is_syn => self.new_flow(key, packet.to_vec()),
+                    // Not part of any flow: smoltcp answers with a RST.
+                    None => self.device.rx.push_back(packet.to_vec()),
+                }
+            }
+            // ICMP and every other protocol: dropped.
+            _ => {}
+        }
+    }
+
+    fn deny_udp(&mut self, dst: SocketAddrV4) {
+        if self.udp_reported.len() >= MAX_UDP_REPORTS || !self.udp_reported.insert(dst) {
+            return;
+        }
+        (self.audit)(AuditEvent {
+            at_ms: now_ms(),
+            kind: EventKind::Udp,
+            name: dst.ip().to_string(),
+            port: dst.port(),
+            verdict: Verdict::Denied,
+            reason: "UDP goes only to the gateway's DNS server".into(),
+            upstream: None,
+            bytes_out: 0,
+            bytes_in: 0,
+            duration_ms: 0,
+        });
+    }
+
+    fn new_flow(&mut self, key: FlowKey, syn: Vec<u8>) {
+        let policy = self.policy();
+        let dst_ip = *key.dst.ip();
+        let port = key.dst.port();
+        let deny = |this: &mut Self, name: String, reason: String| {
+            this.report(EventKind::Tcp, name, port, Verdict::Denied, reason);
+            // No socket listens: smoltcp answers the SYN with a RST.
+            this.device.rx.push_back(syn.clone());
+        };
+        if dst_ip == self.cfg.gateway {
+            return deny(
+                self,
+                dst_ip.to_string(),
+                "the gateway serves only DNS (UDP 53)".into(),
+            );
+        }
+        let (name, tls_name, rule) = if FakeIpPool::contains(dst_ip) {
+            let Some(name) = self.fake.name_for(dst_ip).map(str::to_string) else {
+                return deny(
+                    self,
+                    dst_ip.to_string(),
+                    "no name was resolved to this address".into(),
+                );
+            };
+            match policy.allows_name(&name, port) {
+                Some(rule) => (name.clone(), Some(name), rule.to_string()),
+                None => {
+                    let reason = format!("{name}:{port} is not in allowNet");
+                    return deny(self, name, reason);
+                }
+            }
+        } else {
+            let name = dst_ip.to_string();
+            match policy.allows_ip(IpAddr::V4(dst_ip), port) {
+                Some(rule) => (name, None, rule.to_string()),
+                None => {
+                    let reason = format!("{name}:{port} is not in allowNet");
+                    return deny(self, name, reason);
+                }
+            }
+        };
+        let resolver = self.cfg.resolver.clone();
+        let msgs = self.msgs_tx.clone();
+        let wake = self.wake.clone();
+        let literal = tls_name.is_none();
+        let lookup_name = name.clone();
+        let task = tokio::spawn(async move {
+            let upstream = if literal {
+                resolver.upstream_for_ip(IpAddr::V4(dst_ip), port)
+            } else {
+                resolver
+                    .upstream_for_name(&lookup_name, port, &policy)
+                    .await
+            };
+            let result = match upstream {
+                Ok(up) => resolve::connect(&up).await,
+                Err(e) => Err(e),
+            };
+            let _ = msgs.send(match result {
+                Ok((stream, upstream)) => StackMsg::Connected {
+                    key,
+                    stream,
+                    upstream,
+                },
+                Err(reason) => StackMsg::Refused { key, reason },
+            });
+            wake.notify_one();
+        });
+        self.flows.insert(
+            key,
+            Flow {
+                at_ms: now_ms(),
+                started: Instant::now(),
+                name,
+                port,
+                tls_name,
+                rule,
+                upstream: None,
+                bytes_out: 0,
+                bytes_in: 0,
+                denied: None,
+                state: FlowState::Connecting { syn, task },
+            },
+        );
+    }
+
+    fn handle(&mut self, msg: StackMsg) {
+        match msg {
+            StackMsg::Connected {
+                key,
+                stream,
+                upstream,
+            } => self.open(key, stream, upstream),
+            StackMsg::Refused { key, reason } => {
+                let Some(mut flow) = self.flows.remove(&key) else {
+                    return;
+                };
+                if let FlowState::Connecting { syn, .. } = &mut flow.state {
+                    self.device.rx.push_back(std::mem::take(syn));
+                }
+                flow.denied = Some(reason);
+                self.finish(flow);
+                self.pump();
+            }
+            StackMsg::Abort { key, reason } => {
+                if let Some(flow) = self.flows.get_mut(&key) {
+                    flow.denied = Some(reason);
+                    if let FlowState::Open(open) = &flow.state {
+                        self.sockets.get_mut::<tcp::Socket>(open.handle).abort();
+                    }
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, key: FlowKey, stream: TcpStream, upstream: SocketAddr) {
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return; // the sandbox gave up meanwhile
+        };
+        let FlowState::Connecting { syn, .. } = &mut flow.state else {
+            return;
+        };
+        let syn = std::mem::take(syn);
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+            tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+        );
+        socket.set_nagle_enabled(false);
+        socket.set_ack_delay(None);
+        if socket
+            .listen(IpListenEndpoint {
+                addr: Some(IpAddress::Ipv4(*key.dst.ip())),
+                port: key.dst.port(),
+            })
+            .is_err()
+        {
+            return;
+        }
+        let handle = self.sockets.add(socket);
+        let io = flow::spawn(
+            stream,
+            key,
+            flow.tls_name.clone(),
+            self.wake.clone(),
+            self.msgs_tx.clone(),
+        );
+        flow.upstream = Some(upstream);
+        flow.started = Instant::now();
+        flow.state = FlowState::Open(Box::new(OpenFlow {
+            handle,
+            to_up: Some(io.to_up),
+            from_up: Some(io.from_up),
+            pending: None,
+            fin_sent: false,
+            task: io.task,
+        }));
+        // Hand the SYN over now, so this is the only socket listening when
+        // it arrives.
+        self.device.rx.push_front(syn);
+        let now = self.now();
+        self.iface.poll(now, &mut self.device, &mut self.sockets);
+    }
+
+    fn serve_dns(&mut self) -> bool {
+        let policy = self.policy();
+        let mut answered = false;
+        let mut buf = [0u8; 1500];
+        loop {
+            let socket = self.sockets.get_mut::<udp::Socket>(self.dns);
+            let Ok((n, meta)) = socket.recv_slice(&mut buf) else {
+                break;
+            };
+            answered = true;
+            let mut asked = None;
+            let fake = &mut self.fake;
+            let reply = dns::respond(&buf[..n], |name, kind| {
+                let allowed = policy.allows_name_any_port(name);
+                asked = Some((name.to_string(), kind, allowed));
+                match (allowed, kind) {
+                    (true, QueryKind::A) => Answer::A(fake.ip_for(name)),
+                    (true, _) => Answer::NoData,
+                    (false, _) => Answer::NxDomain,
+                }
+            });
+            if let Some(reply) = reply {
+                let socket = self.sockets.get_mut::<udp::Socket>(self.dns);
+                let _ = socket.send_slice(&reply, meta.endpoint);
+            }
+            // AAAA and other types for allowed names are not reported:
+            // resolvers ask them alongside every A query.
+            match asked {
+                Some((name, QueryKind::A, true)) => self.report(
+                    EventKind::Dns,
+                    name,
+                    53,
+                    Verdict::Allowed,
+                    "in allowNet; answered with a gateway address".into(),
+                ),
+                Some((name, _, false)) => self.report(
+                    EventKind::Dns,
+                    name,
+                    53,
+                    Verdict::Denied,
+                    "not in allowNet; answered NXDOMAIN".into(),
+                ),
+                _ => {}
+            }
+        }
+        answered
+    }
+
+    /// Moves data between every open socket and its upstream task; ends
+    /// flows whose both sides are done.
+    fn serve_flows(&mut self) -> bool {
+        let mut moved = false;
+        let mut done = Vec::new();
+        for (key, flow) in self.flows.iter_mut() {
+            let FlowState::Open(open) = &mut flow.state else {
+                continue;
+            };
+            let socket = self.sockets.get_mut::<tcp::Socket>(open.handle);
+            // Sandbox -> upstream, as far as the channel has room.
+            if let Some(tx) = open.to_up.clone() {
+                while socket.can_recv() {
+                    let permit = match tx.try_reserve() {
+                        Ok(p) => p,
+                        Err(mpsc::error::TrySendError::Full(())) => break,
+                        Err(mpsc::error::TrySendError::Closed(())) => {
+                            open.to_up = None;
+                            break;
+                        }
+                    };
+                    let chunk = socket
+                        .recv(|b| {
+                            let n = b.len().min(CHUNK);
+                            (n, b[..n].to_vec())
+                        })
+                        .unwrap_or_default();
+                    flow.bytes_out += chunk.len() as u64;
+                    permit.send(chunk);
+                    moved = true;
+                }
+                if !socket.may_recv() && !socket.can_recv() && socket.state() != tcp::State::Listen
+                {
+                    // The sandbox sent FIN: close the upstream's write side.
+                    open.to_up = None;
+                }
+            }
+            // Upstream -> sandbox, as far as the socket has room.
+            loop {
+                if open.pending.is_none() {
+                    let Some(rx) = open.from_up.as_mut() else {
+                        break;
+                    };
+                    match rx.try_recv() {
+                        Ok(chunk) => open.pending = Some((chunk, 0)),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            open.from_up = None;
+                            break;
+                        }
+                    }
+                }
+                let Some((chunk, off)) = open.pending.as_mut() else {
+                    break;
+                };
+                if !socket.can_send() {
+                    break;
+                }
+                let n = socket.send_slice(&chunk[*off..]).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                *off += n;
+                flow.bytes_in += n as u64;
+                moved = true;
+                if *off == chunk.len() {
+                    open.pending = None;
+                }
+            }
+            if open.from_up.is_none() && open.pending.is_none() && !open.fin_sent {
+                socket.close();
+                open.fin_sent = true;
+                moved = true;
+            }
+            let state = socket.state();
+            let stuck = state == tcp::State::Listen && flow.started.elapsed() > LISTEN_TIMEOUT;
+            if matches!(state, tcp::State::Closed | tcp::State::TimeWait) || stuck {
+                done.push(*key);
+            }
+        }
+        for key in done {
+            if let Some(flow) = self.flows.remove(&key) {
+                if let FlowState::Open(open) = &flow.state {
+                    self.sockets.remove(open.handle);
+                }
+                self.finish(flow);
+                moved = true;
+            }
+        }
+        moved
+    }
+
+    /// Reports a flow that has ended.
+    fn finish(&self, flow: Flow) {
+        (self.audit)(flow_event(&flow, ""));
+    }
+
+    fn report(&self, kind: EventKind, name: String, port: u16, verdict: Verdict, reason: String) {
+        (self.audit)(AuditEvent {
+            at_ms: now_ms(),
+            kind,
+            name,
+            port,
+            verdict,
+            reason,
+            upstream: None,
+            bytes_out: 0,
+            bytes_in: 0,
+            duration_ms: 0,
+        });
+    }
+}
+
+impl Drop for Stack {
+    /// The sandbox is gone: report the connections it still had.
+    fn drop(&mut self) {
+        for (_, flow) in self.flows.drain() {
+            if matches!(flow.state, FlowState::Open(_)) {
+                (self.audit)(flow_event(&flow, "; cut when the sandbox ended"));
+            }
+        }
+    }
+}
+
+fn flow_event(flow: &Flow, note: &str) -> AuditEvent {
+    let (verdict, reason) = match &flow.denied {
+        Some(why) => (Verdict::Denied, why.clone()),
+        None => (Verdict::Allowed, format!("allowNet: {}{note}", flow.rule)),
+    };
+    AuditEvent {
+        at_ms: flow.at_ms,
+        kind: EventKind::Tcp,
+        name: flow.name.clone(),
+        port: flow.port,
+        verdict,
+        reason,
+        upstream: flow.upstream.map(|a| a.to_string()),
+        bytes_out: flow.bytes_out,
+        bytes_in: flow.bytes_in,
+        duration_ms: flow.started.elapsed().as_millis() as u64,
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: fcntl on an fd we own.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn read_packet(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: reading into a buffer we own from an fd we own.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
