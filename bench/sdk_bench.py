@@ -44,7 +44,7 @@ def ms_since(start):
 class Daemon:
     """`airlock serve` on a fresh store; SIGTERM (then SIGKILL) on stop."""
 
-    def __init__(self, airlock, pool):
+    def __init__(self, airlock, pool, extra=()):
         self.tmp = tempfile.TemporaryDirectory(prefix="airlock-sdk-bench-")
         store = Path(self.tmp.name) / "store.db"
         made = subprocess.run(
@@ -56,7 +56,7 @@ class Daemon:
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [airlock, "serve", "--store", str(store), "--listen", "127.0.0.1:0",
-             "--pool", str(pool)],
+             "--pool", str(pool), *extra],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log, text=True,
         )
         deadline = time.monotonic() + 300

@@ -1,14 +1,58 @@
-//! The `smoltcp` side of the TUN device: two packet queues. The stack
-//! task moves packets between these queues and the TUN fd itself, so the
-//! TCP/IP stack never blocks on I/O.
+//! The `smoltcp` side of the TUN device: two packet queues and a pool of
+//! packet buffers. The stack task moves packets between these queues and
+//! the TUN fd itself, so the TCP/IP stack never blocks on I/O; buffers are
+//! reused, so a packet costs no allocation and no zeroing.
 
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
+use std::cell::RefCell;
 use std::collections::VecDeque;
 
+/// Buffers kept for reuse; more are freed.
+const POOL_MAX: usize = 512;
+
+/// One IP packet in a buffer of the device's pool.
+pub struct Packet {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Packet {
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+#[derive(Default)]
+pub struct BufferPool {
+    free: RefCell<Vec<Vec<u8>>>,
+    size: usize,
+}
+
+impl BufferPool {
+    fn take(&self) -> Vec<u8> {
+        self.free
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| vec![0; self.size])
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        let mut free = self.free.borrow_mut();
+        if free.len() < POOL_MAX {
+            free.push(buf);
+        }
+    }
+}
+
 pub struct QueueDevice {
-    pub rx: VecDeque<Vec<u8>>,
-    pub tx: VecDeque<Vec<u8>>,
+    pub rx: VecDeque<Packet>,
+    pub tx: VecDeque<Packet>,
+    pool: BufferPool,
     mtu: usize,
 }
 
@@ -17,41 +61,96 @@ impl QueueDevice {
         Self {
             rx: VecDeque::new(),
             tx: VecDeque::new(),
+            pool: BufferPool {
+                free: RefCell::new(Vec::new()),
+                size: mtu,
+            },
             mtu,
         }
     }
+
+    /// Fills a pooled buffer with `fill` (which returns the length read,
+    /// or an error that is passed through).
+    pub fn read_packet<E>(
+        &self,
+        fill: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<Packet, E> {
+        let mut buf = self.pool.take();
+        match fill(&mut buf) {
+            Ok(len) => Ok(Packet { buf, len }),
+            Err(e) => {
+                self.pool.give(buf);
+                Err(e)
+            }
+        }
+    }
+
+    /// A copy of `bytes` in a pooled buffer.
+    pub fn packet_from(&self, bytes: &[u8]) -> Packet {
+        let mut buf = self.pool.take();
+        let len = bytes.len().min(buf.len());
+        buf[..len].copy_from_slice(&bytes[..len]);
+        Packet { buf, len }
+    }
+
+    pub fn recycle(&self, packet: Packet) {
+        self.pool.give(packet.buf);
+    }
 }
 
-pub struct RxToken(Vec<u8>);
+pub struct RxToken<'a> {
+    packet: Packet,
+    pool: &'a BufferPool,
+}
 
-pub struct TxToken<'a>(&'a mut VecDeque<Vec<u8>>);
+pub struct TxToken<'a> {
+    queue: &'a mut VecDeque<Packet>,
+    pool: &'a BufferPool,
+}
 
-impl phy::RxToken for RxToken {
+impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        let r = f(self.packet.bytes());
+        self.pool.give(self.packet.buf);
+        r
     }
 }
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0u8; len];
-        let r = f(&mut buf);
-        self.0.push_back(buf);
+        let mut buf = self.pool.take();
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let r = f(&mut buf[..len]);
+        self.queue.push_back(Packet { buf, len });
         r
     }
 }
 
 impl phy::Device for QueueDevice {
-    type RxToken<'a> = RxToken;
+    type RxToken<'a> = RxToken<'a>;
     type TxToken<'a> = TxToken<'a>;
 
-    fn receive(&mut self, _: Instant) -> Option<(RxToken, TxToken<'_>)> {
+    fn receive(&mut self, _: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
         let packet = self.rx.pop_front()?;
-        Some((RxToken(packet), TxToken(&mut self.tx)))
+        Some((
+            RxToken {
+                packet,
+                pool: &self.pool,
+            },
+            TxToken {
+                queue: &mut self.tx,
+                pool: &self.pool,
+            },
+        ))
     }
 
     fn transmit(&mut self, _: Instant) -> Option<TxToken<'_>> {
-        Some(TxToken(&mut self.tx))
+        Some(TxToken {
+            queue: &mut self.tx,
+            pool: &self.pool,
+        })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

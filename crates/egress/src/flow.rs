@@ -11,10 +11,11 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-/// Chunks in flight each way per connection: with 64 KiB reads this is
-/// the most a connection buffers in the daemon beyond the TCP windows.
-const CHANNEL_CHUNKS: usize = 8;
-const READ_CHUNK: usize = 64 * 1024;
+/// Chunks in flight each way per connection: with 256 KiB reads this is
+/// the most a connection buffers in the daemon beyond the TCP windows
+/// (1 MiB each way).
+const CHANNEL_CHUNKS: usize = 4;
+const READ_CHUNK: usize = 256 * 1024;
 
 pub struct FlowIo {
     pub to_up: mpsc::Sender<Vec<u8>>,
@@ -105,13 +106,13 @@ pub fn spawn(
 
     let downlink = async move {
         loop {
-            let mut buf = vec![0u8; READ_CHUNK];
-            let n = match reader.read(&mut buf).await {
+            // Not zeroed: read_buf only exposes what the socket filled.
+            let mut buf = Vec::with_capacity(READ_CHUNK);
+            match reader.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
+                Ok(_) => {}
+            }
             upstream_spoke.store(true, Ordering::Relaxed);
-            buf.truncate(n);
             if down_tx.send(buf).await.is_err() {
                 break;
             }

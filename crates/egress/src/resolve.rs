@@ -180,8 +180,14 @@ mod tests {
     fn resolver() -> Resolver {
         let mut o = HashMap::new();
         o.insert("API.test.".to_string(), vec!["127.0.0.1".parse().unwrap()]);
-        o.insert("daemon.test".to_string(), vec!["127.0.0.1".parse().unwrap()]);
-        o.insert("*.wild.test".to_string(), vec!["127.0.0.2".parse().unwrap()]);
+        o.insert(
+            "daemon.test".to_string(),
+            vec!["127.0.0.1".parse().unwrap()],
+        );
+        o.insert(
+            "*.wild.test".to_string(),
+            vec!["127.0.0.2".parse().unwrap()],
+        );
         Resolver::new(o, vec!["127.0.0.1:7070".parse().unwrap()])
     }
 

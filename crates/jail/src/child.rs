@@ -2,20 +2,25 @@
 //!
 //! The parent is multi-threaded (tokio), so everything here is raw syscalls
 //! over data prepared beforehand in [`ChildPlan`]: no allocation, no locks.
-//! Failures are reported over `report_fd` as a [`Report`] and the process
-//! exits.
+//! Failures are reported over `report_fd` (a unix stream socket) as a
+//! [`Report`] and the process exits.
 //!
 //! Sequence (the first process is host root in a fresh mount namespace):
 //! 1. join the sandbox cgroup; build the root filesystem ([`crate::rootfs`]);
-//! 2. enter the sandbox's user namespace (prepared by [`crate::userns`]),
-//!    become its root, and unshare mount, pid, net, ipc, uts and cgroup
-//!    namespaces owned by it;
-//! 3. `clone(CLONE_PARENT)` the sandbox's PID 1, so the caller (not this
+//! 2. with a network ([`crate::net`]): enter the sandbox's network namespace
+//!    (made with its user namespace), create and configure the TUN device,
+//!    send its fd (and a rtnetlink socket) to the caller, and close them;
+//! 3. enter the sandbox's user namespace (prepared by [`crate::userns`]),
+//!    become its root, and unshare mount, pid, net (unless entered in 2),
+//!    ipc, uts and cgroup namespaces owned by it;
+//! 4. `clone(CLONE_PARENT)` the sandbox's PID 1, so the caller (not this
 //!    short-lived process) is its parent, and report its pid;
-//! 4. PID 1 mounts /proc, pivots into the root, brings up `lo`, sets
-//!    rlimits, drops capabilities, applies no_new_privs, Landlock and
-//!    seccomp, and execs the agent from an fd opened on the host.
+//! 5. PID 1 mounts /proc, pivots into the root, writes /etc/resolv.conf
+//!    (with a network), brings up `lo`, sets rlimits, drops capabilities,
+//!    applies no_new_privs, Landlock and seccomp, and execs the agent from
+//!    an fd opened on the host.
 
+use crate::net::{self, NetPlan};
 use crate::rootfs::{RootfsPlan, Step};
 use crate::seccomp::{self, Policy};
 use crate::{caps, sys};
@@ -36,6 +41,11 @@ pub struct ChildPlan {
     pub agent_socket_fd: RawFd,
     pub report_fd: RawFd,
     pub landlock_fd: Option<RawFd>,
+    /// The sandbox's network namespace, made by the user namespace holder;
+    /// `None`: unshare a new one (only `lo`).
+    pub netns_fd: Option<RawFd>,
+    /// With `netns_fd`: the TUN interface to create in it.
+    pub network: Option<NetPlan>,
     pub hostname: CString,
     pub nofile: u64,
     pub seccomp: Policy,
@@ -63,17 +73,22 @@ impl ChildPlan {
     }
 }
 
-/// Messages on the report pipe: fixed 8 bytes, no allocation to encode.
+/// Messages on the report socket: fixed 8 bytes, no allocation to encode.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Report {
     /// The sandbox's PID 1, as a host pid.
     Pid(libc::pid_t),
     /// Set-up failed at step number `step` (index into [`STEPS`]) with errno.
     Failed { step: u16, errno: i32 },
+    /// Comes with two fds (SCM_RIGHTS): the TUN device, then a rtnetlink
+    /// socket of the sandbox's network namespace. `ifindex` is the
+    /// device's interface index there.
+    Tun { ifindex: i32 },
 }
 
 const TAG_PID: u16 = 1;
 const TAG_FAILED: u16 = 2;
+const TAG_TUN: u16 = 3;
 
 impl Report {
     pub fn encode(&self) -> [u8; 8] {
@@ -88,6 +103,10 @@ impl Report {
                 b[2..4].copy_from_slice(&step.to_le_bytes());
                 b[4..8].copy_from_slice(&errno.to_le_bytes());
             }
+            Report::Tun { ifindex } => {
+                b[0..2].copy_from_slice(&TAG_TUN.to_le_bytes());
+                b[4..8].copy_from_slice(&ifindex.to_le_bytes());
+            }
         }
         b
     }
@@ -101,6 +120,7 @@ impl Report {
                 step: u16::from_le_bytes([b[2], b[3]]),
                 errno: value,
             }),
+            TAG_TUN => Some(Report::Tun { ifindex: value }),
             _ => None,
         }
     }
@@ -129,6 +149,18 @@ pub static STEPS: &[Step] = &[
     "mkdir /dev/shm",
     "mount /dev/shm",
     "symlink in /dev",
+    "setns(network namespace)",
+    "open /dev/net/tun",
+    "TUNSETIFF",
+    "open network control socket",
+    "get interface index",
+    "set MTU",
+    "set IPv4 address",
+    "set netmask",
+    "bring up network interface",
+    "add default route",
+    "open rtnetlink socket",
+    "send TUN fd",
     "setns(user namespace)",
     "become sandbox root",
     "unshare sandbox namespaces",
@@ -139,6 +171,7 @@ pub static STEPS: &[Step] = &[
     "pivot_root",
     "detach old root",
     "chdir /",
+    "write /etc/resolv.conf",
     "set hostname",
     "bring up lo",
     "set rlimits",
@@ -155,7 +188,7 @@ pub fn step_name(index: u16) -> &'static str {
 }
 
 fn step_index(step: Step) -> u16 {
-    // Linear scan over ~40 static strs: no allocation.
+    // Linear scan over ~50 static strs: no allocation.
     STEPS
         .iter()
         .position(|s| *s == step)
@@ -167,7 +200,7 @@ fn fail(report_fd: RawFd, step: Step, err: io::Error) -> ! {
         step: step_index(step),
         errno: err.raw_os_error().unwrap_or(libc::EIO),
     };
-    let _ = sys::write_all(report_fd, &msg.encode());
+    let _ = sys::send_all(report_fd, &msg.encode());
     // SAFETY: leaving the forked child without running destructors.
     unsafe { libc::_exit(127) }
 }
@@ -191,6 +224,7 @@ pub fn run(plan: &ChildPlan) -> ! {
         plan.agent_socket_fd,
         plan.report_fd,
         plan.landlock_fd.unwrap_or(-1),
+        plan.netns_fd.unwrap_or(-1),
     ];
     sys::close_fds_except(&mut keep);
     for procs in &plan.cgroup_procs {
@@ -210,6 +244,9 @@ pub fn run(plan: &ChildPlan) -> ! {
     if let Err((name, e)) = plan.rootfs.mount_host_side(plan.userns_fd) {
         fail(plan.report_fd, name, e);
     }
+    if let Some(netns) = plan.netns_fd {
+        enter_network(plan, netns);
+    }
     // SAFETY: setns on an fd we hold; the process is single-threaded.
     step(
         plan,
@@ -217,12 +254,14 @@ pub fn run(plan: &ChildPlan) -> ! {
         errno_result(unsafe { libc::setns(plan.userns_fd, libc::CLONE_NEWUSER) }.into()),
     );
     step(plan, "become sandbox root", become_root());
-    let flags = libc::CLONE_NEWNS
+    let mut flags = libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNET
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWCGROUP;
+    if plan.netns_fd.is_none() {
+        flags |= libc::CLONE_NEWNET;
+    }
     // SAFETY: see above.
     step(
         plan,
@@ -244,11 +283,43 @@ pub fn run(plan: &ChildPlan) -> ! {
     };
     let pid = step(plan, "clone sandbox PID 1", sys::check(pid));
     if pid > 0 {
-        let _ = sys::write_all(plan.report_fd, &Report::Pid(pid as libc::pid_t).encode());
+        let _ = sys::send_all(plan.report_fd, &Report::Pid(pid as libc::pid_t).encode());
         // SAFETY: leaving the intermediate process.
         unsafe { libc::_exit(0) }
     }
     pid1(plan)
+}
+
+/// Still host root: moves into the sandbox's network namespace and, with a
+/// network, creates its TUN device there and sends the device's fd to the
+/// caller. Nothing network-related stays open in this process, so PID 1
+/// (cloned later) and the agent never hold the TUN fd.
+fn enter_network(plan: &ChildPlan, netns: RawFd) {
+    // SAFETY: setns on an fd we hold; the process is single-threaded.
+    step(
+        plan,
+        "setns(network namespace)",
+        errno_result(unsafe { libc::setns(netns, libc::CLONE_NEWNET) }.into()),
+    );
+    sys::close(netns);
+    let Some(net) = &plan.network else { return };
+    net::disable_ipv6();
+    let (tun, ifindex) = match net::create_tun(net) {
+        Ok(v) => v,
+        Err((name, e)) => fail(plan.report_fd, name, e),
+    };
+    let rtnl = step(plan, "open rtnetlink socket", net::open_rtnetlink());
+    step(
+        plan,
+        "send TUN fd",
+        sys::send_with_fds(
+            plan.report_fd,
+            &Report::Tun { ifindex }.encode(),
+            &[tun, rtnl],
+        ),
+    );
+    sys::close(tun);
+    sys::close(rtnl);
 }
 
 fn become_root() -> io::Result<()> {
@@ -265,6 +336,13 @@ fn become_root() -> io::Result<()> {
 fn pid1(plan: &ChildPlan) -> ! {
     if let Err((name, e)) = plan.rootfs.mount_proc_and_pivot() {
         fail(plan.report_fd, name, e);
+    }
+    if let Some(net) = &plan.network {
+        step(
+            plan,
+            "write /etc/resolv.conf",
+            net::write_resolv_conf(net.resolv_conf()),
+        );
     }
     let host = plan.hostname.as_bytes();
     // SAFETY: pointer and length of a valid buffer.
@@ -289,7 +367,7 @@ fn pid1(plan: &ChildPlan) -> ! {
             errno_result(unsafe { libc::syscall(libc::SYS_landlock_restrict_self, fd, 0) }),
         );
     }
-    // From here on the report pipe is at REPORT_FD.
+    // From here on the report socket is at REPORT_FD.
     let report = step(plan, "arrange fds", arrange_fds(plan));
     let step = |name: Step, r: io::Result<()>| {
         if let Err(e) = r {
@@ -313,7 +391,7 @@ fn pid1(plan: &ChildPlan) -> ! {
 }
 
 /// Puts the agent socket at fd 3, the agent executable at 4 and the report
-/// pipe at 5 (both close-on-exec), /dev/null on 0-2, and closes everything
+/// socket at 5 (both close-on-exec), /dev/null on 0-2, and closes everything
 /// else. Returns the new report fd.
 fn arrange_fds(plan: &ChildPlan) -> io::Result<RawFd> {
     // SAFETY: fcntl/dup3/open/close_range on fds this process owns.
@@ -398,6 +476,7 @@ mod tests {
                 step: 3,
                 errno: libc::EPERM,
             },
+            Report::Tun { ifindex: 2 },
         ] {
             assert_eq!(Report::decode(r.encode()), Some(r));
         }
@@ -412,6 +491,16 @@ mod tests {
             "bind device",
             "symlink in /dev",
             "mount /proc",
+            // crate::net
+            "open /dev/net/tun",
+            "TUNSETIFF",
+            "open network control socket",
+            "get interface index",
+            "set MTU",
+            "set IPv4 address",
+            "set netmask",
+            "bring up network interface",
+            "add default route",
         ] {
             assert_ne!(step_index(s), u16::MAX, "{s}");
         }

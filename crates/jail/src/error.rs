@@ -35,6 +35,8 @@ pub enum JailError {
     Seccomp(String),
     #[error("invalid limit: {0}")]
     InvalidLimit(String),
+    #[error("invalid network: {0}")]
+    InvalidNetwork(String),
 }
 
 impl JailError {

@@ -6,7 +6,9 @@
 //!
 //! * a user namespace mapping its uids 0..65536 to a host range of its own
 //!   ([`uidpool`]), so sandbox root is an unprivileged host user;
-//! * mount, pid, net (only `lo`), ipc, uts and cgroup namespaces;
+//! * mount, pid, net, ipc, uts and cgroup namespaces; the network namespace
+//!   has only `lo`, or with a [`NetworkSpec`] also a TUN interface whose fd
+//!   the caller gets to run a userspace network stack on ([`net`]);
 //! * a root filesystem that is an overlay of the image, seen through an
 //!   idmapped mount, and a size-limited tmpfs for writes ([`rootfs`]);
 //! * a cgroup (v1 or v2, detected) with memory, CPU and pids limits
@@ -26,6 +28,7 @@ pub mod cgroup;
 mod child;
 mod error;
 mod limits;
+mod net;
 mod rootfs;
 mod sandbox;
 pub mod seccomp;
@@ -37,5 +40,6 @@ mod userns;
 pub use cgroup::{CgroupVersion, Usage};
 pub use error::JailError;
 pub use limits::{parse_duration, parse_size, Limits};
+pub use net::NetworkSpec;
 pub use sandbox::{ExitStatus, Sandbox, SandboxSpec};
 pub use state::{reap_leftovers, JailPaths, ReapReport};

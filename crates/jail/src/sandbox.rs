@@ -3,6 +3,7 @@
 
 use crate::cgroup::{Cgroup, Usage};
 use crate::child::{self, ChildPlan, Report, AGENT_SOCKET_FD};
+use crate::net::{self, NetPlan, NetworkSpec};
 use crate::rootfs::RootfsPlan;
 use crate::seccomp::Policy;
 use crate::state::{self, JailPaths};
@@ -28,6 +29,9 @@ pub struct SandboxSpec {
     pub limits: Limits,
     pub env: Vec<(String, String)>,
     pub hostname: String,
+    /// `None`: the sandbox's network namespace has only `lo`. `Some`: it
+    /// also has a TUN interface whose fd [`Sandbox::take_tun`] gives.
+    pub network: Option<NetworkSpec>,
 }
 
 /// How PID 1 (the agent) ended.
@@ -45,8 +49,23 @@ pub struct Sandbox {
     cgroup: Cgroup,
     state_dir: PathBuf,
     exit: Option<ExitStatus>,
+    tun: Option<OwnedFd>,
+    link: Option<NetLink>,
     _owner_lock: File,
     _slot: UidSlot,
+}
+
+/// What the owner needs to delete the sandbox's TUN interface on destroy.
+struct NetLink {
+    rtnetlink: OwnedFd,
+    ifindex: i32,
+}
+
+/// What a successful set-up reported.
+struct Started {
+    pid: libc::pid_t,
+    /// With a network: the TUN fd and the means to delete its interface.
+    tun: Option<(OwnedFd, NetLink)>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -88,6 +107,7 @@ impl Sandbox {
             return Err(JailError::NotRoot(euid));
         }
         spec.limits.validate()?;
+        let network = spec.network.as_ref().map(NetPlan::new).transpose()?;
         let policy = policy()?;
         let agent = File::open(&spec.agent_exe)
             .map_err(|e| JailError::path("opening agent", &spec.agent_exe, e))?;
@@ -118,19 +138,24 @@ impl Sandbox {
             }
         };
         drop(reap_guard);
-        let started = Self::start(spec, policy, &agent, &state_dir, &slot, &cgroup);
+        let started = Self::start(spec, network, policy, &agent, &state_dir, &slot, &cgroup);
         match started {
-            Ok((pid, pidfd, sock)) => Ok(Self {
-                id: spec.id.clone(),
-                pid,
-                pidfd,
-                agent: Some(sock),
-                cgroup,
-                state_dir,
-                exit: None,
-                _owner_lock: owner_lock,
-                _slot: slot,
-            }),
+            Ok((started, pidfd, sock)) => {
+                let (tun, link) = started.tun.unzip();
+                Ok(Self {
+                    id: spec.id.clone(),
+                    pid: started.pid,
+                    pidfd,
+                    agent: Some(sock),
+                    cgroup,
+                    state_dir,
+                    exit: None,
+                    tun,
+                    link,
+                    _owner_lock: owner_lock,
+                    _slot: slot,
+                })
+            }
             Err(e) => {
                 cgroup.kill_all();
                 let _ = cgroup.remove(Duration::from_secs(2));
@@ -142,14 +167,16 @@ impl Sandbox {
 
     fn start(
         spec: &SandboxSpec,
+        network: Option<NetPlan>,
         policy: &Policy,
         agent: &File,
         state_dir: &Path,
         slot: &UidSlot,
         cgroup: &Cgroup,
-    ) -> Result<(libc::pid_t, OwnedFd, UnixStream), JailError> {
+    ) -> Result<(Started, OwnedFd, UnixStream), JailError> {
         let host_base = slot.host_base();
-        let userns = userns::create(host_base)?;
+        let namespaces = userns::create(host_base, network.is_some())?;
+        let with_network = network.is_some();
         let rootfs = RootfsPlan::new(
             &spec.image_rootfs,
             state_dir,
@@ -158,16 +185,18 @@ impl Sandbox {
         )
         .map_err(|e| JailError::path("preparing", state_dir, e))?;
         let (ours, theirs) = UnixStream::pair().map_err(|e| JailError::io("socketpair", e))?;
-        let (report_r, report_w) = pipe()?;
+        let (report_r, report_w) = socketpair()?;
         let landlock = landlock_ruleset();
         let mut plan = ChildPlan {
             rootfs,
             cgroup_procs: cgroup.procs_files(),
-            userns_fd: userns.as_raw_fd(),
+            userns_fd: namespaces.user.as_raw_fd(),
             agent_exe_fd: agent.as_raw_fd(),
             agent_socket_fd: theirs.as_raw_fd(),
             report_fd: report_w.as_raw_fd(),
             landlock_fd: landlock.as_ref().map(|fd| fd.as_raw_fd()),
+            netns_fd: namespaces.net.as_ref().map(|fd| fd.as_raw_fd()),
+            network,
             hostname: CString::new(spec.hostname.clone())
                 .map_err(|_| JailError::InvalidLimit("hostname contains NUL".into()))?,
             nofile: spec.limits.nofile,
@@ -203,11 +232,21 @@ impl Sandbox {
         drop(theirs);
         let outcome = read_reports(report_r.as_raw_fd());
         reap(first);
-        let pid = outcome?;
-        let pidfd = sys::pidfd_open(pid).map_err(|e| JailError::io("pidfd_open", e))?;
+        let started = outcome?;
+        if with_network && started.tun.is_none() {
+            // SAFETY: kill of our own child, not yet reaped (so its pid
+            // cannot have been reused).
+            unsafe { libc::kill(started.pid, libc::SIGKILL) };
+            wait(started.pid, 0);
+            return Err(JailError::Setup {
+                step: "send TUN fd",
+                source: io::Error::other("the set-up process sent no TUN fd"),
+            });
+        }
+        let pidfd = sys::pidfd_open(started.pid).map_err(|e| JailError::io("pidfd_open", e))?;
         // SAFETY: pidfd_open returned a new fd that we own.
         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-        Ok((pid, pidfd, ours))
+        Ok((started, pidfd, ours))
     }
 
     pub fn id(&self) -> &str {
@@ -227,6 +266,22 @@ impl Sandbox {
     /// The socket connected to the agent (taken once).
     pub fn take_agent_socket(&mut self) -> Option<UnixStream> {
         self.agent.take()
+    }
+
+    /// The TUN device of a sandbox made with a [`NetworkSpec`] (taken once;
+    /// `None` without a network). Blocking and close-on-exec; one read
+    /// gives one IPv4 packet the sandbox sent (no packet-info header), one
+    /// write delivers one packet to it.
+    ///
+    /// The interface exists as long as this fd (or a copy) is open: closing
+    /// it removes the interface from the sandbox. Left untaken, the sandbox
+    /// keeps it open until destroyed.
+    ///
+    /// [`Sandbox::destroy`] deletes the interface: a reader then gets an
+    /// error (EBADFD; poll reports POLLERR). The network namespace itself is
+    /// freed only when this fd is closed too: close it after destroy.
+    pub fn take_tun(&mut self) -> Option<OwnedFd> {
+        self.tun.take()
     }
 
     pub fn cgroup(&self) -> &Cgroup {
@@ -258,6 +313,11 @@ impl Sandbox {
             let _ = sys::pidfd_send_signal(self.pidfd.as_raw_fd(), libc::SIGKILL);
             self.exit = wait(self.pid, 0);
         }
+        if let Some(link) = self.link.take() {
+            // ENODEV where the owner has already closed the TUN fd.
+            let _ = net::delete_link(link.rtnetlink.as_raw_fd(), link.ifindex);
+        }
+        self.tun = None;
         self.cgroup.remove(Duration::from_secs(5))?;
         state::remove_dir(&self.state_dir)
     }
@@ -273,28 +333,109 @@ fn c_string(s: &str) -> Result<CString, JailError> {
     CString::new(s).map_err(|_| JailError::InvalidLimit(format!("{s:?} contains a NUL byte")))
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), JailError> {
+/// The report channel: a connected pair of unix stream sockets (one end
+/// for us, one for the set-up processes), so that fds can travel on it.
+fn socketpair() -> Result<(OwnedFd, OwnedFd), JailError> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: valid 2-element array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(JailError::io("pipe2", io::Error::last_os_error()));
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } < 0
+    {
+        return Err(JailError::io("socketpair", io::Error::last_os_error()));
     }
     Ok((userns::owned(fds[0]), userns::owned(fds[1])))
 }
 
+/// Most fds accepted with one report; more are a malformed report.
+const MAX_RECEIVED_FDS: usize = 4;
+
+/// Reads one 8-byte report and the fds sent with it (close-on-exec).
+/// Returns fewer than 8 bytes only at EOF.
+fn recv_report(fd: RawFd) -> io::Result<(usize, [u8; 8], Vec<OwnedFd>)> {
+    #[repr(C)]
+    union Control {
+        _align: libc::cmsghdr,
+        bytes: [u8; 128],
+    }
+    // SAFETY: arithmetic only.
+    let space = unsafe { libc::CMSG_SPACE((MAX_RECEIVED_FDS * size_of::<RawFd>()) as u32) };
+    let mut buf = [0u8; 8];
+    let mut got = 0;
+    let mut fds = Vec::new();
+    while got < buf.len() {
+        let mut control = Control { bytes: [0; 128] };
+        let mut iov = libc::iovec {
+            iov_base: buf[got..].as_mut_ptr().cast(),
+            iov_len: buf.len() - got,
+        };
+        // SAFETY: msghdr is plain data; all-zero is a valid value.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = (&mut control as *mut Control).cast();
+        msg.msg_controllen = space as usize;
+        // SAFETY: msg describes buffers that live across the call.
+        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        // SAFETY: the kernel filled msg_control with msg_controllen bytes
+        // of well-formed cmsgs; CMSG_FIRSTHDR/NXTHDR stay within them and
+        // each SCM_RIGHTS payload holds (cmsg_len - CMSG_LEN(0)) / 4 new
+        // fds that we now own.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                    let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                    let count =
+                        ((*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize) / size_of::<RawFd>();
+                    for i in 0..count {
+                        fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+            return Err(io::Error::other("too many fds with a report"));
+        }
+        if n == 0 {
+            break;
+        }
+        got += n as usize;
+    }
+    Ok((got, buf, fds))
+}
+
 /// Reads the set-up reports until EOF (every writer exec'd or exited):
-/// the pid of PID 1 if all went well, else the step that failed.
-fn read_reports(fd: RawFd) -> Result<libc::pid_t, JailError> {
+/// PID 1 (and the TUN) if all went well, else the step that failed.
+fn read_reports(fd: RawFd) -> Result<Started, JailError> {
     let mut pid = None;
+    let mut tun = None;
     loop {
-        let mut buf = [0u8; 8];
-        let n =
-            sys::read_full(fd, &mut buf).map_err(|e| JailError::io("reading set-up report", e))?;
+        let (n, buf, mut fds) =
+            recv_report(fd).map_err(|e| JailError::io("reading set-up report", e))?;
         if n == 0 {
             break;
         }
         match (n, Report::decode(buf)) {
-            (8, Some(Report::Pid(p))) => pid = Some(p),
+            (8, Some(Report::Pid(p))) if fds.is_empty() => pid = Some(p),
+            (8, Some(Report::Tun { ifindex })) if fds.len() == 2 && tun.is_none() => {
+                let rtnetlink = fds.pop().expect("two fds");
+                let tun_fd = fds.pop().expect("two fds");
+                tun = Some((tun_fd, NetLink { rtnetlink, ifindex }));
+            }
             (8, Some(Report::Failed { step, errno })) => {
                 if let Some(p) = pid {
                     // PID 1 was created: reap it before reporting.
@@ -313,10 +454,13 @@ fn read_reports(fd: RawFd) -> Result<libc::pid_t, JailError> {
             }
         }
     }
-    pid.ok_or_else(|| JailError::Setup {
-        step: "start",
-        source: io::Error::other("the set-up process died without a report"),
-    })
+    match pid {
+        Some(pid) => Ok(Started { pid, tun }),
+        None => Err(JailError::Setup {
+            step: "start",
+            source: io::Error::other("the set-up process died without a report"),
+        }),
+    }
 }
 
 fn reap(pid: libc::pid_t) {

@@ -213,3 +213,78 @@ pub fn close_fds_except(keep: &mut [RawFd]) {
     // SAFETY: as above.
     unsafe { libc::syscall(libc::SYS_close_range, next, u32::MAX, 0) };
 }
+
+/// Sends all of `buf` on the socket `fd` without raising SIGPIPE, retrying
+/// on EINTR. No allocation.
+pub fn send_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: buf is a valid slice for its length.
+        let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
+/// Most fds [`send_with_fds`] passes in one message.
+pub const MAX_SENT_FDS: usize = 2;
+
+/// Room for one SCM_RIGHTS message of [`MAX_SENT_FDS`] fds.
+// SAFETY: CMSG_SPACE only does arithmetic on its argument.
+const SENT_FDS_SPACE: usize =
+    unsafe { libc::CMSG_SPACE((MAX_SENT_FDS * std::mem::size_of::<RawFd>()) as u32) } as usize;
+
+/// A control-message buffer aligned for `cmsghdr`, on the stack.
+#[repr(C)]
+union CmsgBuf {
+    _align: libc::cmsghdr,
+    bytes: [u8; SENT_FDS_SPACE],
+}
+
+/// Sends `buf` on the unix socket `sock` with `fds` attached (SCM_RIGHTS;
+/// the receiver gets its own copies). No allocation.
+pub fn send_with_fds(sock: RawFd, buf: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    if buf.is_empty() || fds.is_empty() || fds.len() > MAX_SENT_FDS {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let data_len = std::mem::size_of_val(fds);
+    let mut control = CmsgBuf {
+        bytes: [0; SENT_FDS_SPACE],
+    };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr().cast_mut().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = (&mut control as *mut CmsgBuf).cast();
+    // SAFETY: arithmetic only.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(data_len as u32) } as usize;
+    // SAFETY: msg_control points at `control`, which is aligned for cmsghdr
+    // and at least msg_controllen bytes long, so the first header and its
+    // data (data_len bytes, within CMSG_SPACE) lie inside it.
+    let sent = unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(data_len as u32) as usize;
+        std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(cmsg), data_len);
+        loop {
+            let n = libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL);
+            if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                break n;
+            }
+        }
+    };
+    let sent = check(sent as libc::c_long)? as usize;
+    // The fds went with the first byte; send any rest plainly.
+    send_all(sock, &buf[sent..])
+}

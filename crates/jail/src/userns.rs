@@ -6,6 +6,11 @@
 //! it unshares a user namespace and waits; we write its uid/gid maps, keep
 //! an fd to the namespace, and let it exit. The namespace lives on through
 //! the fd.
+//!
+//! For a sandbox with a network ([`crate::NetworkSpec`]) the holder also
+//! makes the sandbox's network namespace, owned by the new user namespace:
+//! the sandbox's first process enters it while still host root to create
+//! the TUN device (see [`crate::net`]).
 
 use crate::sys;
 use crate::uidpool::RANGE;
@@ -13,9 +18,22 @@ use crate::JailError;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
+/// The namespaces made by [`create`].
+pub struct Namespaces {
+    pub user: OwnedFd,
+    /// A network namespace owned by `user`, when asked for.
+    pub net: Option<OwnedFd>,
+}
+
+/// What the holder reports on its `ready` pipe.
+const READY_OK: u8 = 1;
+const READY_NO_USERNS: u8 = 0;
+const READY_NO_NETNS: u8 = 2;
+
 /// Returns an fd of a new user namespace mapping 0..RANGE to
-/// `host_base..host_base+RANGE` for both uids and gids.
-pub fn create(host_base: u32) -> Result<OwnedFd, JailError> {
+/// `host_base..host_base+RANGE` for both uids and gids, and with `netns` an
+/// fd of a new network namespace that it owns.
+pub fn create(host_base: u32, netns: bool) -> Result<Namespaces, JailError> {
     let (ready_r, ready_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
     // SAFETY: the child only makes raw syscalls (unshare, write, read, _exit)
@@ -33,10 +51,12 @@ pub fn create(host_base: u32) -> Result<OwnedFd, JailError> {
             // Keep only our ends: other fds (ours or those of sandboxes being
             // set up on other threads) must not stay open in this process.
             sys::close_fds_except(&mut [ready_w, go_r]);
-            let ok: u8 = if libc::unshare(libc::CLONE_NEWUSER) == 0 {
-                1
+            let ok = if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                READY_NO_USERNS
+            } else if netns && libc::unshare(libc::CLONE_NEWNET) != 0 {
+                READY_NO_NETNS
             } else {
-                0
+                READY_OK
             };
             libc::write(ready_w, (&ok as *const u8).cast(), 1);
             let mut b = 0u8;
@@ -46,7 +66,7 @@ pub fn create(host_base: u32) -> Result<OwnedFd, JailError> {
     }
     sys::close(ready_w);
     sys::close(go_r);
-    let result = map_and_open(pid, host_base, ready_r);
+    let result = map_and_open(pid, host_base, netns, ready_r);
     sys::close(ready_r);
     // An explicit byte, not EOF: a concurrent fork may hold a copy of go_w.
     let _ = sys::write_all(go_w, &[1]);
@@ -55,11 +75,22 @@ pub fn create(host_base: u32) -> Result<OwnedFd, JailError> {
     result
 }
 
-fn map_and_open(pid: libc::pid_t, host_base: u32, ready_r: RawFd) -> Result<OwnedFd, JailError> {
+fn map_and_open(
+    pid: libc::pid_t,
+    host_base: u32,
+    netns: bool,
+    ready_r: RawFd,
+) -> Result<Namespaces, JailError> {
     let mut ok = [0u8; 1];
     let n = sys::read_full(ready_r, &mut ok)
         .map_err(|e| JailError::io("waiting for user namespace holder", e))?;
-    if n != 1 || ok[0] != 1 {
+    if n == 1 && ok[0] == READY_NO_NETNS {
+        return Err(JailError::Setup {
+            step: "unshare(CLONE_NEWNET)",
+            source: io::Error::other("the kernel refused to create a network namespace"),
+        });
+    }
+    if n != 1 || ok[0] != READY_OK {
         return Err(JailError::Setup {
             step: "unshare(CLONE_NEWUSER)",
             source: io::Error::other(
@@ -72,10 +103,16 @@ fn map_and_open(pid: libc::pid_t, host_base: u32, ready_r: RawFd) -> Result<Owne
         let path = format!("/proc/{pid}/{file}");
         std::fs::write(&path, &map).map_err(|e| JailError::path("writing", &path, e))?;
     }
-    let ns_path = format!("/proc/{pid}/ns/user");
-    let file =
-        std::fs::File::open(&ns_path).map_err(|e| JailError::path("opening", &ns_path, e))?;
-    Ok(OwnedFd::from(file))
+    let open = |ns: &str| {
+        let path = format!("/proc/{pid}/ns/{ns}");
+        std::fs::File::open(&path)
+            .map(OwnedFd::from)
+            .map_err(|e| JailError::path("opening", &path, e))
+    };
+    Ok(Namespaces {
+        user: open("user")?,
+        net: if netns { Some(open("net")?) } else { None },
+    })
 }
 
 fn pipe() -> Result<(RawFd, RawFd), JailError> {

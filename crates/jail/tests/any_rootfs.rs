@@ -55,6 +55,7 @@ fn agent_runs_in_an_empty_root_filesystem() {
         },
         env: vec![("PATH".into(), "/bin".into())],
         hostname: "empty".into(),
+        network: None,
     };
     let mut sandbox = Sandbox::create(&spec).expect("creating a sandbox on an empty rootfs");
     let mut sock = sandbox.take_agent_socket().unwrap();

@@ -4,6 +4,7 @@
 //! same two traits.
 
 use jail::{JailError, JailPaths, SandboxSpec, Usage};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 
 pub trait Backend: Send + Sync {
@@ -24,6 +25,10 @@ pub trait Isolated: Send {
 
     /// The socket connected to the agent (taken once).
     fn take_agent_socket(&mut self) -> Option<UnixStream>;
+
+    /// The host side of the sandbox's network device (taken once), if it
+    /// was made with a network.
+    fn take_tun(&mut self) -> Option<OwnedFd>;
 
     /// Changes the memory limit (a warm sandbox handed out with the
     /// caller's settings).
@@ -62,6 +67,10 @@ impl Isolated for jail::Sandbox {
 
     fn take_agent_socket(&mut self) -> Option<UnixStream> {
         jail::Sandbox::take_agent_socket(self)
+    }
+
+    fn take_tun(&mut self) -> Option<OwnedFd> {
+        jail::Sandbox::take_tun(self)
     }
 
     fn set_memory_limit(&self, bytes: u64) -> Result<(), JailError> {

@@ -7,6 +7,7 @@ pub mod backend;
 mod ids;
 mod live;
 mod manager;
+mod network;
 
 pub use admission::{Admission, AdmissionError, AdmissionLimits, Ticket};
 pub use backend::{Backend, Isolated, Native};
@@ -15,3 +16,4 @@ pub use live::{EndReason, Live};
 pub use manager::{
     CreateRequest, Manager, ManagerConfig, ManagerError, PoolStats, Totals, METER_INTERVAL,
 };
+pub use network::NetworkConfig;

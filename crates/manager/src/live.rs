@@ -50,6 +50,8 @@ pub struct Live {
     pub(crate) deadline_changed: Notify,
     pub(crate) ended: watch::Sender<Option<EndReason>>,
     pub(crate) jail: Mutex<Option<Box<dyn Isolated>>>,
+    /// The sandbox's egress gateway (dropped after the sandbox is gone).
+    pub(crate) gateway: Mutex<Option<egress::Gateway>>,
     /// OOM kills already attributed to a process.
     oom_reported: AtomicU64,
     meter: Mutex<Meter>,
@@ -69,6 +71,7 @@ impl Live {
         id: String,
         client: AgentClient,
         jail: Box<dyn Isolated>,
+        gateway: Option<egress::Gateway>,
         created_at_ms: i64,
         stop_at_ms: Option<i64>,
     ) -> Self {
@@ -80,6 +83,7 @@ impl Live {
             deadline_changed: Notify::new(),
             ended: watch::channel(None).0,
             jail: Mutex::new(Some(jail)),
+            gateway: Mutex::new(gateway),
             oom_reported: AtomicU64::new(0),
             ticket: Mutex::new(None),
             meter: Mutex::new(Meter {

@@ -35,6 +35,8 @@ pub struct ManagerConfig {
     /// Memory limit pool sandboxes are made with (changed at hand-out).
     pub default_memory_mb: u32,
     pub admission: crate::AdmissionLimits,
+    /// Each sandbox's network (TUN + egress gateway); `None`: only `lo`.
+    pub network: Option<crate::NetworkConfig>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -79,7 +81,8 @@ pub struct Manager {
     /// Wakes the pool filler after a sandbox was taken.
     pool_taken: Notify,
     pool_stats: PoolStats,
-    totals: Totals,
+    totals: Arc<Totals>,
+    audit: crate::network::AuditSender,
 }
 
 /// A started sandbox with its agent connected, not yet handed out.
@@ -87,6 +90,8 @@ struct Prepared {
     id: String,
     sandbox: Box<dyn Isolated>,
     client: AgentClient,
+    /// Serves the sandbox's network; allows nothing until handed out.
+    gateway: Option<egress::Gateway>,
 }
 
 /// Counters of the warm pool, for operators and benchmarks.
@@ -107,6 +112,12 @@ pub struct Totals {
     /// Usage of ended sandboxes.
     pub cpu_usec: AtomicU64,
     pub memory_byte_ms: AtomicU64,
+    /// TCP connections through the egress gateways, by verdict, and the
+    /// bytes they carried (out: from sandboxes).
+    pub net_allowed: AtomicU64,
+    pub net_denied: AtomicU64,
+    pub net_bytes_out: AtomicU64,
+    pub net_bytes_in: AtomicU64,
 }
 
 impl Manager {
@@ -142,7 +153,10 @@ impl Manager {
             );
         }
         let admission = crate::Admission::new(cfg.admission.clone());
+        let totals = Arc::new(Totals::default());
+        let audit = crate::network::audit_writer(store.clone(), totals.clone());
         let mgr = Arc::new(Self {
+            audit,
             admission,
             cfg,
             store,
@@ -152,7 +166,7 @@ impl Manager {
             pool: Mutex::new(VecDeque::new()),
             pool_taken: Notify::new(),
             pool_stats: PoolStats::default(),
-            totals: Totals::default(),
+            totals,
         });
         if mgr.cfg.pool_size > 0 {
             mgr.clone().fill_pool();
@@ -214,6 +228,7 @@ impl Manager {
             },
             env: self.cfg.env.clone(),
             hostname: "sandbox".into(),
+            network: self.cfg.network.as_ref().map(|n| n.link.clone()),
         };
         let backend = self.backend.clone();
         let mut sandbox = tokio::task::spawn_blocking(move || backend.create(&spec))
@@ -222,11 +237,27 @@ impl Manager {
         let sock = sandbox
             .take_agent_socket()
             .ok_or_else(|| ManagerError::Internal("agent socket missing".into()))?;
+        let gateway = match (&self.cfg.network, sandbox.take_tun()) {
+            (Some(net), Some(tun)) => Some(egress::Gateway::spawn(
+                tun,
+                net.gateway_config(),
+                egress::AllowList::default(),
+                self.audit.sink_for(&id),
+            )),
+            (Some(_), None) => {
+                destroy_blocking(sandbox).await;
+                return Err(ManagerError::Internal(
+                    "the sandbox came up without its network device".into(),
+                ));
+            }
+            (None, _) => None,
+        };
         match AgentClient::connect(sock).await {
             Ok((client, _hello)) => Ok(Prepared {
                 id,
                 sandbox,
                 client,
+                gateway,
             }),
             Err(e) => {
                 destroy_blocking(sandbox).await;
@@ -274,11 +305,17 @@ impl Manager {
         let ticket = self
             .admission
             .admit(req.token_id.as_deref(), u64::from(req.memory_mb))?;
+        let policy = egress::AllowList::parse(&req.allow_net)
+            .map_err(|e| ManagerError::Internal(format!("allowNet: {e}")))?;
         let Prepared {
             id,
             sandbox,
             client,
+            gateway,
         } = self.take_prepared(&req).await?;
+        if let Some(gateway) = &gateway {
+            gateway.set_policy(policy);
+        }
         for (k, v) in &req.env {
             let r = client
                 .call("envSet", serde_json::json!({"key": k, "value": v}))
@@ -310,7 +347,14 @@ impl Manager {
             destroy_blocking(sandbox).await;
             return Err(e.into());
         }
-        let live = Arc::new(Live::new(id.clone(), client, sandbox, now, req.stop_at_ms));
+        let live = Arc::new(Live::new(
+            id.clone(),
+            client,
+            sandbox,
+            gateway,
+            now,
+            req.stop_at_ms,
+        ));
         *live.ticket.lock().expect("live lock") = Some(ticket);
         self.totals.created.fetch_add(1, Ordering::Relaxed);
         self.live
@@ -383,6 +427,8 @@ impl Manager {
         if let Some(sandbox) = jail {
             destroy_blocking(sandbox).await;
         }
+        // After the processes: the connections they had are reported cut.
+        live.gateway.lock().expect("live lock").take();
         // Its capacity is free only now that everything of it is gone.
         live.ticket.lock().expect("live lock").take();
         if let Err(e) = self.store.end_sandbox(id, now_ms(), reason.as_str()) {

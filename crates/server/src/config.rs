@@ -159,16 +159,18 @@ pub fn parse(
                 let host = v.as_str().ok_or_else(|| {
                     ApiError::bad_config("allow_net must be an array of host names")
                 })?;
-                validate_host_pattern(host).map_err(ApiError::bad_config)?;
                 Ok(host.to_string())
             })
-            .collect::<Result<_, ApiError>>()?,
+            .collect::<Result<Vec<_>, ApiError>>()?,
         Some(_) => {
             return Err(ApiError::bad_config(
                 "allow_net must be an array of host names",
             ))
         }
     };
+    // The gateway's own parser: what is accepted here is what it enforces.
+    egress::AllowList::parse(&allow_net)
+        .map_err(|e| ApiError::bad_config(format!("allow_net: {e}")))?;
     let secret_names = parse_secrets(map.get("secrets"))?;
     reject_unsupported(map)?;
     let region = match map.get("region") {
@@ -388,10 +390,13 @@ mod tests {
             .message
             .contains("at most 5"));
         assert!(cfg(json!({"env": {"1BAD": "x"}})).is_err());
-        assert!(cfg(json!({"allow_net": ["https://x.com"]}))
+        let msg = cfg(json!({"allow_net": ["https://x.com"]}))
             .unwrap_err()
-            .message
-            .contains("not a URL"));
+            .message;
+        assert!(
+            msg.contains("allow_net") && msg.contains("URLs are not allowed"),
+            "{msg}"
+        );
         assert!(cfg(json!({"allow_net": ["x.com:0"]})).is_err());
         assert!(cfg(
             json!({"allow_net": ["api.example.com", "*.example.org", "example.net:8443"]})

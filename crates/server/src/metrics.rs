@@ -183,6 +183,38 @@ impl Collector for SandboxCollector {
             let c = ConstCounter::new(t.ended[i].load(Ordering::Relaxed));
             c.encode(family.encode_family(&labels)?)?;
         }
+        let labelled = |enc: &mut DescriptorEncoder,
+                        name: &str,
+                        help: &str,
+                        label: &str,
+                        values: [(&str, u64); 2]| {
+            let mut family =
+                enc.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+            for (value, n) in values {
+                ConstCounter::new(n).encode(family.encode_family(&[(label, value)])?)?;
+            }
+            Ok::<(), std::fmt::Error>(())
+        };
+        labelled(
+            &mut encoder,
+            "egress_connections",
+            "TCP connections from sandboxes through the egress gateway, by verdict",
+            "verdict",
+            [
+                ("allowed", t.net_allowed.load(Ordering::Relaxed)),
+                ("denied", t.net_denied.load(Ordering::Relaxed)),
+            ],
+        )?;
+        labelled(
+            &mut encoder,
+            "egress_bytes",
+            "Bytes through the egress gateway (out: from sandboxes), of ended connections",
+            "direction",
+            [
+                ("out", t.net_bytes_out.load(Ordering::Relaxed)),
+                ("in", t.net_bytes_in.load(Ordering::Relaxed)),
+            ],
+        )?;
         Ok(())
     }
 }

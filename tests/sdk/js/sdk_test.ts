@@ -169,7 +169,7 @@ async function startDaemon(): Promise<{ endpoint: string; token: string }> {
   daemon = new Deno.Command("bash", {
     args: [
       "-c",
-      'exec "$0" serve --store "$1" --listen 127.0.0.1:0 >"$2" 2>&1',
+      'exec "$0" serve --store "$1" --listen 127.0.0.1:0 --resolve js.test=127.0.0.1 >"$2" 2>&1',
       bin,
       store,
       daemonLog,
@@ -748,6 +748,43 @@ test("50 sandboxes driven concurrently", async () => {
   assertEquals(new Set(results.map((r) => r.id)).size, 50);
   results.forEach((r, i) => assertEquals([r.text, r.out, r.err], [`${i}\n`, `${i}\n`, `e${i}\n`], `sandbox ${i}`));
 }, 240_000);
+
+// ---------------------------------------------------------------- network
+
+// A local upstream that the daemon reaches as js.test (--resolve above).
+const upstream = Deno.serve(
+  { hostname: "127.0.0.1", port: 0, onListen() {} },
+  (req) => new Response(`hello ${new URL(req.url).pathname} via ${req.headers.get("host")}`),
+);
+globalThis.addEventListener("unload", () => upstream.shutdown());
+const UP_PORT = upstream.addr.port;
+
+/** curl inside the sandbox, whatever its exit status. */
+async function curl(sb: Sandbox, url: string) {
+  const child = await sb.spawn("curl", { args: ["-sS", "-m", "10", url], stdout: "piped", stderr: "piped" });
+  return await child.output();
+}
+
+test("allowNet: allowed names work from curl and Deno fetch; others are NXDOMAIN", async () => {
+  await using sb = await Sandbox.create({ allowNet: [`js.test:${UP_PORT}`] });
+  assertEquals(
+    await sb.sh`curl -sS -m 10 http://js.test:${String(UP_PORT)}/curl`.text(),
+    `hello /curl via js.test:${UP_PORT}`,
+  );
+  const code = `console.log(await (await fetch("http://js.test:${UP_PORT}/deno")).text())`;
+  const r = await sb.spawn("deno", { args: ["eval", code], stdout: "piped", stderr: "piped" });
+  const out = await r.output();
+  assertEquals(dec.decode(out.stdout ?? new Uint8Array()).trim(), `hello /deno via js.test:${UP_PORT}`);
+  // Not in allowNet: the name does not resolve.
+  const denied = await curl(sb, `http://other.test:${UP_PORT}/`);
+  assertEquals(denied.status.code, 6, denied.stderrText ?? "");
+});
+
+test("no allowNet: nothing is reachable", async () => {
+  await using sb = await Sandbox.create();
+  const r = await curl(sb, `http://js.test:${UP_PORT}/`);
+  assertEquals(r.status.code, 6, r.stderrText ?? "");
+});
 
 test("stop the daemon", async () => {
   if (!daemon) return;

@@ -54,7 +54,20 @@ def _set_env(endpoint: str, token: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def airlock(tmp_path_factory):
+def upstreams():
+    """Local HTTP/HTTPS upstreams (see upstreams.py), named through the
+    daemon's resolver override."""
+    import upstreams as up
+
+    servers = up.start()
+    try:
+        yield servers
+    finally:
+        servers.close()
+
+
+@pytest.fixture(scope="session")
+def airlock(tmp_path_factory, upstreams):
     """Yields {"endpoint", "token", "bin", "store"} for a running daemon."""
     endpoint = os.environ.get("AIRLOCK_SDK_ENDPOINT")
     token = os.environ.get("AIRLOCK_SDK_TOKEN")
@@ -94,7 +107,8 @@ def airlock(tmp_path_factory):
     log = tmp / "serve.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(binary), "serve", "--store", str(store), "--listen", "127.0.0.1:0"],
+            [str(binary), "serve", "--store", str(store), "--listen", "127.0.0.1:0"]
+            + upstreams.resolve_args(),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -63,3 +63,34 @@ def test_counters_match_the_work_done(airlock, client):
     assert delta("airlock_pool_hits_total") + delta("airlock_pool_misses_total") == 2
     assert value(after, "airlock_sandboxes_running") >= 0
     assert delta("airlock_cpu_seconds_total") >= 0
+
+
+def test_egress_counters_match_connections(airlock, client, upstreams):
+    before = scrape(airlock)
+    n = 3 * 1024 * 1024
+    with client.sandbox.create(allow_net=[f"api.test:{upstreams.http_port}"]) as sb:
+        p = sb.spawn(
+            "bash",
+            args=["-c", f"curl -s -o /dev/null http://api.test:{upstreams.http_port}/bytes/{n}; "
+                        f"curl -s -m 5 http://api.test:{upstreams.https_port}/ || true"],
+            stdout="null", stderr="null",
+        )
+        assert p.wait()["code"] == 0
+
+    def done(samples):
+        return value(samples, "airlock_egress_connections_total", verdict="denied") > value(
+            before, "airlock_egress_connections_total", verdict="denied")
+
+    deadline = time.monotonic() + 10
+    after = scrape(airlock)
+    while not done(after) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        after = scrape(airlock)
+
+    def delta(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("airlock_egress_connections_total", verdict="allowed") == 1
+    assert delta("airlock_egress_connections_total", verdict="denied") == 1
+    assert delta("airlock_egress_bytes_total", direction="in") > n
+    assert 0 < delta("airlock_egress_bytes_total", direction="out") < 10_000

@@ -92,6 +92,8 @@ pub fn main(data_dir: &Path, args: RunArgs) -> Result<i32> {
         limits,
         env: sandbox_env::agent_env(&args.workdir, term.as_deref()),
         hostname: "sandbox".into(),
+        // `airlock run` has no gateway: only `lo`, nothing is reachable.
+        network: None,
     };
     let mut sandbox = Sandbox::create(&spec).context("creating the sandbox")?;
     let sock = sandbox

@@ -7,7 +7,8 @@ use axum::serve::ListenerExt;
 use clap::Args;
 use manager::{Manager, ManagerConfig};
 use server::{AppState, ConfigLimits};
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +59,32 @@ pub struct ServeArgs {
     /// use a fraction of theirs.
     #[arg(long, default_value_t = 4.0)]
     memory_overcommit: f64,
+    /// Answer NAME with IP for sandbox connections instead of asking the
+    /// system resolver (repeatable; NAME may be `*.suffix`). Overrides are
+    /// trusted: they may point at loopback or private addresses, which
+    /// the gateway otherwise refuses to dial.
+    #[arg(long = "resolve", value_name = "NAME=IP", value_parser = parse_resolve)]
+    resolve: Vec<(String, IpAddr)>,
+}
+
+fn parse_resolve(s: &str) -> Result<(String, IpAddr), String> {
+    let (name, ip) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected NAME=IP, e.g. api.internal=10.0.0.5"))?;
+    let ip: IpAddr = ip
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| format!("{s:?}: {ip:?} is not an IP address"))?;
+    let bare = name.strip_prefix("*.").unwrap_or(name);
+    if bare.is_empty()
+        || !bare
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        return Err(format!("{s:?}: {name:?} is not a host name"));
+    }
+    Ok((name.to_ascii_lowercase(), ip))
 }
 
 /// MemTotal from /proc/meminfo, MiB.
@@ -89,6 +116,32 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
     } else {
         None
     };
+    // Bound first: the gateway must know the daemon's own addresses to keep
+    // sandboxes away from them.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let metrics_listener = match args.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr} for metrics"))?,
+        ),
+        None => None,
+    };
+    let mut protected = vec![addr];
+    if let Some(m) = &metrics_listener {
+        protected.push(m.local_addr()?);
+    }
+    let mut overrides: HashMap<String, Vec<IpAddr>> = HashMap::new();
+    for (name, ip) in &args.resolve {
+        overrides.entry(name.clone()).or_default().push(*ip);
+    }
+    let network = manager::NetworkConfig {
+        link: jail::NetworkSpec::default(),
+        resolver: Arc::new(egress::Resolver::new(overrides, protected)),
+    };
     let cfg = ManagerConfig {
         data_dir: data_dir.to_path_buf(),
         image: args.image.clone(),
@@ -107,6 +160,7 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
             host_memory_mb: (host_memory_mb()? as f64 * args.memory_overcommit) as u64,
         },
         default_memory_mb: ConfigLimits::default().default_memory_mb,
+        network: Some(network),
     };
     eprintln!(
         "airlock: preparing image {:?} (built on first use)...",
@@ -121,10 +175,6 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
         ..ConfigLimits::default()
     };
     let state = AppState::new(manager.clone(), store.clone(), limits);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
     if let Some(token) = first_token {
         println!(
@@ -139,10 +189,7 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
         println!("export DENO_SANDBOX_ENDPOINT={url}");
         println!("export DENO_DEPLOY_ENDPOINT={url}");
     }
-    if let Some(addr) = args.metrics_listen {
-        let metrics = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listening on {addr} for metrics"))?;
+    if let Some(metrics) = metrics_listener {
         println!("metrics on http://{}/metrics", metrics.local_addr()?);
         let router = server::metrics_router(state.clone());
         tokio::spawn(async move { axum::serve(metrics, router).await });

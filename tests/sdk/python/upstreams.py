@@ -1,0 +1,194 @@
+"""Local upstream servers for the network tests: plain HTTP and HTTPS with a
+test CA (trustme), on 127.0.0.1, standing in for internet hosts. The daemon
+is started with `--resolve NAME=127.0.0.1` for the names below, so sandboxes
+reach these servers only through the egress gateway.
+
+Routes (GET unless noted):
+  /hello          -> "hello from <Host header>"
+  /bytes/N        -> N bytes of a fixed pseudo-random stream (see stream_sha256)
+  /slow/N         -> N bytes, 64 KiB at a time, forever-ish streaming for load
+  POST /echo      -> the request body
+  /git/...        -> static files of a bare git repository (dumb HTTP protocol)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import shutil
+import socketserver
+import ssl
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trustme
+
+# Names the daemon maps to 127.0.0.1; the TLS certificate covers them all.
+NAMES = ["api.test", "other.test", "*.wild.test", "daemon.test"]
+
+BLOCK = 1 << 20
+
+
+def _block() -> bytes:
+    out = bytearray()
+    seed = b"airlock-egress"
+    while len(out) < BLOCK:
+        seed = hashlib.sha256(seed).digest()
+        out += seed
+    return bytes(out[:BLOCK])
+
+
+PATTERN = _block()
+
+
+def stream_bytes(n: int):
+    """The body of /bytes/N, in chunks."""
+    full, rest = divmod(n, BLOCK)
+    for _ in range(full):
+        yield PATTERN
+    if rest:
+        yield PATTERN[:rest]
+
+
+def stream_sha256(n: int) -> str:
+    h = hashlib.sha256()
+    for chunk in stream_bytes(n):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    git_root: Path | None = None
+    server_label = "http"
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def _send(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        path = self.path.split("?", 1)[0]
+        if path == "/hello":
+            host = self.headers.get("Host", "")
+            return self._send(200, f"hello from {host} over {self.server_label}".encode())
+        if path.startswith("/bytes/"):
+            n = int(path.rsplit("/", 1)[1])
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            try:
+                for chunk in stream_bytes(n):
+                    self.wfile.write(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            return
+        if path.startswith("/git/") and self.git_root is not None:
+            rel = os.path.normpath(path[len("/git/"):])
+            target = self.git_root / rel
+            if rel.startswith("..") or not target.is_file():
+                return self._send(404, b"not found")
+            return self._send(200, target.read_bytes(), "application/octet-stream")
+        self._send(404, b"not found")
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(n)
+        if self.path == "/echo":
+            return self._send(200, body, self.headers.get("Content-Type", "text/plain"))
+        self._send(404, b"not found")
+
+
+class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 512
+
+
+@dataclass
+class Upstreams:
+    http_port: int
+    https_port: int
+    # Plain HTTP on 0.0.0.0: reachable at the host's own address, for the
+    # IP-literal allowNet rules.
+    wide_port: int
+    ca_pem: str
+    ca_file: Path
+    workdir: Path
+    servers: list = field(default_factory=list)
+
+    def resolve_args(self) -> list[str]:
+        args = []
+        for name in NAMES:
+            args += ["--resolve", f"{name}=127.0.0.1"]
+        return args
+
+    def close(self) -> None:
+        for s in self.servers:
+            s.shutdown()
+            s.server_close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _git_repo(root: Path) -> Path:
+    """A bare repository with one commit, ready for dumb-HTTP cloning."""
+    work = root / "work"
+    bare = root / "repo.git"
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True, env=env)
+    (work / "README").write_text("cloned through the gateway\n")
+    subprocess.run(["git", "-C", str(work), "add", "README"], check=True, env=env)
+    subprocess.run(["git", "-C", str(work), "commit", "-q", "-m", "one"], check=True, env=env)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True, env=env)
+    subprocess.run(["git", "-C", str(bare), "update-server-info"], check=True, env=env)
+    return root
+
+
+def start() -> Upstreams:
+    workdir = Path(tempfile.mkdtemp(prefix="airlock-upstreams-"))
+    git_root = _git_repo(workdir) if shutil.which("git") else None
+
+    ca = trustme.CA()
+    cert = ca.issue_cert(*NAMES)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(ctx)
+    ca_pem = ca.cert_pem.bytes().decode()
+    ca_file = workdir / "ca.pem"
+    ca_file.write_text(ca_pem)
+
+    class Plain(_Handler):
+        server_label = "http"
+
+    class Tls(_Handler):
+        server_label = "https"
+
+    Plain.git_root = git_root
+    Tls.git_root = git_root
+    plain = _Server(("127.0.0.1", 0), Plain)
+    tls = _Server(("127.0.0.1", 0), Tls)
+    # The handshake happens in the handler thread, not in accept().
+    tls.socket = ctx.wrap_socket(tls.socket, server_side=True, do_handshake_on_connect=False)
+    wide = _Server(("0.0.0.0", 0), Plain)
+    servers = [plain, tls, wide]
+    for s in servers:
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    return Upstreams(
+        http_port=plain.server_address[1],
+        https_port=tls.server_address[1],
+        wide_port=wide.server_address[1],
+        ca_pem=ca_pem,
+        ca_file=ca_file,
+        workdir=workdir,
+        servers=servers,
+    )
