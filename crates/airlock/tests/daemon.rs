@@ -477,7 +477,15 @@ fn kill_9_of_the_daemon_leaves_nothing_after_restart() {
     for id in &ids {
         assert!(!sandbox_leftovers(id).is_empty(), "{id} should be running");
     }
-    // Let the meter write a sample (every METER_INTERVAL).
+    // A network decision for the audit log: a name that allowNet (empty)
+    // does not allow.
+    run_python(
+        &mut sockets[0],
+        2,
+        "import socket\ntry:\n    socket.getaddrinfo('audit-me.test', 80)\nexcept socket.gaierror:\n    pass",
+    );
+    // Let the meter write a sample (every METER_INTERVAL) and the audit
+    // writer its batch.
     std::thread::sleep(Duration::from_millis(1200));
     d.kill9();
     // The sandboxes outlive the daemon...
@@ -504,6 +512,16 @@ fn kill_9_of_the_daemon_leaves_nothing_after_restart() {
             "{id}: {usage:?}"
         );
     }
+    // The network events written before the crash survive it.
+    let events = store
+        .net_events(&ids[0], &store::NetEventQuery::default())
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "dns" && e.name == "audit-me.test" && e.verdict == "denied"),
+        "{events:?}"
+    );
     // No process of those sandboxes is left: their cgroups are gone, and no
     // `sleep 1000` runs in a sandbox uid range.
     let sleepers = std::fs::read_dir("/proc")

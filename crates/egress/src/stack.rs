@@ -8,7 +8,7 @@
 //! one socket listens at a time (the SYN is processed at once), so each
 //! socket is bound to the flow it was made for.
 
-use crate::audit::{AuditEvent, EventKind, Verdict};
+use crate::audit::{AuditEvent, AuditLimiter, EventKind, Verdict};
 use crate::device::{Packet, QueueDevice};
 use crate::dns::{self, Answer, QueryKind};
 use crate::fakeip::FakeIpPool;
@@ -44,9 +44,15 @@ const CHUNK: usize = 256 * 1024;
 const READ_BATCH: usize = 256;
 /// A flow whose socket never left LISTEN (its SYN got lost) is dropped.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Distinct denied UDP destinations reported per sandbox; more are counted
-/// but not reported one by one.
+/// Distinct denied UDP destinations reported per sandbox; more are dropped
+/// without a report.
 const MAX_UDP_REPORTS: usize = 256;
+/// TCP connections one sandbox may have open or opening at once: each holds
+/// a socket (a file descriptor) in the daemon, which all sandboxes share.
+const MAX_FLOWS: usize = 1024;
+/// Audit events one sandbox may add per second, and in a burst.
+const AUDIT_RATE: u32 = 200;
+const AUDIT_BURST: u32 = 2000;
 
 pub type AuditSink = Arc<dyn Fn(AuditEvent) + Send + Sync>;
 
@@ -151,6 +157,7 @@ pub(crate) struct Stack {
     wake: Arc<Notify>,
     epoch: Instant,
     udp_reported: HashSet<SocketAddrV4>,
+    limiter: std::cell::RefCell<AuditLimiter>,
 }
 
 pub fn now_ms() -> i64 {
@@ -207,6 +214,7 @@ impl Stack {
             wake: Arc::new(Notify::new()),
             epoch,
             udp_reported: HashSet::new(),
+            limiter: std::cell::RefCell::new(AuditLimiter::new(AUDIT_RATE, AUDIT_BURST)),
         }
     }
 
@@ -358,7 +366,7 @@ impl Stack {
         if self.udp_reported.len() >= MAX_UDP_REPORTS || !self.udp_reported.insert(dst) {
             return;
         }
-        (self.audit)(AuditEvent {
+        self.emit(AuditEvent {
             at_ms: now_ms(),
             kind: EventKind::Udp,
             name: dst.ip().to_string(),
@@ -381,6 +389,10 @@ impl Stack {
             // No socket listens: smoltcp answers the SYN with a RST.
             this.device.rx.push_back(syn);
         };
+        if self.flows.len() >= MAX_FLOWS {
+            let reason = format!("over {MAX_FLOWS} connections open at once");
+            return deny(self, dst_ip.to_string(), reason, syn);
+        }
         if dst_ip == self.cfg.gateway {
             return deny(
                 self,
@@ -679,11 +691,36 @@ impl Stack {
 
     /// Reports a flow that has ended.
     fn finish(&self, flow: Flow) {
-        (self.audit)(flow_event(&flow, ""));
+        self.emit(flow_event(&flow, ""));
+    }
+
+    /// Hands an event to the daemon, within the sandbox's audit rate; the
+    /// first event after a dropped stretch is preceded by their count.
+    fn emit(&self, event: AuditEvent) {
+        let Some(dropped) = self.limiter.borrow_mut().admit(Instant::now()) else {
+            return;
+        };
+        if dropped > 0 {
+            (self.audit)(AuditEvent {
+                at_ms: now_ms(),
+                kind: event.kind,
+                name: "*".into(),
+                port: 0,
+                verdict: Verdict::Denied,
+                reason: format!(
+                    "{dropped} events not recorded: over the audit rate of {AUDIT_RATE}/s"
+                ),
+                upstream: None,
+                bytes_out: 0,
+                bytes_in: 0,
+                duration_ms: 0,
+            });
+        }
+        (self.audit)(event);
     }
 
     fn report(&self, kind: EventKind, name: String, port: u16, verdict: Verdict, reason: String) {
-        (self.audit)(AuditEvent {
+        self.emit(AuditEvent {
             at_ms: now_ms(),
             kind,
             name,
@@ -701,9 +738,10 @@ impl Stack {
 impl Drop for Stack {
     /// The sandbox is gone: report the connections it still had.
     fn drop(&mut self) {
-        for (_, flow) in self.flows.drain() {
+        let flows: Vec<Flow> = self.flows.drain().map(|(_, f)| f).collect();
+        for flow in flows {
             if matches!(flow.state, FlowState::Open(_)) {
-                (self.audit)(flow_event(&flow, "; cut when the sandbox ended"));
+                self.emit(flow_event(&flow, "; cut when the sandbox ended"));
             }
         }
     }

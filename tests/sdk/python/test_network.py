@@ -40,10 +40,10 @@ def with_ca(sb, upstreams):
     sb.fs.write_text_file(CA, upstreams.ca_pem)
 
 
-def audit(airlock, sandbox_id, want=lambda events: True, timeout_s=10.0):
+def audit(airlock, sandbox_id, want=lambda events: True, timeout_s=10.0, limit=1000):
     """The sandbox's network events from the daemon's HTTP endpoint, polled
     until `want(events)` holds (events are written in batches)."""
-    url = f"{airlock['endpoint']}/api/v3/sandbox/{sandbox_id}/audit"
+    url = f"{airlock['endpoint']}/api/v3/sandbox/{sandbox_id}/audit?limit={limit}"
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {airlock['token']}"})
     deadline = time.monotonic() + timeout_s
     while True:
@@ -370,3 +370,34 @@ async def test_a_saturating_sandbox_does_not_stall_another(aclient, upstreams):
         )
         assert (await check.wait())["code"] == 0
         await flood.kill()
+
+
+def test_a_dns_flood_cannot_flood_the_audit_log(client, airlock):
+    code = """
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1)
+def query(i):
+    labels = b"".join(bytes([len(p)]) + p for p in f"x{i}.flood.test".encode().split(b"."))
+    return (i % 65536).to_bytes(2, "big") + bytes.fromhex("01000001000000000000") + labels + bytes.fromhex("0000010001")
+answered = 0
+for i in range(5000):
+    s.sendto(query(i), ("100.96.0.1", 53))
+    try:
+        s.recvfrom(512)
+        answered += 1
+    except socket.timeout:
+        pass
+time.sleep(1.5)
+s.sendto(query(99999), ("100.96.0.1", 53))
+s.recvfrom(512)
+print(answered)
+"""
+    with client.sandbox.create() as sb:
+        status, out, err = py(sb, code)
+        assert status["code"] == 0, err
+        # Every query was answered (NXDOMAIN): the gateway kept serving.
+        assert int(out) == 5000, out
+        events = audit(airlock, sb.id, lambda ev: has(ev, reason="not recorded"), limit=10000)
+        assert has(events, reason="events not recorded: over the audit rate"), events[-3:]
+        assert len(events) < 4000, len(events)

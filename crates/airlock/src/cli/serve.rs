@@ -100,6 +100,7 @@ fn host_memory_mb() -> Result<u64> {
 }
 
 pub fn main(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i32> {
+    raise_open_files_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -221,4 +222,18 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
 
 pub fn default_store(data_dir: &Path) -> PathBuf {
     data_dir.join("airlock.db")
+}
+
+/// The daemon holds several fds per sandbox and one per connection through
+/// the egress gateway: lift the soft RLIMIT_NOFILE (often 1024) to the hard
+/// limit.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("raising the open files limit to {hard}: {e}");
+            }
+        }
+    }
 }
