@@ -58,6 +58,8 @@ pub struct AuditEvent {
     /// Bytes from the upstream to the sandbox.
     pub bytes_in: u64,
     pub duration_ms: u64,
+    /// Secrets swapped in on this connection, by name (never values).
+    pub secrets: Vec<String>,
 }
 
 /// Bounds how fast one sandbox can add audit events (a token bucket), so a

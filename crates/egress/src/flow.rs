@@ -1,10 +1,13 @@
-//! The upstream half of one spliced TCP connection: a task that copies
-//! between the real socket and two channels shared with the stack task,
-//! and that checks the TLS ClientHello's SNI before any byte leaves.
+//! The upstream half of one TCP connection through the gateway: a task
+//! that moves bytes between the real socket and two channels shared with
+//! the stack task. Before any byte leaves it looks at the sandbox's first
+//! flight: a TLS ClientHello's SNI must be the name connected to, and a
+//! connection to a secret's host is handed to the interceptor instead of
+//! being spliced.
 
+use crate::intercept::{self, InterceptStats, Interception};
 use crate::sni::{self, ClientHello};
 use crate::stack::{FlowKey, StackMsg};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -16,6 +19,9 @@ use tokio::task::JoinHandle;
 /// (1 MiB each way).
 const CHANNEL_CHUNKS: usize = 4;
 const READ_CHUNK: usize = 256 * 1024;
+/// Buffer of the in-memory pipe between the stack's channels and the TLS
+/// terminator of an intercepted connection.
+const INTERCEPT_PIPE: usize = 256 * 1024;
 
 pub struct FlowIo {
     pub to_up: mpsc::Sender<Vec<u8>>,
@@ -23,87 +29,166 @@ pub struct FlowIo {
     pub task: JoinHandle<()>,
 }
 
-/// Starts copying. `tls_name`, when set, is the name the connection was
-/// made to: if the sandbox's first bytes are a TLS ClientHello, its SNI
-/// must be that name (no domain fronting through an allowed address).
+/// What the connection's first flight decided.
+enum Decision {
+    Splice,
+    Intercept(String),
+    Refuse(String),
+    /// The sandbox closed before sending anything decisive.
+    Closed,
+}
+
+/// The channels to and from the stack task.
+struct SandboxSide {
+    rx: mpsc::Receiver<Vec<u8>>,
+    tx: mpsc::Sender<Vec<u8>>,
+    wake: Arc<Notify>,
+}
+
+/// Starts the connection's task. `tls_name`, when set, is the name the
+/// connection was made to (from DNS); `intercept` holds the sandbox's
+/// secrets, if it has any.
 pub fn spawn(
     stream: TcpStream,
     key: FlowKey,
     tls_name: Option<String>,
+    intercept: Option<Arc<Interception>>,
     wake: Arc<Notify>,
     msgs: mpsc::UnboundedSender<StackMsg>,
 ) -> FlowIo {
-    let (to_up, mut up_rx) = mpsc::channel::<Vec<u8>>(CHANNEL_CHUNKS);
+    let (to_up, up_rx) = mpsc::channel::<Vec<u8>>(CHANNEL_CHUNKS);
     let (down_tx, from_up) = mpsc::channel::<Vec<u8>>(CHANNEL_CHUNKS);
-    let (mut reader, mut writer) = stream.into_split();
-    // Set once the upstream has spoken before the sandbox: then the
-    // protocol is server-first (SSH, SMTP...) and there is no ClientHello
-    // to wait for.
-    let upstream_spoke = Arc::new(AtomicBool::new(false));
+    let side = SandboxSide {
+        rx: up_rx,
+        tx: down_tx,
+        wake,
+    };
+    let task = tokio::spawn(run(stream, key, tls_name, intercept, side, msgs));
+    FlowIo {
+        to_up,
+        from_up,
+        task,
+    }
+}
 
-    let uplink = {
-        let wake = wake.clone();
-        let upstream_spoke = upstream_spoke.clone();
-        async move {
-            let mut hello: Option<Vec<u8>> = tls_name.as_ref().map(|_| Vec::new());
-            while let Some(chunk) = up_rx.recv().await {
-                // The stack waits for channel room before reading more
-                // from the sandbox.
-                wake.notify_one();
-                let Some(buf) = hello.as_mut() else {
-                    if writer.write_all(&chunk).await.is_err() {
-                        return;
+async fn run(
+    stream: TcpStream,
+    key: FlowKey,
+    tls_name: Option<String>,
+    intercept: Option<Arc<Interception>>,
+    mut side: SandboxSide,
+    msgs: mpsc::UnboundedSender<StackMsg>,
+) {
+    let mut first = Vec::new();
+    let decision = match &tls_name {
+        Some(name) => {
+            decide(
+                &stream,
+                &mut side,
+                &mut first,
+                name,
+                key.dst.port(),
+                &intercept,
+            )
+            .await
+        }
+        None => Decision::Splice,
+    };
+    match decision {
+        Decision::Closed => {}
+        Decision::Refuse(reason) => {
+            let _ = msgs.send(StackMsg::Abort { key, reason });
+            side.wake.notify_one();
+        }
+        Decision::Splice => splice(stream, first, side).await,
+        Decision::Intercept(host) => {
+            let Some(icpt) = intercept else { return };
+            let stats =
+                intercepted(stream, first, side, &host, key.dst.port(), icpt, &msgs, key).await;
+            let _ = msgs.send(StackMsg::Intercepted { key, stats });
+        }
+    }
+}
+
+/// Reads the sandbox's first flight until it is known what it is; the
+/// bytes read are left in `first`.
+async fn decide(
+    stream: &TcpStream,
+    side: &mut SandboxSide,
+    first: &mut Vec<u8>,
+    name: &str,
+    port: u16,
+    intercept: &Option<Arc<Interception>>,
+) -> Decision {
+    loop {
+        tokio::select! {
+            chunk = side.rx.recv() => {
+                let Some(chunk) = chunk else { return Decision::Closed };
+                // The stack waits for channel room before reading more.
+                side.wake.notify_one();
+                first.extend_from_slice(&chunk);
+                match sni::inspect(first) {
+                    ClientHello::Incomplete if first.len() < sni::MAX_CLIENT_HELLO => continue,
+                    ClientHello::Incomplete => {
+                        return Decision::Refuse(format!(
+                            "TLS ClientHello over {} bytes",
+                            sni::MAX_CLIENT_HELLO
+                        ))
                     }
-                    continue;
-                };
-                if upstream_spoke.load(Ordering::Relaxed) && buf.is_empty() {
-                    hello = None;
-                    if writer.write_all(&chunk).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
-                buf.extend_from_slice(&chunk);
-                let name = tls_name.as_deref().unwrap_or_default();
-                let verdict = match sni::inspect(buf) {
-                    ClientHello::Incomplete if buf.len() < sni::MAX_CLIENT_HELLO => continue,
-                    ClientHello::Incomplete => Err(format!(
-                        "TLS ClientHello over {} bytes",
-                        sni::MAX_CLIENT_HELLO
-                    )),
                     // A hello this parser rejects may still be accepted by
                     // a laxer server: never let it past the SNI check.
-                    ClientHello::NotTls if sni::starts_like_tls(buf) => {
-                        Err("a malformed TLS ClientHello".to_string())
+                    ClientHello::NotTls if sni::starts_like_tls(first) => {
+                        return Decision::Refuse("a malformed TLS ClientHello".into())
                     }
-                    ClientHello::NotTls => Ok(()),
-                    ClientHello::Tls { sni: Some(sni) } if sni.eq_ignore_ascii_case(name) => Ok(()),
-                    ClientHello::Tls { sni: Some(sni) } => Err(format!(
-                        "TLS server name {sni} differs from the name connected to, {name}"
-                    )),
+                    ClientHello::NotTls => return Decision::Splice,
+                    ClientHello::Tls { sni: Some(sni) } if sni.eq_ignore_ascii_case(name) => {
+                        return match intercept {
+                            Some(i) if i.applies_to(name, port) => Decision::Intercept(name.to_string()),
+                            _ => Decision::Splice,
+                        };
+                    }
+                    ClientHello::Tls { sni: Some(sni) } => {
+                        return Decision::Refuse(format!(
+                            "TLS server name {sni} differs from the name connected to, {name}"
+                        ))
+                    }
                     ClientHello::Tls { sni: None } => {
-                        Err(format!("TLS without a server name to {name}"))
+                        return Decision::Refuse(format!("TLS without a server name to {name}"))
                     }
+                }
+            }
+            // The upstream spoke first: a server-first protocol (SSH,
+            // SMTP...), not TLS; nothing to inspect.
+            ready = stream.readable(), if first.is_empty() => {
+                return match ready {
+                    Ok(()) => Decision::Splice,
+                    Err(_) => Decision::Closed,
                 };
-                match verdict {
-                    Ok(()) => {
-                        let first = hello.take().unwrap_or_default();
-                        if writer.write_all(&first).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(reason) => {
-                        let _ = msgs.send(StackMsg::Abort { key, reason });
-                        wake.notify_one();
-                        return;
-                    }
+            }
+        }
+    }
+}
+
+/// Copies both ways until both sides are done, passing FINs on.
+async fn splice(stream: TcpStream, first: Vec<u8>, side: SandboxSide) {
+    let SandboxSide { mut rx, tx, wake } = side;
+    let (mut reader, mut writer) = stream.into_split();
+    let uplink = {
+        let wake = wake.clone();
+        async move {
+            if !first.is_empty() && writer.write_all(&first).await.is_err() {
+                return;
+            }
+            while let Some(chunk) = rx.recv().await {
+                wake.notify_one();
+                if writer.write_all(&chunk).await.is_err() {
+                    return;
                 }
             }
             // The sandbox closed its sending side: pass the FIN on.
             let _ = writer.shutdown().await;
         }
     };
-
     let downlink = async move {
         loop {
             // Not zeroed: read_buf only exposes what the socket filled.
@@ -112,22 +197,87 @@ pub fn spawn(
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
-            upstream_spoke.store(true, Ordering::Relaxed);
-            if down_tx.send(buf).await.is_err() {
+            if tx.send(buf).await.is_err() {
                 break;
             }
             wake.notify_one();
         }
-        drop(down_tx);
+        drop(tx);
         wake.notify_one();
     };
+    tokio::join!(uplink, downlink);
+}
 
-    let task = tokio::spawn(async move {
-        tokio::join!(uplink, downlink);
-    });
-    FlowIo {
-        to_up,
-        from_up,
-        task,
+/// Runs the interceptor over an in-memory pipe fed by the stack's channels.
+#[allow(clippy::too_many_arguments)]
+async fn intercepted(
+    stream: TcpStream,
+    first: Vec<u8>,
+    side: SandboxSide,
+    host: &str,
+    port: u16,
+    icpt: Arc<Interception>,
+    msgs: &mpsc::UnboundedSender<StackMsg>,
+    key: FlowKey,
+) -> InterceptStats {
+    let SandboxSide { mut rx, tx, wake } = side;
+    let (ours, theirs) = tokio::io::duplex(INTERCEPT_PIPE);
+    let (mut pipe_read, mut pipe_write) = tokio::io::split(ours);
+    let done = Arc::new(Notify::new());
+    // Stack -> pipe (the sandbox's bytes, starting with its ClientHello).
+    let inbound = {
+        let wake = wake.clone();
+        let done = done.clone();
+        async move {
+            let pump = async {
+                if pipe_write.write_all(&first).await.is_err() {
+                    return;
+                }
+                while let Some(chunk) = rx.recv().await {
+                    wake.notify_one();
+                    if pipe_write.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = pipe_write.shutdown().await;
+            };
+            tokio::select! {
+                _ = pump => {}
+                _ = done.notified() => {}
+            }
+        }
+    };
+    // Pipe -> stack.
+    let outbound = {
+        let wake = wake.clone();
+        async move {
+            loop {
+                let mut buf = Vec::with_capacity(READ_CHUNK);
+                match pipe_read.read_buf(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                if tx.send(buf).await.is_err() {
+                    break;
+                }
+                wake.notify_one();
+            }
+            drop(tx);
+            wake.notify_one();
+        }
+    };
+    let serve = async {
+        let result = intercept::serve(theirs, stream, host, port, icpt).await;
+        done.notify_one();
+        result
+    };
+    let (result, (), ()) = tokio::join!(serve, inbound, outbound);
+    match result {
+        Ok(stats) => stats,
+        Err(reason) => {
+            let _ = msgs.send(StackMsg::Abort { key, reason });
+            wake.notify_one();
+            InterceptStats::default()
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The handle the daemon keeps per sandbox.
 
+use crate::intercept::Interception;
 use crate::policy::AllowList;
 use crate::stack::{AuditSink, GatewayConfig, Stack};
 use std::os::fd::OwnedFd;
@@ -11,6 +12,7 @@ use tokio::task::JoinHandle;
 /// connection the sandbox has open.
 pub struct Gateway {
     policy: watch::Sender<Arc<AllowList>>,
+    intercept: watch::Sender<Option<Arc<Interception>>>,
     task: JoinHandle<()>,
 }
 
@@ -19,18 +21,25 @@ impl Gateway {
     /// list allows nothing). Must be called inside a tokio runtime.
     pub fn spawn(tun: OwnedFd, config: GatewayConfig, policy: AllowList, audit: AuditSink) -> Self {
         let (tx, rx) = watch::channel(Arc::new(policy));
-        let stack = Stack::new(config, rx, audit);
+        let (itx, irx) = watch::channel(None);
+        let stack = Stack::new(config, rx, irx, audit);
         let task = tokio::spawn(async move {
             if let Err(e) = stack.run(tun).await {
                 tracing::warn!("egress gateway stopped: {e}");
             }
         });
-        Self { policy: tx, task }
+        Self {
+            policy: tx,
+            intercept: itx,
+            task,
+        }
     }
 
-    /// Replaces the policy (a warm sandbox handed out to a caller). Open
-    /// connections are kept; new ones follow the new policy.
-    pub fn set_policy(&self, policy: AllowList) {
+    /// Replaces the policy and the secrets to intercept for (a warm
+    /// sandbox handed out to a caller). Open connections are kept; new
+    /// ones follow the new settings.
+    pub fn set_policy(&self, policy: AllowList, intercept: Option<Arc<Interception>>) {
+        self.intercept.send_replace(intercept);
         self.policy.send_replace(Arc::new(policy));
     }
 }

@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod dns;
 pub mod fakeip;
+pub mod intercept;
 pub mod policy;
 pub mod sni;
 

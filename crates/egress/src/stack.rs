@@ -13,6 +13,7 @@ use crate::device::{Packet, QueueDevice};
 use crate::dns::{self, Answer, QueryKind};
 use crate::fakeip::FakeIpPool;
 use crate::flow;
+use crate::intercept::{InterceptStats, Interception};
 use crate::policy::AllowList;
 use crate::resolve::{self, Resolver};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -98,6 +99,11 @@ pub enum StackMsg {
         key: FlowKey,
         reason: String,
     },
+    /// An intercepted connection ended: what it did.
+    Intercepted {
+        key: FlowKey,
+        stats: InterceptStats,
+    },
 }
 
 struct Flow {
@@ -112,6 +118,7 @@ struct Flow {
     bytes_out: u64,
     bytes_in: u64,
     denied: Option<String>,
+    intercepted: Option<InterceptStats>,
     state: FlowState,
 }
 
@@ -151,6 +158,7 @@ pub(crate) struct Stack {
     flows: HashMap<FlowKey, Flow>,
     fake: FakeIpPool,
     policy: watch::Receiver<Arc<AllowList>>,
+    intercept: watch::Receiver<Option<Arc<Interception>>>,
     audit: AuditSink,
     msgs_tx: mpsc::UnboundedSender<StackMsg>,
     msgs: mpsc::UnboundedReceiver<StackMsg>,
@@ -171,6 +179,7 @@ impl Stack {
     pub fn new(
         cfg: GatewayConfig,
         policy: watch::Receiver<Arc<AllowList>>,
+        intercept: watch::Receiver<Option<Arc<Interception>>>,
         audit: AuditSink,
     ) -> Self {
         let mut device = QueueDevice::new(cfg.mtu);
@@ -208,6 +217,7 @@ impl Stack {
             flows: HashMap::new(),
             fake: FakeIpPool::new(),
             policy,
+            intercept,
             audit,
             msgs_tx,
             msgs,
@@ -377,6 +387,7 @@ impl Stack {
             bytes_out: 0,
             bytes_in: 0,
             duration_ms: 0,
+            secrets: Vec::new(),
         });
     }
 
@@ -467,6 +478,7 @@ impl Stack {
                 bytes_out: 0,
                 bytes_in: 0,
                 denied: None,
+                intercepted: None,
                 state: FlowState::Connecting { syn, task },
             },
         );
@@ -490,6 +502,11 @@ impl Stack {
                 flow.denied = Some(reason);
                 self.finish(flow);
                 self.pump();
+            }
+            StackMsg::Intercepted { key, stats } => {
+                if let Some(flow) = self.flows.get_mut(&key) {
+                    flow.intercepted = Some(stats);
+                }
             }
             StackMsg::Abort { key, reason } => {
                 if let Some(flow) = self.flows.get_mut(&key) {
@@ -526,10 +543,12 @@ impl Stack {
             return;
         }
         let handle = self.sockets.add(socket);
+        let intercept = self.intercept.borrow().clone();
         let io = flow::spawn(
             stream,
             key,
             flow.tls_name.clone(),
+            intercept,
             self.wake.clone(),
             self.msgs_tx.clone(),
         );
@@ -714,6 +733,7 @@ impl Stack {
                 bytes_out: 0,
                 bytes_in: 0,
                 duration_ms: 0,
+                secrets: Vec::new(),
             });
         }
         (self.audit)(event);
@@ -731,6 +751,7 @@ impl Stack {
             bytes_out: 0,
             bytes_in: 0,
             duration_ms: 0,
+            secrets: Vec::new(),
         });
     }
 }
@@ -748,10 +769,37 @@ impl Drop for Stack {
 }
 
 fn flow_event(flow: &Flow, note: &str) -> AuditEvent {
+    let intercepted = match &flow.intercepted {
+        Some(stats) => {
+            let used: Vec<String> = stats
+                .secrets
+                .iter()
+                .map(|(name, n)| format!("{name} in {n}"))
+                .collect();
+            format!(
+                "; intercepted: {} request(s){}",
+                stats.requests,
+                if used.is_empty() {
+                    String::new()
+                } else {
+                    format!(", secrets {}", used.join(", "))
+                }
+            )
+        }
+        None => String::new(),
+    };
     let (verdict, reason) = match &flow.denied {
         Some(why) => (Verdict::Denied, why.clone()),
-        None => (Verdict::Allowed, format!("allowNet: {}{note}", flow.rule)),
+        None => (
+            Verdict::Allowed,
+            format!("allowNet: {}{intercepted}{note}", flow.rule),
+        ),
     };
+    let secrets = flow
+        .intercepted
+        .as_ref()
+        .map(|s| s.secrets.iter().map(|(n, _)| n.clone()).collect())
+        .unwrap_or_default();
     AuditEvent {
         at_ms: flow.at_ms,
         kind: EventKind::Tcp,
@@ -763,6 +811,7 @@ fn flow_event(flow: &Flow, note: &str) -> AuditEvent {
         bytes_out: flow.bytes_out,
         bytes_in: flow.bytes_in,
         duration_ms: flow.started.elapsed().as_millis() as u64,
+        secrets,
     }
 }
 

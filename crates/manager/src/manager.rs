@@ -12,6 +12,12 @@ use store::{now_ms, SandboxRecord, Store};
 use thiserror::Error;
 use tokio::sync::Notify;
 
+/// Where the sandbox CA is installed when a sandbox has secrets.
+const CA_DIR: &str = "/etc/airlock";
+const CA_FILE: &str = "/etc/airlock/sandbox-ca.pem";
+/// Debian's system bundle (OpenSSL's default CA file, curl's, Python's).
+const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// How often usage is sampled and written to the store: the most a daemon
 /// crash can lose.
 pub const METER_INTERVAL: Duration = Duration::from_secs(1);
@@ -49,7 +55,9 @@ pub struct CreateRequest {
     /// Absolute deadline; `None` means session mode (ends with its creator).
     pub stop_at_ms: Option<i64>,
     pub allow_net: Vec<String>,
-    pub secret_names: Vec<String>,
+    /// Secrets: the sandbox sees placeholders; the gateway swaps the values
+    /// in on TLS to their hosts. (Debug redacts the values.)
+    pub secrets: Vec<egress::intercept::SecretSpec>,
 }
 
 #[derive(Debug, Error)]
@@ -305,28 +313,33 @@ impl Manager {
         let ticket = self
             .admission
             .admit(req.token_id.as_deref(), u64::from(req.memory_mb))?;
-        let policy = egress::AllowList::parse(&req.allow_net)
+        // A secret's hosts are reachable without being listed in allowNet:
+        // naming them as a secret's hosts says the sandbox is to call them.
+        let mut allow = req.allow_net.clone();
+        allow.extend(req.secrets.iter().flat_map(|s| s.hosts.iter().cloned()));
+        let policy = egress::AllowList::parse(&allow)
             .map_err(|e| ManagerError::Internal(format!("allowNet: {e}")))?;
+        if !req.secrets.is_empty() && self.cfg.network.is_none() {
+            return Err(ManagerError::Internal(
+                "secrets need the egress gateway, and this daemon runs without one".into(),
+            ));
+        }
         let Prepared {
             id,
             sandbox,
             client,
             gateway,
         } = self.take_prepared(&req).await?;
-        if let Some(gateway) = &gateway {
-            gateway.set_policy(policy);
-        }
-        for (k, v) in &req.env {
-            let r = client
-                .call("envSet", serde_json::json!({"key": k, "value": v}))
-                .await;
-            if let Err(e) = r
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.message))
-            {
+        let configured = self.configure(&id, &client, &req).await;
+        let interception = match configured {
+            Ok(i) => i,
+            Err(e) => {
                 destroy_blocking(sandbox).await;
-                return Err(ManagerError::Internal(format!("setting env {k}: {e}")));
+                return Err(e);
             }
+        };
+        if let Some(gateway) = &gateway {
+            gateway.set_policy(policy, interception);
         }
         let now = now_ms();
         let record = SandboxRecord {
@@ -341,7 +354,7 @@ impl Manager {
             labels: req.labels.clone(),
             exit_reason: None,
             allow_net: req.allow_net.clone(),
-            secret_names: req.secret_names.clone(),
+            secret_names: req.secrets.iter().map(|s| s.name.clone()).collect(),
         };
         if let Err(e) = self.store.insert_sandbox(&record) {
             destroy_blocking(sandbox).await;
@@ -363,6 +376,70 @@ impl Manager {
             .insert(id, live.clone());
         self.watch(live.clone());
         Ok(live)
+    }
+
+    /// Applies the caller's settings to a prepared sandbox: its env, and
+    /// for secrets their placeholders and the CA the gateway intercepts
+    /// with (added to the system bundle; the usual variables point at it).
+    async fn configure(
+        &self,
+        id: &str,
+        client: &AgentClient,
+        req: &CreateRequest,
+    ) -> Result<Option<Arc<egress::intercept::Interception>>, ManagerError> {
+        let call = |method: &'static str, params: serde_json::Value| async move {
+            client
+                .call(method, params)
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.message))
+                .map_err(|e| ManagerError::Internal(format!("{method}: {e}")))
+        };
+        for (k, v) in &req.env {
+            call("envSet", serde_json::json!({"key": k, "value": v})).await?;
+        }
+        if req.secrets.is_empty() {
+            return Ok(None);
+        }
+        let net = self
+            .cfg
+            .network
+            .as_ref()
+            .ok_or_else(|| ManagerError::Internal("no egress gateway".into()))?;
+        let (interception, placeholders) =
+            egress::intercept::Interception::new(id, &req.secrets, net.upstream_tls.clone())
+                .map_err(|e| ManagerError::Internal(e.to_string()))?;
+        let pem = interception.ca_pem();
+        call(
+            "mkdir",
+            serde_json::json!({"path": CA_DIR, "options": {"recursive": true}}),
+        )
+        .await?;
+        call(
+            "writeTextFile",
+            serde_json::json!({"path": CA_FILE, "content": pem}),
+        )
+        .await?;
+        call(
+            "writeTextFile",
+            serde_json::json!({"path": SYSTEM_BUNDLE, "content": format!("\n{pem}"), "options": {"append": true}}),
+        )
+        .await?;
+        let mut env: Vec<(String, String)> = placeholders;
+        env.extend(
+            [
+                ("SSL_CERT_FILE", SYSTEM_BUNDLE),
+                ("REQUESTS_CA_BUNDLE", SYSTEM_BUNDLE),
+                ("CURL_CA_BUNDLE", SYSTEM_BUNDLE),
+                ("NODE_EXTRA_CA_CERTS", CA_FILE),
+                ("DENO_CERT", CA_FILE),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        for (k, v) in env {
+            call("envSet", serde_json::json!({"key": k, "value": v})).await?;
+        }
+        Ok(Some(Arc::new(interception)))
     }
 
     /// Ends the sandbox at its deadline, at the maximum lifetime, or when

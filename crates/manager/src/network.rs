@@ -14,6 +14,8 @@ pub struct NetworkConfig {
     /// The sandbox side of the link (interface name, addresses, MTU).
     pub link: jail::NetworkSpec,
     pub resolver: Arc<egress::Resolver>,
+    /// How the gateway verifies upstreams of intercepted connections.
+    pub upstream_tls: Arc<egress::intercept::ca::UpstreamTls>,
 }
 
 impl std::fmt::Debug for NetworkConfig {
@@ -95,7 +97,7 @@ fn write_batch(store: &Store, totals: &Totals, events: Vec<(Arc<str>, AuditEvent
             bytes_out: e.bytes_out,
             bytes_in: e.bytes_in,
             duration_ms: e.duration_ms,
-            secrets: Vec::new(),
+            secrets: e.secrets,
         };
         match by_sandbox.iter_mut().find(|(s, _)| *s == id) {
             Some((_, rows)) => rows.push(row),

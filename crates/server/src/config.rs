@@ -4,6 +4,7 @@
 
 use crate::ApiError;
 use base64::Engine;
+use egress::intercept::SecretSpec;
 use manager::CreateRequest;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -38,7 +39,8 @@ pub struct SandboxConfig {
     pub labels: BTreeMap<String, String>,
     pub env: BTreeMap<String, String>,
     pub allow_net: Vec<String>,
-    pub secret_names: Vec<String>,
+    /// Values are never printed (`SecretSpec`'s Debug redacts them).
+    pub secrets: Vec<SecretSpec>,
     pub region: String,
 }
 
@@ -52,7 +54,7 @@ impl SandboxConfig {
             env: self.env,
             stop_at_ms: self.stop_at_ms,
             allow_net: self.allow_net,
-            secret_names: self.secret_names,
+            secrets: self.secrets,
         }
     }
 }
@@ -171,7 +173,15 @@ pub fn parse(
     // The gateway's own parser: what is accepted here is what it enforces.
     egress::AllowList::parse(&allow_net)
         .map_err(|e| ApiError::bad_config(format!("allow_net: {e}")))?;
-    let secret_names = parse_secrets(map.get("secrets"))?;
+    let secrets = parse_secrets(map.get("secrets"))?;
+    for s in &secrets {
+        if env.contains_key(&s.name) {
+            return Err(ApiError::bad_config(format!(
+                "{} is both in env and in secrets; keep one",
+                s.name
+            )));
+        }
+    }
     reject_unsupported(map)?;
     let region = match map.get("region") {
         Some(Value::String(r)) => r.clone(),
@@ -183,7 +193,7 @@ pub fn parse(
         labels,
         env,
         allow_net,
-        secret_names,
+        secrets,
         region,
     })
 }
@@ -240,37 +250,7 @@ fn validate_env_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// `host`, `*.suffix`, either with an optional `:port`; or an IP literal.
-fn validate_host_pattern(pattern: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("allow_net entry {pattern:?} is invalid: {why}"));
-    if pattern.is_empty() {
-        return bad("it is empty");
-    }
-    if pattern.contains("://") || pattern.contains('/') {
-        return bad("give a host name, optionally with :port, not a URL");
-    }
-    let host = match pattern.rsplit_once(':') {
-        Some((h, port)) if !h.contains(':') || h.starts_with('[') => {
-            if port.parse::<u16>().map_or(true, |p| p == 0) {
-                return bad("the port must be 1..65535");
-            }
-            h
-        }
-        _ => pattern,
-    };
-    let host = host.strip_prefix("*.").unwrap_or(host);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty()
-        || !host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
-    {
-        return bad("host names use letters, digits, '-' and '.'");
-    }
-    Ok(())
-}
-
-fn parse_secrets(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
+fn parse_secrets(v: Option<&Value>) -> Result<Vec<SecretSpec>, ApiError> {
     let map = match v {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Object(m)) => m,
@@ -280,37 +260,47 @@ fn parse_secrets(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
             ))
         }
     };
-    let mut names = Vec::new();
+    let mut secrets = Vec::new();
     for (name, spec) in map {
         validate_env_name(name).map_err(|e| ApiError::bad_config(format!("secret name: {e}")))?;
-        let hosts = spec.get("hosts").and_then(Value::as_array);
-        match hosts {
-            Some(h) if !h.is_empty() => {
-                for host in h {
-                    let host = host.as_str().ok_or_else(|| {
+        let hosts: Vec<String> = match spec.get("hosts").and_then(Value::as_array) {
+            Some(h) if !h.is_empty() => h
+                .iter()
+                .map(|host| {
+                    host.as_str().map(str::to_string).ok_or_else(|| {
                         ApiError::bad_config(format!("secret {name}: hosts must be strings"))
-                    })?;
-                    validate_host_pattern(host)
-                        .map_err(|e| ApiError::bad_config(format!("secret {name}: {e}")))?;
-                }
-            }
+                    })
+                })
+                .collect::<Result<_, _>>()?,
             _ => {
                 return Err(ApiError::bad_config(format!(
                     "secret {name} needs a non-empty \"hosts\" list"
                 )))
             }
-        }
-        match spec.get("value").and_then(Value::as_str) {
-            Some(v) if !v.is_empty() => {}
+        };
+        // The gateway's own parser: what is accepted is what it matches.
+        egress::AllowList::parse(&hosts)
+            .map_err(|e| ApiError::bad_config(format!("secret {name}: hosts: {e}")))?;
+        let value = match spec.get("value").and_then(Value::as_str) {
+            Some(v) if !v.is_empty() => v.to_string(),
             _ => {
                 return Err(ApiError::bad_config(format!(
                     "secret {name} needs a non-empty string \"value\""
                 )))
             }
+        };
+        if value.contains(egress::intercept::PLACEHOLDER_PREFIX) {
+            return Err(ApiError::bad_config(format!(
+                "secret {name}: the value looks like an airlock placeholder; give the real value"
+            )));
         }
-        names.push(name.clone());
+        secrets.push(SecretSpec {
+            name: name.clone(),
+            hosts,
+            value,
+        });
     }
-    Ok(names)
+    Ok(secrets)
 }
 
 fn reject_unsupported(map: &Map<String, Value>) -> Result<(), ApiError> {
@@ -407,12 +397,29 @@ mod tests {
             .message
             .contains("hosts"));
         assert!(cfg(json!({"secrets": {"K": {"hosts": ["a.com"], "value": ""}}})).is_err());
+        let secrets = cfg(json!({"secrets": {"K": {"hosts": ["a.com"], "value": "v"}}}))
+            .unwrap()
+            .secrets;
+        assert_eq!(secrets.len(), 1);
         assert_eq!(
-            cfg(json!({"secrets": {"K": {"hosts": ["a.com"], "value": "v"}}}))
-                .unwrap()
-                .secret_names,
-            vec!["K"]
+            (secrets[0].name.as_str(), secrets[0].value.as_str()),
+            ("K", "v")
         );
+        // Values never show in Debug output (logs).
+        assert!(!format!("{secrets:?}").contains("\"v\""), "{secrets:?}");
+        assert!(cfg(json!({"secrets": {"1K": {"hosts": ["a.com"], "value": "v"}}})).is_err());
+        assert!(
+            cfg(json!({"secrets": {"K": {"hosts": ["https://a.com"], "value": "v"}}}))
+                .unwrap_err()
+                .message
+                .contains("secret K")
+        );
+        assert!(cfg(
+            json!({"env": {"K": "x"}, "secrets": {"K": {"hosts": ["a.com"], "value": "v"}}})
+        )
+        .unwrap_err()
+        .message
+        .contains("both in env and in secrets"));
         assert_eq!(
             cfg(json!({"volumes": {"/data": "vol"}})).unwrap_err().code,
             "NOT_SUPPORTED"

@@ -108,7 +108,7 @@ def airlock(tmp_path_factory, upstreams):
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [str(binary), "serve", "--store", str(store), "--listen", "127.0.0.1:0"]
-            + upstreams.resolve_args(),
+            + upstreams.daemon_args(),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

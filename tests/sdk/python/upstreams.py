@@ -8,13 +8,18 @@ Routes (GET unless noted):
   /bytes/N        -> N bytes of a fixed pseudo-random stream (see stream_sha256)
   /slow/N         -> N bytes, 64 KiB at a time, forever-ish streaming for load
   POST /echo      -> the request body
+  /echo-request   -> JSON of what arrived: method, path, headers, body
+Every request is also appended to `Upstreams.received` (host, path,
+headers, body), so tests can see exactly what reached the upstream.
   /git/...        -> static files of a bare git repository (dumb HTTP protocol)
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.server
+import json
 import os
 import shutil
 import socketserver
@@ -61,10 +66,38 @@ def stream_sha256(n: int) -> str:
     return h.hexdigest()
 
 
+RECEIVED: list[dict] = []
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     git_root: Path | None = None
     server_label = "http"
+
+    def _record(self, body: bytes) -> dict:
+        entry = {
+            "server": self.server_label,
+            "method": self.command,
+            "path": self.path,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "body": body.decode("latin-1"),
+        }
+        RECEIVED.append(entry)
+        return entry
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            out = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline().strip():
+                        pass
+                    return out
+                out += self.rfile.read(size)
+                self.rfile.readline()
+        n = int(self.headers.get("Content-Length", "0"))
+        return self.rfile.read(n)
 
     def log_message(self, *args):  # quiet
         pass
@@ -78,6 +111,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         path = self.path.split("?", 1)[0]
+        entry = self._record(b"")
+        if path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
+            return self._websocket_echo()
+        if path == "/echo-request":
+            return self._send(200, json.dumps(entry).encode(), "application/json")
         if path == "/hello":
             host = self.headers.get("Host", "")
             return self._send(200, f"hello from {host} over {self.server_label}".encode())
@@ -101,11 +139,37 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._send(200, target.read_bytes(), "application/octet-stream")
         self._send(404, b"not found")
 
+    def _websocket_echo(self):
+        """A WebSocket handshake, then every byte echoed back as it is
+        (enough to show that an upgraded connection passes through)."""
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        accept = base64.b64encode(
+            hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+        ).decode()
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        conn = self.connection
+        while True:
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            conn.sendall(data)
+
     def do_POST(self):
-        n = int(self.headers.get("Content-Length", "0"))
-        body = self.rfile.read(n)
+        body = self._read_body()
+        entry = self._record(body)
         if self.path == "/echo":
             return self._send(200, body, self.headers.get("Content-Type", "text/plain"))
+        if self.path.split("?", 1)[0] == "/echo-request":
+            return self._send(200, json.dumps(entry).encode(), "application/json")
         self._send(404, b"not found")
 
 
@@ -126,9 +190,12 @@ class Upstreams:
     ca_file: Path
     workdir: Path
     servers: list = field(default_factory=list)
+    received: list = field(default_factory=lambda: RECEIVED)
 
-    def resolve_args(self) -> list[str]:
-        args = []
+    def daemon_args(self) -> list[str]:
+        """Points the names at these servers, and has the gateway trust
+        their CA when it verifies an upstream it intercepts for secrets."""
+        args = ["--upstream-ca", str(self.ca_file)]
         for name in NAMES:
             args += ["--resolve", f"{name}=127.0.0.1"]
         return args

@@ -65,6 +65,11 @@ pub struct ServeArgs {
     /// the gateway otherwise refuses to dial.
     #[arg(long = "resolve", value_name = "NAME=IP", value_parser = parse_resolve)]
     resolve: Vec<(String, IpAddr)>,
+    /// Also trust the CA certificates in this PEM file when the gateway
+    /// verifies an upstream it intercepts for secrets (repeatable; the
+    /// host's system store is always used).
+    #[arg(long = "upstream-ca", value_name = "FILE")]
+    upstream_ca: Vec<PathBuf>,
 }
 
 fn parse_resolve(s: &str) -> Result<(String, IpAddr), String> {
@@ -139,9 +144,12 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
     for (name, ip) in &args.resolve {
         overrides.entry(name.clone()).or_default().push(*ip);
     }
+    let upstream_tls = egress::intercept::ca::UpstreamTls::new(&args.upstream_ca)
+        .context("loading the CAs for upstream TLS (--upstream-ca)")?;
     let network = manager::NetworkConfig {
         link: jail::NetworkSpec::default(),
         resolver: Arc::new(egress::Resolver::new(overrides, protected)),
+        upstream_tls: Arc::new(upstream_tls),
     };
     let cfg = ManagerConfig {
         data_dir: data_dir.to_path_buf(),
