@@ -11,6 +11,8 @@ want file file                  # checks that the agent is static
 want bwrap bubblewrap           # the reference in bench/startup.py
 want python3 python3            # benchmarks
 want cc gcc                     # linker for cargo
+want git git                    # the network tests serve a repository to clone
+want openssl openssl            # the JS suite makes its test CA with it
 # scripts/sdk-tests.sh puts the Python SDK in a venv (Debian splits ensurepip out)
 python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then

@@ -123,6 +123,8 @@ const SANDBOX_ID_RE = /^sbx_[a-z]{3}_[0-9a-hjkmnp-z]{20}$/;
 const UNKNOWN_ID = "sbx_ord_" + "0".repeat(20);
 
 let daemon: Deno.ChildProcess | undefined;
+/** Where the test CA and the js.test leaf are (set when the daemon starts). */
+let TLS_DIR = "";
 let daemonLog = "";
 
 function fail(msg: string): never {
@@ -164,15 +166,31 @@ async function startDaemon(): Promise<{ endpoint: string; token: string }> {
   const secret = lines[lines.length - 1];
   if (!secret.startsWith("ddo_")) fail(`\`airlock token create\` printed ${JSON.stringify(secret)}`);
 
+  // A test CA and a leaf for js.test (openssl): the TLS upstream below uses
+  // the leaf, the daemon trusts the CA for the upstreams it intercepts.
+  const pki = await new Deno.Command("bash", {
+    args: ["-c", `set -e; cd "$0"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 \
+  -subj "/CN=airlock js test CA" -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout leaf.key -out leaf.csr -subj "/CN=js.test" 2>/dev/null
+printf "subjectAltName=DNS:js.test\nextendedKeyUsage=serverAuth\n" > leaf.ext
+openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem -days 2 -extfile leaf.ext 2>/dev/null`, dir],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!pki.success) fail(`making the test CA with openssl: ${dec.decode(pki.stderr)}`);
+  TLS_DIR = dir;
+
   // Output goes to a file, so nothing has to drain a pipe while tests run.
   daemonLog = `${dir}/serve.log`;
   daemon = new Deno.Command("bash", {
     args: [
       "-c",
-      'exec "$0" serve --store "$1" --listen 127.0.0.1:0 --resolve js.test=127.0.0.1 >"$2" 2>&1',
+      'exec "$0" serve --store "$1" --listen 127.0.0.1:0 --resolve js.test=127.0.0.1 --upstream-ca "$3" >"$2" 2>&1',
       bin,
       store,
       daemonLog,
+      `${dir}/ca.pem`,
     ],
     stdin: "null",
     stdout: "null",
@@ -758,6 +776,46 @@ const upstream = Deno.serve(
 );
 globalThis.addEventListener("unload", () => upstream.shutdown());
 const UP_PORT = upstream.addr.port;
+
+// The same upstream over TLS (HTTP/2 by ALPN), answering with what it got.
+const tlsUpstream = Deno.serve(
+  {
+    hostname: "127.0.0.1",
+    port: 0,
+    cert: Deno.readTextFileSync(`${TLS_DIR}/leaf.pem`),
+    key: Deno.readTextFileSync(`${TLS_DIR}/leaf.key`),
+    onListen() {},
+  },
+  async (req) => {
+    const got = { path: new URL(req.url).pathname, key: req.headers.get("x-key"), body: await req.text() };
+    tlsSeen.push(got);
+    return Response.json(got);
+  },
+);
+globalThis.addEventListener("unload", () => tlsUpstream.shutdown());
+const TLS_PORT = tlsUpstream.addr.port;
+const tlsSeen: { path: string; key: string | null; body: string }[] = [];
+
+test("secrets: the upstream gets the value (HTTP/2), the sandbox only its placeholder", async () => {
+  const value = "js-secret-" + crypto.randomUUID();
+  await using sb = await Sandbox.create({ secrets: { JS_KEY: { hosts: ["js.test"], value } } });
+  const placeholder = await sb.sh`printf %s "$JS_KEY"`.text();
+  assert(placeholder.startsWith("AIRLOCK_SECRET_") && !placeholder.includes(value), placeholder);
+  const before = tlsSeen.length;
+  const viaCurl = await sb.sh`curl -sS -m 10 --http2 -H "x-key: $JS_KEY" -d "body $JS_KEY" https://js.test:${String(TLS_PORT)}/curl`.text();
+  // The echo carries the value back: the sandbox sees the placeholder.
+  assertEquals(JSON.parse(viaCurl), { path: "/curl", key: placeholder, body: `body ${placeholder}` });
+  const code = `const r = await fetch("https://js.test:${TLS_PORT}/deno", { headers: { "x-key": Deno.env.get("JS_KEY") } });
+console.log(await r.text())`;
+  const child = await sb.spawn("deno", { args: ["eval", code], stdout: "piped", stderr: "piped" });
+  const out = await child.output();
+  assertEquals(out.status.code, 0, out.stderrText ?? "");
+  assertEquals(JSON.parse(out.stdoutText ?? ""), { path: "/deno", key: placeholder, body: "" });
+  assertEquals(tlsSeen.slice(before), [
+    { path: "/curl", key: value, body: `body ${value}` },
+    { path: "/deno", key: value, body: "" },
+  ]);
+});
 
 /** curl inside the sandbox, whatever its exit status. */
 async function curl(sb: Sandbox, url: string) {

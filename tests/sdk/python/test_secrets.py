@@ -68,9 +68,20 @@ def test_the_upstream_gets_the_value_and_the_sandbox_only_placeholders(client, u
             assert status["code"] == 0, (cmd, err)
             assert VALUE not in out.decode() and placeholder in out.decode(), out
 
+        # requests (REQUESTS_CA_BUNDLE points at the system bundle).
+        status, out, err = py(
+            sb,
+            "import os, requests\n"
+            f"r = requests.post('{url}', json={{'api_key': os.environ['API_KEY']}})\n"
+            "print(r.text)",
+        )
+        assert status["code"] == 0, err
+        assert VALUE not in out.decode() and placeholder in out.decode(), out
+
         got = received_since(upstreams, mark, lambda e: e["server"] == "https")
-        assert len(got) == 5, got
-        bearer, basic, form, node, deno = got
+        assert len(got) == 6, got
+        bearer, basic, form, node, deno, req = got
+        assert json.loads(req["body"]) == {"api_key": VALUE}
         assert bearer["headers"]["authorization"] == f"Bearer {VALUE}"
         assert bearer["path"].endswith(f"?key={VALUE}")
         assert json.loads(bearer["body"]) == {"key": VALUE}
@@ -79,9 +90,9 @@ def test_the_upstream_gets_the_value_and_the_sandbox_only_placeholders(client, u
         assert node["headers"]["x-key"] == VALUE and deno["headers"]["x-key"] == VALUE
         assert all(placeholder not in json.dumps(e) for e in got), got
 
-        events = audit(airlock, sb.id, lambda ev: sum("API_KEY" in (e.get("secrets") or []) for e in ev) >= 5)
+        events = audit(airlock, sb.id, lambda ev: sum("API_KEY" in (e.get("secrets") or []) for e in ev) >= 6)
         used = [e for e in events if "API_KEY" in (e.get("secrets") or [])]
-        assert len(used) >= 5, events
+        assert len(used) >= 6, events
         assert all(VALUE not in json.dumps(e) for e in events)
 
 

@@ -16,7 +16,16 @@ pub(super) struct Debian {
 
 pub(super) const DEFAULT: Debian = Debian {
     suite: "bookworm",
-    packages: &["python3", "nodejs", "ca-certificates", "curl", "git"],
+    // python3-requests: the HTTP client most Python code uses (and the one
+    // users check secrets and CA trust with).
+    packages: &[
+        "python3",
+        "python3-requests",
+        "nodejs",
+        "ca-certificates",
+        "curl",
+        "git",
+    ],
 };
 
 /// The npm package that ships the deno binary for x86_64 glibc Linux.
@@ -36,9 +45,9 @@ const DPKG_PATH_FILTERS: &[&str] = &[
 const HOSTNAME: &str = "sandbox";
 
 impl Recipe for Debian {
-    /// 1: first release. 2: `sudo` shim.
+    /// 1: first release. 2: `sudo` shim. 3: python3-requests.
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn build(
