@@ -20,10 +20,27 @@ impl Gateway {
     /// Starts serving the sandbox behind `tun` with `policy` (an empty
     /// list allows nothing). Must be called inside a tokio runtime.
     pub fn spawn(tun: OwnedFd, config: GatewayConfig, policy: AllowList, audit: AuditSink) -> Self {
+        Self::spawn_on(
+            &tokio::runtime::Handle::current(),
+            tun,
+            config,
+            policy,
+            audit,
+        )
+    }
+
+    /// As [`Gateway::spawn`], on the given runtime (see [`crate::Shards`]).
+    pub fn spawn_on(
+        rt: &tokio::runtime::Handle,
+        tun: OwnedFd,
+        config: GatewayConfig,
+        policy: AllowList,
+        audit: AuditSink,
+    ) -> Self {
         let (tx, rx) = watch::channel(Arc::new(policy));
         let (itx, irx) = watch::channel(None);
         let stack = Stack::new(config, rx, irx, audit);
-        let task = tokio::spawn(async move {
+        let task = rt.spawn(async move {
             if let Err(e) = stack.run(tun).await {
                 tracing::warn!("egress gateway stopped: {e}");
             }

@@ -20,9 +20,11 @@ mod device;
 mod flow;
 mod gateway;
 pub mod resolve;
+mod shards;
 mod stack;
 
 pub use gateway::Gateway;
 pub use policy::AllowList;
 pub use resolve::Resolver;
+pub use shards::Shards;
 pub use stack::{AuditSink, GatewayConfig};

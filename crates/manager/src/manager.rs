@@ -246,7 +246,8 @@ impl Manager {
             .take_agent_socket()
             .ok_or_else(|| ManagerError::Internal("agent socket missing".into()))?;
         let gateway = match (&self.cfg.network, sandbox.take_tun()) {
-            (Some(net), Some(tun)) => Some(egress::Gateway::spawn(
+            (Some(net), Some(tun)) => Some(egress::Gateway::spawn_on(
+                net.shards.pick(),
                 tun,
                 net.gateway_config(),
                 egress::AllowList::default(),

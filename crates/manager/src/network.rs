@@ -16,6 +16,8 @@ pub struct NetworkConfig {
     pub resolver: Arc<egress::Resolver>,
     /// How the gateway verifies upstreams of intercepted connections.
     pub upstream_tls: Arc<egress::intercept::ca::UpstreamTls>,
+    /// The threads gateways run on.
+    pub shards: Arc<egress::Shards>,
 }
 
 impl std::fmt::Debug for NetworkConfig {

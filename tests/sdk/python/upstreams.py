@@ -22,6 +22,7 @@ import http.server
 import json
 import os
 import shutil
+import socket
 import socketserver
 import ssl
 import subprocess
@@ -101,6 +102,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):  # quiet
         pass
+
+    def setup(self):
+        # Headers and body go out in separate writes: without NODELAY,
+        # Nagle and the client's delayed ACK add 40 ms to every response.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().setup()
 
     def _send(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
         self.send_response(code)

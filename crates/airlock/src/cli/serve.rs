@@ -150,6 +150,10 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
         link: jail::NetworkSpec::default(),
         resolver: Arc::new(egress::Resolver::new(overrides, protected)),
         upstream_tls: Arc::new(upstream_tls),
+        shards: Arc::new(
+            egress::Shards::start(std::thread::available_parallelism().map_or(2, |n| n.get()))
+                .context("starting the egress gateway threads")?,
+        ),
     };
     let cfg = ManagerConfig {
         data_dir: data_dir.to_path_buf(),
