@@ -9,7 +9,7 @@ use crate::intercept::{self, InterceptStats, Interception};
 use crate::sni::{self, ClientHello};
 use crate::stack::{FlowKey, StackMsg};
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
@@ -171,41 +171,56 @@ async fn decide(
 
 /// Copies both ways until both sides are done, passing FINs on.
 async fn splice(stream: TcpStream, first: Vec<u8>, side: SandboxSide) {
-    let SandboxSide { mut rx, tx, wake } = side;
-    let (mut reader, mut writer) = stream.into_split();
-    let uplink = {
-        let wake = wake.clone();
-        async move {
-            if !first.is_empty() && writer.write_all(&first).await.is_err() {
-                return;
-            }
-            while let Some(chunk) = rx.recv().await {
-                wake.notify_one();
-                if writer.write_all(&chunk).await.is_err() {
-                    return;
-                }
-            }
-            // The sandbox closed its sending side: pass the FIN on.
-            let _ = writer.shutdown().await;
-        }
-    };
-    let downlink = async move {
-        loop {
-            // Not zeroed: read_buf only exposes what the socket filled.
-            let mut buf = Vec::with_capacity(READ_CHUNK);
-            match reader.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            if tx.send(buf).await.is_err() {
-                break;
-            }
-            wake.notify_one();
-        }
-        drop(tx);
+    let SandboxSide { rx, tx, wake } = side;
+    let (reader, writer) = stream.into_split();
+    tokio::join!(
+        from_stack(first, rx, writer, wake.clone()),
+        to_stack(reader, tx, wake)
+    );
+}
+
+/// The sandbox's bytes (`first`, then what the stack sends) into `writer`;
+/// the sandbox's FIN becomes a shutdown of `writer`.
+async fn from_stack(
+    first: Vec<u8>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut writer: impl AsyncWrite + Unpin,
+    wake: Arc<Notify>,
+) {
+    if !first.is_empty() && writer.write_all(&first).await.is_err() {
+        return;
+    }
+    while let Some(chunk) = rx.recv().await {
+        // The stack waits for channel room before reading more.
         wake.notify_one();
-    };
-    tokio::join!(uplink, downlink);
+        if writer.write_all(&chunk).await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// `reader`'s bytes to the stack, for the sandbox; its EOF closes the
+/// channel (the stack then sends FIN).
+async fn to_stack(
+    mut reader: impl AsyncRead + Unpin,
+    tx: mpsc::Sender<Vec<u8>>,
+    wake: Arc<Notify>,
+) {
+    loop {
+        // Not zeroed: read_buf only exposes what the socket filled.
+        let mut buf = Vec::with_capacity(READ_CHUNK);
+        match reader.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if tx.send(buf).await.is_err() {
+            break;
+        }
+        wake.notify_one();
+    }
+    drop(tx);
+    wake.notify_one();
 }
 
 /// Runs the interceptor over an in-memory pipe fed by the stack's channels.
@@ -220,27 +235,16 @@ async fn intercepted(
     msgs: &mpsc::UnboundedSender<StackMsg>,
     key: FlowKey,
 ) -> InterceptStats {
-    let SandboxSide { mut rx, tx, wake } = side;
+    let SandboxSide { rx, tx, wake } = side;
     let (ours, theirs) = tokio::io::duplex(INTERCEPT_PIPE);
-    let (mut pipe_read, mut pipe_write) = tokio::io::split(ours);
+    let (pipe_read, pipe_write) = tokio::io::split(ours);
     let done = Arc::new(Notify::new());
-    // Stack -> pipe (the sandbox's bytes, starting with its ClientHello).
+    // Stack -> pipe (the sandbox's bytes, starting with its ClientHello),
+    // until the interceptor is done with the connection.
     let inbound = {
-        let wake = wake.clone();
+        let pump = from_stack(first, rx, pipe_write, wake.clone());
         let done = done.clone();
         async move {
-            let pump = async {
-                if pipe_write.write_all(&first).await.is_err() {
-                    return;
-                }
-                while let Some(chunk) = rx.recv().await {
-                    wake.notify_one();
-                    if pipe_write.write_all(&chunk).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = pipe_write.shutdown().await;
-            };
             tokio::select! {
                 _ = pump => {}
                 _ = done.notified() => {}
@@ -248,24 +252,7 @@ async fn intercepted(
         }
     };
     // Pipe -> stack.
-    let outbound = {
-        let wake = wake.clone();
-        async move {
-            loop {
-                let mut buf = Vec::with_capacity(READ_CHUNK);
-                match pipe_read.read_buf(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-                if tx.send(buf).await.is_err() {
-                    break;
-                }
-                wake.notify_one();
-            }
-            drop(tx);
-            wake.notify_one();
-        }
-    };
+    let outbound = to_stack(pipe_read, tx, wake.clone());
     let serve = async {
         let result = intercept::serve(theirs, stream, host, port, icpt).await;
         done.notify_one();

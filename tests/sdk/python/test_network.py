@@ -16,20 +16,10 @@ import urllib.request
 
 import pytest
 
+from test_sdk import run, sh
 from upstreams import stream_sha256
 
 CA = "/tmp/test-ca.pem"
-
-
-def run(sb, command, *args, **kwargs):
-    p = sb.spawn(command, args=list(args), stdout="piped", stderr="piped", **kwargs)
-    out = p.stdout.read()
-    err = p.stderr.read()
-    return p.wait(), out, err
-
-
-def sh(sb, script, **kwargs):
-    return run(sb, "bash", "-c", script, **kwargs)
 
 
 def py(sb, code, **kwargs):
