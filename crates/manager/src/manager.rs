@@ -371,6 +371,16 @@ impl Manager {
         ));
         *live.ticket.lock().expect("live lock") = Some(ticket);
         self.totals.created.fetch_add(1, Ordering::Relaxed);
+        self.record_event(
+            &id,
+            "created",
+            &format!(
+                "memory {} MiB, allowNet {}, secrets {}",
+                req.memory_mb,
+                req.allow_net.len(),
+                req.secrets.len()
+            ),
+        );
         self.live
             .lock()
             .expect("manager lock")
@@ -463,10 +473,15 @@ impl Manager {
                     _ = live.deadline_changed.notified() => continue,
                     _ = meter.tick() => {
                         let _ = mgr.record_usage(&live);
+                        mgr.record_oom(&live);
                         continue;
                     }
                     _ = live.client.closed() => {
-                        mgr.kill(&live.id, EndReason::AgentExited).await;
+                        // cgroup v1 has no group kill: a sandbox out of
+                        // memory shows as its agent (PID 1) being the victim.
+                        let oom = live.usage().is_some_and(|u| u.oom_kills > 0);
+                        let reason = if oom { EndReason::Oom } else { EndReason::AgentExited };
+                        mgr.kill(&live.id, reason).await;
                         break;
                     }
                     _ = async { let _ = ended.wait_for(|e| e.is_some()).await; } => break,
@@ -483,6 +498,7 @@ impl Manager {
             return false;
         };
         // A last sample while the counters still exist.
+        self.record_oom(&live);
         if let Some(usage) = self.record_usage(&live) {
             self.totals
                 .cpu_usec
@@ -512,11 +528,26 @@ impl Manager {
         if let Err(e) = self.store.end_sandbox(id, now_ms(), reason.as_str()) {
             tracing::warn!(sandbox = id, "recording the end: {e}");
         }
+        self.record_event(id, "ended", reason.as_str());
         // Told last, so a client that sees its socket close (1001) finds
         // everything of the sandbox already released.
         live.ended.send_replace(Some(reason));
         tracing::info!(sandbox = id, reason = reason.as_str(), "sandbox ended");
         true
+    }
+
+    /// Appends a lifecycle event to the store (a failure is only logged).
+    pub fn record_event(&self, id: &str, kind: &str, detail: &str) {
+        if let Err(e) = self.store.record_sandbox_event(id, now_ms(), kind, detail) {
+            tracing::warn!(sandbox = id, kind, "recording a sandbox event: {e}");
+        }
+    }
+
+    /// Records an `oom` event if the cgroup's OOM-kill counter grew.
+    fn record_oom(&self, live: &Live) {
+        if let Some(count) = live.new_oom_kills() {
+            self.record_event(&live.id, "oom", &format!("oom kills: {count}"));
+        }
     }
 
     fn record_usage(&self, live: &Live) -> Option<store::Usage> {
@@ -539,6 +570,7 @@ impl Manager {
         *live.stop_at_ms.lock().expect("live lock") = Some(granted);
         live.deadline_changed.notify_one();
         self.store.set_stop_at(id, Some(granted))?;
+        self.record_event(id, "extended", &format!("stopAt {granted}"));
         Ok(granted)
     }
 
@@ -555,8 +587,13 @@ impl Manager {
             .keys()
             .cloned()
             .collect();
-        for id in ids {
-            self.kill(&id, EndReason::Shutdown).await;
+        // Concurrently, a batch at a time: tearing down a sandbox's network
+        // device takes the kernel ~30 ms, and a host may hold a thousand.
+        for batch in ids.chunks(64) {
+            futures_util::future::join_all(
+                batch.iter().map(|id| self.kill(id, EndReason::Shutdown)),
+            )
+            .await;
         }
     }
 }
