@@ -25,6 +25,15 @@ impl Packet {
     pub fn len(&self) -> usize {
         self.len
     }
+
+    /// A packet that holds no buffer (a placeholder after a packet was
+    /// handed on): costs no memory, and is never pooled.
+    pub fn empty() -> Self {
+        Self {
+            buf: Vec::new(),
+            len: 0,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -43,7 +52,8 @@ impl BufferPool {
 
     fn give(&self, buf: Vec<u8>) {
         let mut free = self.free.borrow_mut();
-        if free.len() < POOL_MAX {
+        // Only full-size buffers: a short one would truncate a later read.
+        if free.len() < POOL_MAX && buf.len() >= self.size {
             free.push(buf);
         }
     }
@@ -83,14 +93,6 @@ impl QueueDevice {
                 Err(e)
             }
         }
-    }
-
-    /// A copy of `bytes` in a pooled buffer.
-    pub fn packet_from(&self, bytes: &[u8]) -> Packet {
-        let mut buf = self.pool.take();
-        let len = bytes.len().min(buf.len());
-        buf[..len].copy_from_slice(&bytes[..len]);
-        Packet { buf, len }
     }
 
     pub fn recycle(&self, packet: Packet) {

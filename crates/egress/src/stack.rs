@@ -496,7 +496,7 @@ impl Stack {
                     return;
                 };
                 if let FlowState::Connecting { syn, .. } = &mut flow.state {
-                    let syn = std::mem::replace(syn, self.device.packet_from(&[]));
+                    let syn = std::mem::replace(syn, Packet::empty());
                     self.device.rx.push_back(syn);
                 }
                 flow.denied = Some(reason);
@@ -526,7 +526,7 @@ impl Stack {
         let FlowState::Connecting { syn, .. } = &mut flow.state else {
             return;
         };
-        let syn = std::mem::replace(syn, self.device.packet_from(&[]));
+        let syn = std::mem::replace(syn, Packet::empty());
         let mut socket = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; TCP_RX_BUFFER]),
             tcp::SocketBuffer::new(vec![0; TCP_TX_BUFFER]),
