@@ -42,6 +42,20 @@ enum Command {
     Audit(cli::audit::AuditArgs),
     /// Run a command in a fresh sandbox, then remove the sandbox.
     Run(cli::run::RunArgs),
+    /// Run a command in a running sandbox of the daemon (`exec [-i] [-t] SANDBOX -- CMD ARGS...`).
+    Exec(cli::exec::ExecArgs),
+    /// An interactive shell in a running sandbox (`bash -l`, else `sh`).
+    Shell(cli::shell::ShellArgs),
+    /// Copy files or directories between this host and a sandbox (`SANDBOX:/path` on one side).
+    Cp(cli::cp::CpArgs),
+    /// List the daemon's sandboxes (running; --all for stopped too).
+    Ls(cli::ls::LsArgs),
+    /// Kill sandboxes through the daemon.
+    Rm(cli::rm::RmArgs),
+    /// A sandbox's record, limits and usage, as JSON, from the daemon.
+    Inspect(cli::inspect::InspectArgs),
+    /// Sandbox lifecycle events (created, connected, extended, oom, ended) from the daemon.
+    Events(cli::events::EventsArgs),
     /// Build and list root filesystem images.
     #[command(subcommand)]
     Image(cli::image::ImageCommand),
@@ -73,6 +87,13 @@ fn main() {
         Command::Usage(args) => cli::usage::main(&store, args),
         Command::Audit(args) => cli::audit::main(&store, args),
         Command::Run(args) => cli::run::main(&cli.data_dir, args),
+        Command::Exec(args) => cli::exec::main(args),
+        Command::Shell(args) => cli::shell::main(args),
+        Command::Cp(args) => cli::cp::main(args),
+        Command::Ls(args) => cli::ls::main(args),
+        Command::Rm(args) => cli::rm::main(args),
+        Command::Inspect(args) => cli::inspect::main(args),
+        Command::Events(args) => cli::events::main(args),
         Command::Image(cmd) => cli::image::main(&cli.data_dir, cmd).map(|()| 0),
         Command::Reap => cli::reap(),
     };

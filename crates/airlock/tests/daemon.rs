@@ -871,7 +871,7 @@ fn hundred_concurrent_creates_against_a_limit_of_ten() {
 #[test]
 fn oom_kill_is_reported_by_process_wait_and_the_sandbox_survives() {
     let d = Daemon::start();
-    let (mut ws, _) = d.create(json!({"memory_mb": 768}));
+    let (mut ws, sandbox) = d.create(json!({"memory_mb": 768}));
     let r = call(
         &mut ws,
         1,
@@ -907,5 +907,76 @@ fn oom_kill_is_reported_by_process_wait_and_the_sandbox_survives() {
     assert_eq!(
         call(&mut ws, 6, "envGet", json!({"key": "HOME"}))["result"]["ok"],
         "/root"
+    );
+    // The meter (every second) records one `oom` lifecycle event.
+    let oom_events = || -> Vec<Value> {
+        let (status, body) = d.http("GET", &format!("/api/v3/events?sandbox={sandbox}"));
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "oom")
+            .cloned()
+            .collect()
+    };
+    wait_until("an oom event", Duration::from_secs(10), || {
+        !oom_events().is_empty()
+    });
+    let events = oom_events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["detail"], "oom kills: 1", "{events:?}");
+}
+
+#[test]
+fn agent_oom_ends_the_sandbox_with_reason_oom() {
+    let d = Daemon::start();
+    let (mut ws, id) = d.create(json!({"memory_mb": 768}));
+    // Make PID 1 (the agent) the memory cgroup's preferred OOM victim
+    // (raising a score needs no privilege), then exhaust the sandbox's
+    // memory: the kernel kills the agent, which ends the sandbox. The hogs
+    // are several smaller processes (each well under the limit), forked by
+    // a shell that kept score 0, so the agent's +1000 outweighs any one.
+    let r = call(
+        &mut ws,
+        1,
+        "spawn",
+        json!({"command": "sh", "args": ["-c",
+            "echo 1000 > /proc/1/oom_score_adj || exit 1; \
+             for i in 1 2 3 4; do \
+               python3 -c 'import time; b = bytearray(300 << 20); time.sleep(60)' & \
+             done; wait"],
+            "stdout": "null", "stderr": "null"}),
+    );
+    assert!(r["result"]["ok"]["pid"].is_u64(), "{r}");
+    let _ = close_code(&mut ws);
+    let mut inspect = Value::Null;
+    wait_until("the sandbox to end", Duration::from_secs(30), || {
+        let (status, body) = d.http("GET", &format!("/api/v3/sandbox/{id}"));
+        assert_eq!(status, 200, "{body}");
+        inspect = serde_json::from_str(&body).unwrap();
+        inspect["status"] == "stopped"
+    });
+    assert_eq!(inspect["exitReason"], "oom", "{inspect}");
+    let (status, body) = d.http("GET", &format!("/api/v3/events?sandbox={id}"));
+    assert_eq!(status, 200, "{body}");
+    let events: Value = serde_json::from_str(&body).unwrap();
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"created"), "{events}");
+    assert!(kinds.contains(&"oom"), "{events}");
+    assert_eq!(kinds.last(), Some(&"ended"), "{events}");
+    let ended = events["events"].as_array().unwrap().last().unwrap();
+    assert_eq!(ended["detail"], "oom", "{events}");
+    // The metrics family counts it under its own reason.
+    let (_, metrics) = d.http("GET", "/metrics");
+    assert!(
+        metrics.contains("airlock_sandboxes_ended_total{reason=\"oom\"} 1"),
+        "{metrics}"
     );
 }

@@ -19,15 +19,20 @@ pub enum EndReason {
     AgentExited,
     /// The daemon shut down.
     Shutdown,
+    /// PID 1 (the agent) died while the cgroup had recorded OOM kills: the
+    /// sandbox ran out of memory (cgroup v1 has no group kill, so a sandbox
+    /// OOM shows as the agent being the victim).
+    Oom,
 }
 
 impl EndReason {
-    pub const ALL: [EndReason; 5] = [
+    pub const ALL: [EndReason; 6] = [
         Self::Closed,
         Self::Killed,
         Self::TimedOut,
         Self::AgentExited,
         Self::Shutdown,
+        Self::Oom,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -37,6 +42,7 @@ impl EndReason {
             Self::TimedOut => "timed out",
             Self::AgentExited => "agent exited",
             Self::Shutdown => "daemon shutdown",
+            Self::Oom => "oom",
         }
     }
 }
@@ -54,6 +60,8 @@ pub struct Live {
     pub(crate) gateway: Mutex<Option<egress::Gateway>>,
     /// OOM kills already attributed to a process.
     oom_reported: AtomicU64,
+    /// OOM kills already recorded as lifecycle events.
+    oom_evented: AtomicU64,
     meter: Mutex<Meter>,
     /// The capacity this sandbox holds; given back when it ends.
     pub(crate) ticket: Mutex<Option<crate::Ticket>>,
@@ -85,6 +93,7 @@ impl Live {
             jail: Mutex::new(Some(jail)),
             gateway: Mutex::new(gateway),
             oom_reported: AtomicU64::new(0),
+            oom_evented: AtomicU64::new(0),
             ticket: Mutex::new(None),
             meter: Mutex::new(Meter {
                 usage: store::Usage::default(),
@@ -147,5 +156,13 @@ impl Live {
         };
         let before = self.oom_reported.swap(usage.oom_kills, Ordering::SeqCst);
         usage.oom_kills > before
+    }
+
+    /// The cgroup's OOM-kill count if it grew since the last call (one
+    /// lifecycle event per increase); `None` if not, or once it is gone.
+    pub(crate) fn new_oom_kills(&self) -> Option<u64> {
+        let now = self.usage()?.oom_kills;
+        let before = self.oom_evented.fetch_max(now, Ordering::SeqCst);
+        (now > before).then_some(now)
     }
 }

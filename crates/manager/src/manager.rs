@@ -297,6 +297,11 @@ impl Manager {
         Ok(p)
     }
 
+    /// The configuration the manager runs with.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.cfg
+    }
+
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }

@@ -57,13 +57,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v3/sandbox/{id}/connect", get(ws::connect))
         .route(
             "/api/v3/sandbox/{id}",
-            delete(rest::kill).patch(rest::extend),
+            get(rest::inspect).delete(rest::kill).patch(rest::extend),
         )
         .route("/api/v3/sandboxes/{id}", delete(rest::kill_console))
         .route("/api/v2/sandboxes", get(rest::list))
         .route("/api/v3/sandboxes", get(rest::list))
         .route("/api/v3/sandbox/{id}/expose/{kind}", post(rest::expose))
         .route("/api/v3/sandbox/{id}/audit", get(rest::audit))
+        .route("/api/v3/events", get(rest::events))
         .route("/metrics", get(rest::metrics))
         .route("/health", get(|| async { "ok" }))
         .fallback(rest::not_found)

@@ -1,4 +1,4 @@
-//! REST routes: kill, extend, list, expose, audit.
+//! REST routes: kill, extend, list, inspect, expose, audit, events.
 
 use crate::auth::{authenticate, authorize_sandbox};
 use crate::{ApiError, AppState};
@@ -9,7 +9,7 @@ use manager::EndReason;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
-use store::{now_ms, NetEventQuery, SandboxFilter, NET_VERDICTS};
+use store::{now_ms, NetEventQuery, SandboxEventQuery, SandboxFilter, NET_VERDICTS};
 
 /// Most a single extend call may add (the Deno Sandbox documentation's cap).
 const MAX_EXTEND: Duration = Duration::from_secs(30 * 60);
@@ -110,6 +110,13 @@ pub async fn list(
         .store
         .list_sandboxes(&filter)
         .map_err(|e| ApiError::internal(e.to_string()))?;
+    let usages: std::collections::HashMap<String, store::Usage> = records
+        .iter()
+        .filter_map(|r| {
+            let (u, _) = state.store.get_usage(&r.id).ok()??;
+            Some((r.id.clone(), u))
+        })
+        .collect();
     let items: Vec<Value> = records
         .iter()
         .map(|r| {
@@ -120,6 +127,9 @@ pub async fn list(
                 "region": r.region,
                 "status": r.status,
                 "labels": r.labels,
+                // airlock extensions (the SDKs ignore them), for `airlock ls`
+                "memoryMb": r.memory_mb,
+                "cpuSeconds": usages.get(&r.id).map_or(0.0, |u| u.cpu_seconds()),
             })
         })
         .collect();
@@ -180,6 +190,108 @@ pub async fn audit(
     let events = tokio::task::spawn_blocking(move || store.net_events(&id, &query))
         .await
         .map_err(|e| ApiError::internal(format!("reading network events: {e}")))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(json!({ "events": events })))
+}
+
+/// `GET /api/v3/sandbox/{id}` (airlock extension, `airlock inspect`):
+/// the sandbox's record, limits and usage so far. Secret names only,
+/// never values.
+pub async fn inspect(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let token = authenticate(&state, &headers)?;
+    authorize_sandbox(&state, &token, &id)?;
+    let rec = state
+        .store
+        .get_sandbox(&id)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(|| ApiError::not_found(&id))?;
+    // The last meter sample (every second while it runs; final at its end).
+    let (usage, usage_at) = state
+        .store
+        .get_usage(&id)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .unwrap_or_default();
+    let cfg = state.manager.config();
+    Ok(Json(json!({
+        "id": rec.id,
+        "region": rec.region,
+        "status": rec.status,
+        "createdAt": iso(rec.created_at_ms),
+        "stoppedAt": rec.stopped_at_ms.map(iso),
+        "stopAt": rec.stop_at_ms.map(iso),
+        "exitReason": rec.exit_reason,
+        "labels": rec.labels,
+        "memoryMb": rec.memory_mb,
+        "limits": {
+            "cpus": cfg.cpu_millis as f64 / 1000.0,
+            "pids": cfg.pids,
+            "diskBytes": cfg.disk_bytes,
+        },
+        "allowNet": rec.allow_net,
+        "secrets": rec.secret_names,
+        "usage": {
+            "cpuSeconds": usage.cpu_seconds(),
+            "memoryGbHours": usage.memory_gb_hours(),
+            "peakMemoryBytes": usage.peak_memory_bytes,
+            "sampledAt": usage_at.map(iso),
+        },
+    })))
+}
+
+/// Most events one `GET /api/v3/events` returns; page on with `after`.
+const MAX_EVENTS_LIMIT: usize = 10_000;
+
+/// `GET /api/v3/events` (airlock extension, `airlock events`): lifecycle
+/// events (created, connected, extended, oom, ended) of the token's
+/// sandboxes, oldest first. Query: `sandbox` (one sandbox's; 404 if the
+/// token has no such sandbox), `after` (an event id), `limit` (default
+/// 1000, at most 10000). Answers `{"events": [{"id", "sandboxId", "atMs",
+/// "kind", "detail"}]}`.
+pub async fn events(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, ApiError> {
+    let token = authenticate(&state, &headers)?;
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", m);
+    let mut query = SandboxEventQuery {
+        token_id: Some(token.id.clone()),
+        ..Default::default()
+    };
+    for (key, value) in &params {
+        match key.as_str() {
+            "sandbox" => {
+                authorize_sandbox(&state, &token, value)?;
+                query.sandbox_id = Some(value.clone());
+            }
+            "after" => {
+                let after = value
+                    .parse()
+                    .map_err(|_| bad(format!("after must be an event id, got {value:?}")))?;
+                query.after_id = Some(after);
+            }
+            "limit" => {
+                query.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_EVENTS_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "limit must be a number from 1 to {MAX_EVENTS_LIMIT}, got {value:?}"
+                        ))
+                    })?;
+            }
+            _ => {}
+        }
+    }
+    let store = state.store.clone();
+    let events = tokio::task::spawn_blocking(move || store.sandbox_events(&query))
+        .await
+        .map_err(|e| ApiError::internal(format!("reading sandbox events: {e}")))?
         .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Json(json!({ "events": events })))
 }

@@ -67,6 +67,8 @@ pub enum StoreError {
     /// names the field, the value and what is allowed.
     #[error("invalid network event: {0}")]
     InvalidNetEvent(String),
+    #[error("invalid sandbox event: {0}")]
+    InvalidSandboxEvent(String),
 }
 
 /// Attaches a short description of the operation to a rusqlite error.

@@ -11,6 +11,7 @@
 mod error;
 mod net_events;
 mod random;
+mod sandbox_events;
 mod sandboxes;
 mod schema;
 mod tokens;
@@ -26,6 +27,9 @@ use rusqlite::Connection;
 
 pub use error::StoreError;
 pub use net_events::{NetEvent, NetEventQuery, NET_EVENTS_DEFAULT_LIMIT, NET_KINDS, NET_VERDICTS};
+pub use sandbox_events::{
+    SandboxEvent, SandboxEventQuery, SANDBOX_EVENTS_DEFAULT_LIMIT, SANDBOX_EVENT_KINDS,
+};
 pub use sandboxes::{SandboxFilter, SandboxRecord, STATUS_RUNNING, STATUS_STOPPED};
 pub use schema::SCHEMA_VERSION;
 pub use tokens::{NewToken, TokenInfo, SECRET_PREFIX, TOKEN_ID_PREFIX};

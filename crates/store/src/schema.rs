@@ -83,8 +83,21 @@ CREATE TABLE net_events (
 CREATE INDEX net_events_sandbox ON net_events(sandbox_id, id);
 "#;
 
+/// Sandbox lifecycle events: created, connected, extended, oom, ended.
+/// Append-only; `id` is the paging cursor. `kind` is validated by the store.
+const V4: &str = r#"
+CREATE TABLE sandbox_events (
+    id          INTEGER PRIMARY KEY,
+    sandbox_id  TEXT NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    kind        TEXT NOT NULL,              -- 'created' | 'connected' | 'extended' | 'oom' | 'ended'
+    detail      TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX sandbox_events_sandbox ON sandbox_events(sandbox_id, id);
+"#;
+
 /// Migration `i` upgrades the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -349,7 +349,7 @@ fn end_all_running_for_restart_recovery() {
 fn reopen_keeps_data_and_schema_version() {
     let (_dir, path, store) = temp_store();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 3);
+    assert_eq!(SCHEMA_VERSION, 4);
     let tok = store.create_token("keep").unwrap();
     let rec = sandbox("sbx_keep", 42, &[("k", "v")]);
     store.insert_sandbox(&rec).unwrap();
@@ -807,7 +807,7 @@ fn v2_database_upgrades_to_v3_in_place() {
     drop(conn);
 
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 3);
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     let rec = store.get_sandbox("sbx_old").unwrap().unwrap();
     assert_eq!(rec.token_id.as_deref(), Some("tok_old"));
     assert_eq!(rec.status, STATUS_STOPPED);
@@ -854,4 +854,138 @@ fn v2_database_upgrades_to_v3_in_place() {
     drop(conn);
     let store = Store::open(&path).unwrap();
     assert_eq!(all_events(&store, "sbx_old").len(), 1);
+}
+
+#[test]
+fn sandbox_events_record_filter_and_page() {
+    let (_dir, path, store) = temp_store();
+    store.insert_sandbox(&sandbox("a", 1, &[])).unwrap();
+    let mut other = sandbox("b", 2, &[]);
+    other.token_id = Some("tok_bbbbbbbbbbbb".to_owned());
+    store.insert_sandbox(&other).unwrap();
+
+    let e1 = store
+        .record_sandbox_event("a", 10, "created", "memory 1280 MiB")
+        .unwrap();
+    let e2 = store.record_sandbox_event("b", 11, "created", "").unwrap();
+    let e3 = store
+        .record_sandbox_event("a", 12, "connected", "")
+        .unwrap();
+    let e4 = store.record_sandbox_event("a", 13, "oom", "1").unwrap();
+    let e5 = store.record_sandbox_event("a", 14, "ended", "oom").unwrap();
+    assert!(e1 < e2 && e2 < e3 && e3 < e4 && e4 < e5);
+
+    // Bad kind, unknown sandbox: nothing recorded.
+    assert!(matches!(
+        store.record_sandbox_event("a", 15, "exploded", ""),
+        Err(StoreError::InvalidSandboxEvent(_))
+    ));
+    assert!(matches!(
+        store.record_sandbox_event("missing", 15, "created", ""),
+        Err(StoreError::SandboxNotFound(_))
+    ));
+
+    let all = store.sandbox_events(&SandboxEventQuery::default()).unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [e1, e2, e3, e4, e5]
+    );
+    assert_eq!(
+        all[0],
+        SandboxEvent {
+            id: e1,
+            sandbox_id: "a".into(),
+            at_ms: 10,
+            kind: "created".into(),
+            detail: "memory 1280 MiB".into(),
+        }
+    );
+    let kinds = |q: &SandboxEventQuery| -> Vec<String> {
+        store
+            .sandbox_events(q)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect()
+    };
+    let one = SandboxEventQuery {
+        sandbox_id: Some("a".into()),
+        ..Default::default()
+    };
+    assert_eq!(kinds(&one), ["created", "connected", "oom", "ended"]);
+    // Paging with after_id and limit.
+    let page = SandboxEventQuery {
+        after_id: Some(e3),
+        limit: 1,
+        ..one.clone()
+    };
+    assert_eq!(kinds(&page), ["oom"]);
+    // The token filter sees only its own sandboxes' events.
+    let by_token = SandboxEventQuery {
+        token_id: Some("tok_bbbbbbbbbbbb".into()),
+        ..Default::default()
+    };
+    assert_eq!(store.sandbox_events(&by_token).unwrap()[0].id, e2);
+    assert_eq!(store.sandbox_events(&by_token).unwrap().len(), 1);
+    let mismatch = SandboxEventQuery {
+        token_id: Some("tok_bbbbbbbbbbbb".into()),
+        sandbox_id: Some("a".into()),
+        ..Default::default()
+    };
+    assert!(store.sandbox_events(&mismatch).unwrap().is_empty());
+    // camelCase on the wire.
+    let v = serde_json::to_value(&all[0]).unwrap();
+    assert_eq!(v["sandboxId"], "a");
+    assert_eq!(v["atMs"], 10);
+
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store
+            .sandbox_events(&SandboxEventQuery::default())
+            .unwrap()
+            .len(),
+        5
+    );
+}
+
+#[test]
+fn v3_database_upgrades_to_v4_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("airlock.db");
+    let mut conn = rusqlite::Connection::open(&path).unwrap();
+    schema::migrate_to(&mut conn, 3).unwrap();
+    assert_eq!(schema::user_version(&conn).unwrap(), 3);
+    conn.execute_batch(
+        "INSERT INTO sandboxes (id, token_id, region, status, created_at_ms, memory_mb) \
+             VALUES ('sbx_old', 'tok_old', 'ord', 'stopped', 10, 1280); \
+         INSERT INTO net_events (sandbox_id, at_ms, kind, name, port, verdict, reason, \
+             bytes_out, bytes_in, duration_ms) \
+             VALUES ('sbx_old', 11, 'dns', 'x.example', 53, 'denied', 'r', 0, 0, 0);",
+    )
+    .unwrap();
+    drop(conn);
+
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 4);
+    assert_eq!(store.count_net_events("sbx_old").unwrap(), 1);
+    assert!(store
+        .sandbox_events(&SandboxEventQuery::default())
+        .unwrap()
+        .is_empty());
+    store
+        .record_sandbox_event("sbx_old", 20, "ended", "deleted")
+        .unwrap();
+    drop(store);
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT name FROM pragma_index_info('sandbox_events_sandbox') ORDER BY seqno")
+        .unwrap();
+    let cols: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(cols, ["sandbox_id", "id"]);
 }

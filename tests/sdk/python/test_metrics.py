@@ -42,7 +42,7 @@ def test_counters_match_the_work_done(airlock, client):
                 assert p.wait()["code"] == 0
 
     def ended(samples):
-        reasons = ("closed", "killed", "timed out", "agent exited", "daemon shutdown")
+        reasons = ("closed", "killed", "timed out", "agent exited", "daemon shutdown", "oom")
         return sum(value(samples, "airlock_sandboxes_ended_total", reason=r) for r in reasons)
 
     # A session sandbox ends just after its socket closes: wait for both.

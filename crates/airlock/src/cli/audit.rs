@@ -154,7 +154,7 @@ fn host_port(name: &str, port: u16) -> String {
 /// Names and reasons come from the sandbox's own traffic: escape control
 /// and bidirectional-formatting characters so they cannot drive or spoof
 /// the terminal.
-fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         let hidden = matches!(c,
@@ -170,7 +170,7 @@ fn printable(s: &str) -> String {
 
 /// Epoch milliseconds as RFC 3339 UTC with milliseconds
 /// (`2023-11-14T22:13:20.123Z`), the daemon API's format.
-fn rfc3339_ms(ms: i64) -> String {
+pub(crate) fn rfc3339_ms(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, day_secs) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);

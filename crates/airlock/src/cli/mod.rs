@@ -1,7 +1,16 @@
+pub mod api;
 pub mod audit;
+pub mod client;
+pub mod cp;
+pub mod events;
+pub mod exec;
 pub mod image;
+pub mod inspect;
+pub mod ls;
+pub mod rm;
 pub mod run;
 pub mod serve;
+pub mod shell;
 pub mod token;
 pub mod usage;
 

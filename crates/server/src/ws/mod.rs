@@ -99,7 +99,10 @@ pub async fn connect(
         return e.into_response();
     }
     match state.manager.get(&id) {
-        Some(live) if !live.is_ended() => upgrade(state, live, ws, false),
+        Some(live) if !live.is_ended() => {
+            state.manager.record_event(&id, "connected", "");
+            upgrade(state, live, ws, false)
+        }
         _ => ApiError::not_found(&id).into_response(),
     }
 }

@@ -25,6 +25,9 @@ use tokio::sync::{mpsc, watch};
 /// Methods the agent serves with the same params and results.
 const AGENT_METHODS: &[&str] = &[
     "processKill",
+    // airlock extension (not in the Deno protocol): resize a spawned PTY;
+    // `airlock exec -t` and `airlock shell` forward window changes with it.
+    "ptyResize",
     "envGet",
     "envSet",
     "envDelete",

@@ -1,0 +1,368 @@
+//! `airlock exec [-i] [-t] SANDBOX -- CMD ARGS...`: a command in a running
+//! sandbox of the daemon, over the WebSocket protocol, streamed like a
+//! local process; exits with the command's exit code.
+
+use super::api::ApiArgs;
+use super::client::{Client, RpcError, StreamEvent};
+use anyhow::{anyhow, Result};
+use clap::Args;
+use serde_json::{json, Map, Value};
+use std::io::IsTerminal;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+#[derive(Args, Debug)]
+#[command(trailing_var_arg = true)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Forward our stdin to the command.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the command a terminal (PTY); our terminal goes raw meanwhile.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Extra environment variable for the command (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "K=V", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the sandbox.
+    #[arg(long, short = 'w')]
+    pub workdir: Option<String>,
+    /// The sandbox's id.
+    pub sandbox: String,
+    /// The command and its arguments.
+    #[arg(required = true, value_name = "CMD", allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--env {s:?}: expected K=V"))?;
+    if k.is_empty() || k.contains('\0') || v.contains('\0') {
+        return Err(format!("--env {s:?}: invalid variable name or value"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// What to run and how.
+pub struct ExecSpec {
+    pub command: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+    pub stdin: bool,
+    pub tty: bool,
+}
+
+pub fn main(args: ExecArgs) -> Result<i32> {
+    let target = args.api.resolve()?;
+    let spec = ExecSpec {
+        command: args.command[0].clone(),
+        args: args.command[1..].to_vec(),
+        env: args.env,
+        cwd: args.workdir,
+        stdin: args.interactive,
+        tty: args.tty,
+    };
+    block_on(async move {
+        let client = Client::connect(&target, &args.sandbox).await?;
+        match run(&client, &spec).await? {
+            Ran::Exited(code) => Ok(code),
+            Ran::SpawnFailed(e) => Ok(spawn_failed(&spec.command, &e)),
+        }
+    })
+}
+
+/// Runs `fut` on a current-thread runtime; the blocking stdin reader of
+/// `-i` may never end, so the runtime is not waited for.
+pub fn block_on<F: std::future::Future<Output = Result<i32>>>(fut: F) -> Result<i32> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let out = rt.block_on(fut);
+    rt.shutdown_timeout(Duration::from_millis(100));
+    out
+}
+
+/// docker's codes: 127 for a command that is not there, 126 for one that
+/// cannot be run.
+pub fn spawn_failed(command: &str, e: &RpcError) -> i32 {
+    eprintln!("airlock: {command}: {e}");
+    match e.class() {
+        Some("NotFound") => 127,
+        Some("PermissionDenied") | Some("IsADirectory") => 126,
+        _ => 125,
+    }
+}
+
+pub enum Ran {
+    /// The command ran; its exit code (128+n for signal n).
+    Exited(i32),
+    /// `spawn` answered an application error (e.g. `NotFound`).
+    SpawnFailed(RpcError),
+}
+
+/// Spawns `spec` and drives it to its end.
+pub async fn run(client: &Client, spec: &ExecSpec) -> Result<Ran> {
+    let mut env: Map<String, Value> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    let mut params = json!({
+        "command": spec.command,
+        "args": spec.args,
+        "stdout": "piped",
+        "stderr": "piped",
+    });
+    if let Some(cwd) = &spec.cwd {
+        params["cwd"] = json!(cwd);
+    }
+    if spec.tty {
+        let (rows, cols) = terminal_size().unwrap_or((24, 80));
+        params["pty"] = json!({"rows": rows, "cols": cols});
+        if !env.contains_key("TERM") {
+            let term = std::env::var("TERM").unwrap_or_else(|_| "xterm".into());
+            env.insert("TERM".into(), json!(term));
+        }
+    }
+    params["env"] = Value::Object(env);
+    let stdin_id = if spec.stdin {
+        let id = client.open_stream().await?;
+        params["stdinStreamId"] = json!(id);
+        Some(id)
+    } else {
+        None
+    };
+    let _raw = if spec.tty { RawMode::enable() } else { None };
+    let spawned = match client.call("spawn", params).await {
+        Ok(v) => v,
+        Err(e @ RpcError::App { .. }) => return Ok(Ran::SpawnFailed(e)),
+        Err(e) => return Err(anyhow!("spawning {}: {e}", spec.command)),
+    };
+    let pid = spawned["pid"]
+        .as_i64()
+        .ok_or_else(|| anyhow!("the daemon returned no pid"))?;
+
+    let (exited_tx, exited) = watch::channel(false);
+    let mut copies = Vec::new();
+    for (key, to_stderr) in [("stdoutStreamId", false), ("stderrStreamId", true)] {
+        if let Some(id) = spawned[key].as_u64() {
+            let rx = client
+                .take_stream(id)
+                .ok_or_else(|| anyhow!("output stream {id} taken twice"))?;
+            copies.push(tokio::spawn(copy_out(
+                rx,
+                to_stderr,
+                exited.clone(),
+                (client.clone(), pid),
+            )));
+        }
+    }
+    let mut side = Vec::new();
+    if let Some(id) = stdin_id {
+        side.push(tokio::spawn(forward_stdin(client.clone(), id)));
+    }
+    if spec.tty {
+        side.push(tokio::spawn(forward_resizes(client.clone(), pid)));
+    } else {
+        side.push(tokio::spawn(forward_signals(client.clone(), pid)));
+    }
+    let status = client
+        .call("processWait", json!({"pid": pid}))
+        .await
+        .map_err(|e| anyhow!("waiting for {}: {e}", spec.command));
+    let _ = exited_tx.send(true);
+    for c in copies {
+        let _ = c.await;
+    }
+    for s in side {
+        s.abort();
+    }
+    let status = status?;
+    client.close().await;
+    Ok(Ran::Exited(exit_code(&status)))
+}
+
+/// The exit code of a `processWait` status: `code`, or 128+n when a
+/// signal killed it and `code` does not say so.
+fn exit_code(status: &Value) -> i32 {
+    let code = status["code"].as_i64().unwrap_or(1) as i32;
+    match status["signal"].as_str() {
+        Some(name) if code < 128 => name
+            .parse::<nix::sys::signal::Signal>()
+            .map(|s| 128 + s as i32)
+            .unwrap_or(code),
+        _ => code,
+    }
+}
+
+/// Copies an output stream to our stdout/stderr until it ends; once the
+/// process has exited, stops after a second without data (a background
+/// child may hold the pipe open). When our side of the pipe is gone (e.g.
+/// `| head -1`), the command gets SIGPIPE, as it would locally.
+async fn copy_out(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<StreamEvent>,
+    to_stderr: bool,
+    mut exited: watch::Receiver<bool>,
+    (client, pid): (Client, i64),
+) {
+    let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = if to_stderr {
+        Box::new(tokio::io::stderr())
+    } else {
+        Box::new(tokio::io::stdout())
+    };
+    loop {
+        let event = if *exited.borrow() {
+            match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+                Ok(e) => e,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                e = rx.recv() => e,
+                _ = exited.changed() => continue,
+            }
+        };
+        match event {
+            Some(StreamEvent::Data(d)) => {
+                if out.write_all(&d).await.is_err() || out.flush().await.is_err() {
+                    let _ = client
+                        .call("processKill", json!({"pid": pid, "signal": "SIGPIPE"}))
+                        .await;
+                    return;
+                }
+            }
+            Some(StreamEvent::End) | None => break,
+            Some(StreamEvent::Error(e)) => {
+                eprintln!("airlock: output stream: {e}");
+                break;
+            }
+        }
+    }
+    let _ = out.flush().await;
+}
+
+async fn forward_stdin(client: Client, id: u64) {
+    let mut stdin = tokio::io::stdin();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stdin.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if client.send_data(id, &buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = client.end_stream(id).await;
+}
+
+/// Ctrl-C and friends go to the command, as if it ran locally (with `-t`
+/// the terminal sends them as bytes instead).
+async fn forward_signals(client: Client, pid: i64) {
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return;
+    };
+    loop {
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+            _ = hup.recv() => "SIGHUP",
+        };
+        let _ = client
+            .call("processKill", json!({"pid": pid, "signal": name}))
+            .await;
+    }
+}
+
+/// Window size changes go to the PTY (`ptyResize`). Best effort: a daemon
+/// that does not serve the method leaves the size as it was at spawn.
+async fn forward_resizes(client: Client, pid: i64) {
+    let Ok(mut winch) = signal(SignalKind::window_change()) else {
+        return;
+    };
+    while winch.recv().await.is_some() {
+        if let Some((rows, cols)) = terminal_size() {
+            if let Err(RpcError::Protocol { code: -32601, .. }) = client
+                .call("ptyResize", json!({"pid": pid, "rows": rows, "cols": cols}))
+                .await
+            {
+                return;
+            }
+        }
+    }
+}
+
+// `terminal_size` and `RawMode` are private copies of run.rs's (which keeps
+// them private).
+
+fn terminal_size() -> Option<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ fills a valid winsize.
+    let r = unsafe { libc::ioctl(std::io::stdout().as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    (r == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+/// The local terminal in raw mode for `-t`, restored on drop.
+struct RawMode {
+    saved: libc::termios,
+}
+
+impl RawMode {
+    fn enable() -> Option<Self> {
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            return None;
+        }
+        let fd = stdin.as_raw_fd();
+        // SAFETY: termios calls on a terminal fd with valid structs.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(fd, &mut t) != 0 {
+                return None;
+            }
+            let saved = t;
+            libc::cfmakeraw(&mut t);
+            if libc::tcsetattr(fd, libc::TCSANOW, &t) != 0 {
+                return None;
+            }
+            Some(Self { saved })
+        }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        // SAFETY: restoring the saved termios on stdin.
+        unsafe {
+            libc::tcsetattr(std::io::stdin().as_raw_fd(), libc::TCSANOW, &self.saved);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(exit_code(&json!({"code": 7, "signal": null})), 7);
+        assert_eq!(exit_code(&json!({"code": 143, "signal": "SIGTERM"})), 143);
+        assert_eq!(exit_code(&json!({"code": 0, "signal": "SIGKILL"})), 137);
+    }
+}
