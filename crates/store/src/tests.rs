@@ -989,3 +989,30 @@ fn v3_database_upgrades_to_v4_in_place() {
         .unwrap();
     assert_eq!(cols, ["sandbox_id", "id"]);
 }
+
+#[test]
+fn usage_report_sums_egress_bytes_per_group() {
+    let (_dir, _path, store) = temp_store();
+    store.insert_sandbox(&sandbox("sbx_a", 1, &[])).unwrap();
+    store.insert_sandbox(&sandbox("sbx_b", 1, &[])).unwrap();
+    let mut e1 = net_event(1_000, "tcp", "api.test", "allowed");
+    (e1.bytes_out, e1.bytes_in) = (100, 5_000);
+    let mut e2 = net_event(2_000, "tcp", "api.test", "allowed");
+    (e2.bytes_out, e2.bytes_in) = (20, 700);
+    let mut e3 = net_event(3_000, "tcp", "other.test", "allowed");
+    (e3.bytes_out, e3.bytes_in) = (1, 2);
+    store.record_net_events("sbx_a", &[e1, e2]).unwrap();
+    store.record_net_events("sbx_b", &[e3]).unwrap();
+    let rows = store.usage_report(0, &UsageGroup::Sandbox).unwrap();
+    let get = |id: &str| rows.iter().find(|r| r.key == id).unwrap();
+    assert_eq!(
+        (get("sbx_a").net_bytes_out, get("sbx_a").net_bytes_in),
+        (120, 5_700)
+    );
+    assert_eq!(
+        (get("sbx_b").net_bytes_out, get("sbx_b").net_bytes_in),
+        (1, 2)
+    );
+    let by_token = store.usage_report(0, &UsageGroup::Token).unwrap();
+    assert_eq!(by_token.iter().map(|r| r.net_bytes_in).sum::<u64>(), 5_702);
+}

@@ -47,6 +47,10 @@ pub struct UsageRow {
     pub memory_gb_hours: f64,
     pub peak_memory_bytes: u64,
     pub wall_seconds: f64,
+    /// Bytes through the egress gateway (out: from the sandboxes), counted
+    /// when each connection ends.
+    pub net_bytes_out: u64,
+    pub net_bytes_in: u64,
 }
 
 impl Store {
@@ -106,7 +110,10 @@ impl Store {
         let mut stmt = conn
             .prepare(
                 "SELECT id, token_id, labels, created_at_ms, stopped_at_ms, usage_at_ms, \
-                 cpu_usec, memory_byte_ms, peak_memory_bytes FROM sandboxes \
+                 cpu_usec, memory_byte_ms, peak_memory_bytes, \
+                 (SELECT COALESCE(SUM(bytes_out), 0) FROM net_events n WHERE n.sandbox_id = s.id), \
+                 (SELECT COALESCE(SUM(bytes_in), 0) FROM net_events n WHERE n.sandbox_id = s.id) \
+                 FROM sandboxes s \
                  WHERE stopped_at_ms IS NULL OR stopped_at_ms >= ?1",
             )
             .ctx("preparing usage report")?;
@@ -124,12 +131,13 @@ impl Store {
                         memory_byte_ms: r.get::<_, i64>(7)? as u64,
                         peak_memory_bytes: r.get::<_, i64>(8)? as u64,
                     },
+                    (r.get::<_, i64>(9)? as u64, r.get::<_, i64>(10)? as u64),
                 ))
             })
             .ctx("reading usage report")?;
         let mut totals: BTreeMap<String, UsageRow> = BTreeMap::new();
         for row in rows {
-            let (id, token, labels, created, stopped, usage_at, usage) =
+            let (id, token, labels, created, stopped, usage_at, usage, (net_out, net_in)) =
                 row.ctx("reading usage row")?;
             let key = match group {
                 UsageGroup::Sandbox => id,
@@ -149,12 +157,16 @@ impl Store {
                 memory_gb_hours: 0.0,
                 peak_memory_bytes: 0,
                 wall_seconds: 0.0,
+                net_bytes_out: 0,
+                net_bytes_in: 0,
             });
             t.sandboxes += 1;
             t.cpu_seconds += usage.cpu_seconds();
             t.memory_gb_hours += usage.memory_gb_hours();
             t.peak_memory_bytes = t.peak_memory_bytes.max(usage.peak_memory_bytes);
             t.wall_seconds += (end - created) as f64 / 1000.0;
+            t.net_bytes_out += net_out;
+            t.net_bytes_in += net_in;
         }
         Ok(totals.into_values().collect())
     }

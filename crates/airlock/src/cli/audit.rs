@@ -199,7 +199,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// 512B, 1.5KiB, 3.0MiB, ...
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if n < 1024 {
         return format!("{n}B");

@@ -61,6 +61,8 @@ pub fn main(store_path: &Path, args: UsageArgs) -> Result<i32> {
                     "memory_gb_hours": r.memory_gb_hours,
                     "peak_memory_bytes": r.peak_memory_bytes,
                     "wall_seconds": r.wall_seconds,
+                    "net_bytes_out": r.net_bytes_out,
+                    "net_bytes_in": r.net_bytes_in,
                     "amount": amount(r.cpu_seconds, r.memory_gb_hours),
                 })
             })
@@ -69,13 +71,15 @@ pub fn main(store_path: &Path, args: UsageArgs) -> Result<i32> {
         return Ok(0);
     }
     println!(
-        "{:<30} {:>9} {:>12} {:>14} {:>10} {:>11}{}",
+        "{:<30} {:>9} {:>12} {:>14} {:>10} {:>11} {:>10} {:>10}{}",
         args.by.to_uppercase(),
         "SANDBOXES",
         "CPU SECONDS",
         "MEMORY GB-H",
         "PEAK MEM",
         "WALL",
+        "NET OUT",
+        "NET IN",
         if amount(0.0, 0.0).is_some() {
             "      AMOUNT"
         } else {
@@ -91,13 +95,15 @@ pub fn main(store_path: &Path, args: UsageArgs) -> Result<i32> {
         let amount = amount(r.cpu_seconds, r.memory_gb_hours)
             .map_or(String::new(), |a| format!(" {a:>11.4}"));
         println!(
-            "{:<30} {:>9} {:>12.2} {:>14.6} {:>9}M {:>10.0}s{}",
+            "{:<30} {:>9} {:>12.2} {:>14.6} {:>9}M {:>10.0}s {:>10} {:>10}{}",
             key,
             r.sandboxes,
             r.cpu_seconds,
             r.memory_gb_hours,
             r.peak_memory_bytes >> 20,
             r.wall_seconds,
+            super::audit::human_bytes(r.net_bytes_out),
+            super::audit::human_bytes(r.net_bytes_in),
             amount
         );
     }
