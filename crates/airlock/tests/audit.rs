@@ -6,10 +6,10 @@
 mod common;
 
 use base64::Engine;
+use common::daemon::Daemon;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use store::{NetEvent, SandboxRecord, Store};
 use tungstenite::client::IntoClientRequest;
 
@@ -270,56 +270,18 @@ fn cli_unknown_sandbox_exits_1() {
 
 // --- the HTTP endpoint, on a real daemon ---
 
-struct Daemon {
-    child: Child,
-    _dir: TempDir,
-    store: PathBuf,
-    addr: String,
+fn daemon() -> Daemon {
+    Daemon::options("audit").no_token().start()
 }
 
-impl Daemon {
-    fn start() -> Self {
-        let dir = TempDir::new();
-        let store = dir.0.join("store.db");
-        let mut child = Command::new(common::AIRLOCK)
-            .args(["serve", "--listen", "127.0.0.1:0", "--pool", "1", "--store"])
-            .arg(&store)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting airlock serve");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("daemon exited before listening")
-                .unwrap();
-            if let Some(url) = line.strip_prefix("listening on http://") {
-                break url.to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Self {
-            child,
-            _dir: dir,
-            store,
-            addr,
-        }
-    }
+trait Audit {
+    fn token(&self, name: &str) -> String;
+    fn get(&self, path: &str, token: Option<&str>) -> (u16, Value);
+}
 
+impl Audit for Daemon {
     fn token(&self, name: &str) -> String {
-        let out = common::run(
-            &[
-                "token",
-                "create",
-                "--store",
-                self.store.to_str().unwrap(),
-                name,
-            ],
-            None,
-        );
-        assert!(out.status.success(), "{}", common::describe(&out));
-        common::stdout(&out).trim().to_string()
+        self.token_create(name)
     }
 
     /// `GET path` with curl: (status, JSON body).
@@ -342,22 +304,9 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc_kill(self.child.id() as i32, 15) };
-        let _ = self.child.wait();
-    }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
 #[test]
 fn audit_endpoint_serves_a_tokens_own_sandbox_events() {
-    let d = Daemon::start();
+    let d = daemon();
     let token = d.token("owner");
     let other = d.token("other");
     // A sandbox through the raw protocol, as the SDKs create one.

@@ -5,83 +5,25 @@
 
 mod common;
 
-use base64::Engine;
+use common::daemon::Daemon;
+use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
-struct Daemon {
-    child: Option<Child>,
-    dir: PathBuf,
-    addr: String,
-    token: String,
+fn daemon() -> Daemon {
+    Daemon::options("cli-exec").start()
 }
 
-impl Daemon {
-    fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "airlock-cli-exec-test-{}-{}",
-            std::process::id(),
-            rand_u32()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = dir.join("store.db");
-        let out = Command::new(common::AIRLOCK)
-            .args(["token", "create", "--store"])
-            .arg(&store)
-            .arg("test")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", common::stderr(&out));
-        let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        let mut child = Command::new(common::AIRLOCK)
-            .args(["serve", "--listen", "127.0.0.1:0", "--pool", "1", "--store"])
-            .arg(&store)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting airlock serve");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("daemon exited before listening")
-                .unwrap();
-            if let Some(url) = line.strip_prefix("listening on http://") {
-                break url.to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Self {
-            child: Some(child),
-            dir,
-            addr,
-            token,
-        }
-    }
+trait CliExec {
+    fn sandbox(&self) -> String;
+    fn airlock(&self, args: &[&str], stdin: Option<&[u8]>) -> Output;
+}
 
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
+impl CliExec for Daemon {
     /// A sandbox that lives 5 minutes, whatever its creating socket does.
     fn sandbox(&self) -> String {
-        use tungstenite::client::IntoClientRequest;
-        let mut req = format!("ws://{}/api/v3/sandboxes/create", self.addr)
-            .into_client_request()
-            .unwrap();
-        req.headers_mut().insert(
-            "authorization",
-            format!("Bearer {}", self.token).parse().unwrap(),
-        );
-        let cfg = base64::engine::general_purpose::STANDARD.encode(r#"{"timeout":"5m"}"#);
-        req.headers_mut()
-            .insert("x-deno-sandbox-config", cfg.parse().unwrap());
-        let (mut ws, resp) = tungstenite::connect(req).expect("create handshake");
-        let id = resp.headers()["x-deno-sandbox-id"]
-            .to_str()
-            .unwrap()
-            .to_string();
+        let (mut ws, id) = self.create(json!({"timeout": "5m"}));
         let _ = ws.close(None);
         let _ = ws.flush();
         id
@@ -91,22 +33,6 @@ impl Daemon {
     fn airlock(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
         airlock_env(args, stdin, &self.endpoint(), &self.token)
     }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: signalling our own child.
-            unsafe { libc_kill(c.id() as i32, 15) };
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 fn rand_u32() -> u32 {
@@ -155,7 +81,7 @@ fn tempdir(tag: &str) -> PathBuf {
 
 #[test]
 fn exec_streams_output_stdin_and_exit_codes() {
-    let d = Daemon::start();
+    let d = daemon();
     let sbx = d.sandbox();
 
     let o = d.airlock(&["exec", &sbx, "--", "echo", "hello", "world"], None);
@@ -259,7 +185,7 @@ fn exec_streams_output_stdin_and_exit_codes() {
 
 #[test]
 fn exec_errors_say_what_to_do() {
-    let d = Daemon::start();
+    let d = daemon();
     let o = d.airlock(&["exec", "sbx-nope", "--", "true"], None);
     assert_eq!(code(&o), 125, "{}", common::describe(&o));
     assert!(
@@ -329,7 +255,7 @@ fn write(path: &Path, data: &[u8]) {
 #[test]
 fn cp_files_and_trees_both_ways() {
     use std::os::unix::fs::PermissionsExt;
-    let d = Daemon::start();
+    let d = daemon();
     let sbx = d.sandbox();
     let work = tempdir("work");
 
@@ -440,7 +366,7 @@ fn cp_files_and_trees_both_ways() {
 
 #[test]
 fn cp_errors() {
-    let d = Daemon::start();
+    let d = daemon();
     let sbx = d.sandbox();
     let work = tempdir("err");
     let f = work.join("f.txt");
@@ -510,7 +436,7 @@ fn cp_errors() {
 
 #[test]
 fn shell_runs_a_script_from_stdin() {
-    let d = Daemon::start();
+    let d = daemon();
     let sbx = d.sandbox();
     let o = d.airlock(
         &["shell", &sbx],
@@ -532,7 +458,7 @@ fn exec_tty_gives_the_command_a_terminal() {
         eprintln!("skipped: no `script` to provide a terminal");
         return;
     }
-    let d = Daemon::start();
+    let d = daemon();
     let sbx = d.sandbox();
     let cmd = format!(
         "{} exec -t {sbx} -- sh -c 'tty; echo TERM=$TERM; exit 5'",

@@ -4,93 +4,28 @@
 
 mod common;
 
-use base64::Engine;
+use common::daemon::Daemon;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use tungstenite::client::IntoClientRequest;
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::WebSocket;
 
-type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
-
-struct Daemon {
-    child: Child,
-    dir: PathBuf,
-    addr: String,
-    token: String,
+fn daemon() -> Daemon {
+    Daemon::options("cli-ops").token("ops").start()
 }
 
-impl Daemon {
-    fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "airlock-cli-ops-test-{}-{}",
-            std::process::id(),
-            common::random_hex()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = dir.join("store.db");
-        let out = common::run(
-            &["token", "create", "--store", store.to_str().unwrap(), "ops"],
-            None,
-        );
-        assert!(out.status.success(), "{}", common::describe(&out));
-        let token = common::stdout(&out).trim().to_string();
-        let mut child = Command::new(common::AIRLOCK)
-            .args(["serve", "--listen", "127.0.0.1:0", "--pool", "1", "--store"])
-            .arg(&store)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting airlock serve");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("daemon exited before listening")
-                .unwrap();
-            if let Some(url) = line.strip_prefix("listening on http://") {
-                break url.to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Self {
-            child,
-            dir,
-            addr,
-            token,
-        }
-    }
+/// Runs `airlock ARGS` against this daemon, endpoint and token from the
+/// environment as the SDKs take them.
+trait Cli {
+    fn cli(&self, args: &[&str]) -> Output;
+    fn cli_json(&self, args: &[&str]) -> Value;
+}
 
-    /// Creates a sandbox with `config` (the raw create header); returns
-    /// the socket (the sandbox lives while it is open) and the id.
-    fn create(&self, config: Value) -> (Ws, String) {
-        let mut req = format!("ws://{}/api/v3/sandboxes/create", self.addr)
-            .into_client_request()
-            .unwrap();
-        req.headers_mut().insert(
-            "authorization",
-            format!("Bearer {}", self.token).parse().unwrap(),
-        );
-        let b64 = base64::engine::general_purpose::STANDARD.encode(config.to_string());
-        req.headers_mut()
-            .insert("x-deno-sandbox-config", b64.parse().unwrap());
-        let (ws, resp) = tungstenite::connect(req).expect("create handshake");
-        let id = resp.headers()["x-deno-sandbox-id"]
-            .to_str()
-            .unwrap()
-            .to_string();
-        (ws, id)
-    }
-
-    /// Runs `airlock ARGS` against this daemon, endpoint and token from
-    /// the environment as the SDKs take them.
+impl Cli for Daemon {
     fn cli(&self, args: &[&str]) -> Output {
         Command::new(common::AIRLOCK)
             .args(args)
-            .env("DENO_SANDBOX_ENDPOINT", format!("http://{}", self.addr))
+            .env("DENO_SANDBOX_ENDPOINT", self.endpoint())
             .env("DENO_DEPLOY_TOKEN", &self.token)
             .env_remove("DENO_DEPLOY_ENDPOINT")
             .stdin(Stdio::null())
@@ -106,20 +41,6 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SIGTERM: the daemon ends its sandboxes and exits.
-        unsafe { libc_kill(self.child.id() as i32, 15) };
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
 fn ids(list: &Value) -> Vec<String> {
     list.as_array()
         .unwrap()
@@ -130,7 +51,7 @@ fn ids(list: &Value) -> Vec<String> {
 
 #[test]
 fn ls_lists_running_filters_by_label_and_rejects_bad_labels() {
-    let d = Daemon::start();
+    let d = daemon();
     let (_ws_a, a) = d.create(json!({"memory_mb": 1024, "labels": {"app": "a", "team": "x"}}));
     let (_ws_b, b) = d.create(json!({"labels": {"app": "b"}}));
 
@@ -198,7 +119,7 @@ fn ls_lists_running_filters_by_label_and_rejects_bad_labels() {
 
 #[test]
 fn rm_kills_the_live_one_and_reports_the_unknown_one() {
-    let d = Daemon::start();
+    let d = daemon();
     let (_ws, live) = d.create(json!({}));
     let unknown = "sbx_ord_000000000000000000000";
     let out = d.cli(&["rm", unknown, &live]);
@@ -216,7 +137,7 @@ fn rm_kills_the_live_one_and_reports_the_unknown_one() {
 
 #[test]
 fn inspect_shows_the_record_limits_usage_and_secret_names_only() {
-    let d = Daemon::start();
+    let d = daemon();
     let (_ws, id) = d.create(json!({
         "memory_mb": 1024,
         "labels": {"app": "x"},
@@ -266,7 +187,7 @@ fn event_kinds(d: &Daemon, id: &str) -> Vec<String> {
 
 #[test]
 fn events_show_created_connected_extended_ended_and_follow_prints_new_ones() {
-    let d = Daemon::start();
+    let d = daemon();
     // A timed sandbox, so it outlives the creating socket.
     let stop_in = json!({"timeout": "5m"});
     let (ws, id) = d.create(stop_in);

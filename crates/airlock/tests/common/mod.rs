@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::fs;
 use std::io::Write;
 use std::io::{BufRead, BufReader};
