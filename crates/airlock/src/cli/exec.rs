@@ -4,11 +4,10 @@
 
 use super::api::ApiArgs;
 use super::client::{Client, RpcError, StreamEvent};
+use super::term::{parse_env, terminal_size, RawMode};
 use anyhow::{anyhow, Result};
 use clap::Args;
 use serde_json::{json, Map, Value};
-use std::io::IsTerminal;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{signal, SignalKind};
@@ -36,16 +35,6 @@ pub struct ExecArgs {
     /// The command and its arguments.
     #[arg(required = true, value_name = "CMD", allow_hyphen_values = true)]
     pub command: Vec<String>,
-}
-
-fn parse_env(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("--env {s:?}: expected K=V"))?;
-    if k.is_empty() || k.contains('\0') || v.contains('\0') {
-        return Err(format!("--env {s:?}: invalid variable name or value"));
-    }
-    Ok((k.to_string(), v.to_string()))
 }
 
 /// What to run and how.
@@ -299,58 +288,6 @@ async fn forward_resizes(client: Client, pid: i64) {
             {
                 return;
             }
-        }
-    }
-}
-
-// `terminal_size` and `RawMode` are private copies of run.rs's (which keeps
-// them private).
-
-fn terminal_size() -> Option<(u16, u16)> {
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ fills a valid winsize.
-    let r = unsafe { libc::ioctl(std::io::stdout().as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
-    (r == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
-}
-
-/// The local terminal in raw mode for `-t`, restored on drop.
-struct RawMode {
-    saved: libc::termios,
-}
-
-impl RawMode {
-    fn enable() -> Option<Self> {
-        let stdin = std::io::stdin();
-        if !stdin.is_terminal() {
-            return None;
-        }
-        let fd = stdin.as_raw_fd();
-        // SAFETY: termios calls on a terminal fd with valid structs.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(fd, &mut t) != 0 {
-                return None;
-            }
-            let saved = t;
-            libc::cfmakeraw(&mut t);
-            if libc::tcsetattr(fd, libc::TCSANOW, &t) != 0 {
-                return None;
-            }
-            Some(Self { saved })
-        }
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        // SAFETY: restoring the saved termios on stdin.
-        unsafe {
-            libc::tcsetattr(std::io::stdin().as_raw_fd(), libc::TCSANOW, &self.saved);
         }
     }
 }

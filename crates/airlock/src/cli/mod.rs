@@ -11,6 +11,7 @@ pub mod rm;
 pub mod run;
 pub mod serve;
 pub mod shell;
+pub mod term;
 pub mod token;
 pub mod usage;
 

@@ -1,14 +1,14 @@
 //! `airlock run`: one command in a fresh sandbox, streamed like a local
 //! process, then the sandbox is removed.
 
+use super::term::{parse_env, terminal_size, RawMode};
 use crate::{agent_exe, sandbox_env};
 use agent_client::AgentClient;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use jail::{Limits, Sandbox, SandboxSpec};
 use serde_json::{json, Value};
-use std::io::{IsTerminal, Write};
-use std::os::fd::AsRawFd;
+use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -53,16 +53,6 @@ pub struct RunArgs {
     /// The command and its arguments.
     #[arg(required = true, value_name = "CMD")]
     command: Vec<String>,
-}
-
-fn parse_env(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("--env {s:?}: expected K=V"))?;
-    if k.is_empty() || k.contains('\0') || v.contains('\0') {
-        return Err(format!("--env {s:?}: invalid variable name or value"));
-    }
-    Ok((k.to_string(), v.to_string()))
 }
 
 pub fn main(data_dir: &Path, args: RunArgs) -> Result<i32> {
@@ -272,55 +262,6 @@ async fn forward_resizes(client: AgentClient, pid: i64) {
             let _ = client
                 .call("ptyResize", json!({"pid": pid, "rows": rows, "cols": cols}))
                 .await;
-        }
-    }
-}
-
-fn terminal_size() -> Option<(u16, u16)> {
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ fills a valid winsize.
-    let r = unsafe { libc::ioctl(std::io::stdout().as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
-    (r == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
-}
-
-/// The local terminal in raw mode for `-t`, restored on drop.
-struct RawMode {
-    saved: libc::termios,
-}
-
-impl RawMode {
-    fn enable() -> Option<Self> {
-        let stdin = std::io::stdin();
-        if !stdin.is_terminal() {
-            return None;
-        }
-        let fd = stdin.as_raw_fd();
-        // SAFETY: termios calls on a terminal fd with valid structs.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(fd, &mut t) != 0 {
-                return None;
-            }
-            let saved = t;
-            libc::cfmakeraw(&mut t);
-            if libc::tcsetattr(fd, libc::TCSANOW, &t) != 0 {
-                return None;
-            }
-            Some(Self { saved })
-        }
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        // SAFETY: restoring the saved termios on stdin.
-        unsafe {
-            libc::tcsetattr(std::io::stdin().as_raw_fd(), libc::TCSANOW, &self.saved);
         }
     }
 }
