@@ -4,6 +4,7 @@ use crate::conn::Outbox;
 use crate::env::Env;
 use crate::fs::{self, FsState};
 use crate::process::{self, Ctx, Table};
+use crate::python;
 use crate::signals;
 use crate::streams::Streams;
 use agent_proto::{Call, ErrorObject, Frame, FrameKind, Reply};
@@ -22,6 +23,8 @@ pub struct Agent {
     pub fs: Arc<Mutex<FsState>>,
     pub out: Outbox,
     pub cwd: PathBuf,
+    /// `pythonRun`'s interpreters (an airlock extension).
+    pub python: Arc<python::Sessions>,
 }
 
 impl Agent {
@@ -33,6 +36,7 @@ impl Agent {
             fs: Arc::new(Mutex::new(FsState::new())),
             out,
             cwd,
+            python: Arc::new(python::Sessions::default()),
         }
     }
 
@@ -123,6 +127,8 @@ impl Agent {
             }
             "walk" | "expandGlob" => self.walk(method, params).await,
             "fileLock" => self.file_lock(params).await,
+            // airlock extension: stateful Python sessions.
+            "pythonRun" => self.python.run(&self.env, &self.cwd, &params).await,
             _ => self.fs_call(method, params).await,
         }
     }

@@ -10,5 +10,6 @@ pub mod dispatch;
 pub mod env;
 pub mod fs;
 pub mod process;
+pub mod python;
 pub mod signals;
 pub mod streams;

@@ -56,6 +56,9 @@ enum Command {
     Inspect(cli::inspect::InspectArgs),
     /// Sandbox lifecycle events (created, connected, extended, oom, ended) from the daemon.
     Events(cli::events::EventsArgs),
+    /// A stateful language session in a running sandbox (`repl python SANDBOX [--session NAME]`).
+    #[command(subcommand)]
+    Repl(cli::repl::ReplCommand),
     /// Build and list root filesystem images.
     #[command(subcommand)]
     Image(cli::image::ImageCommand),
@@ -94,6 +97,7 @@ fn main() {
         Command::Rm(args) => cli::rm::main(args),
         Command::Inspect(args) => cli::inspect::main(args),
         Command::Events(args) => cli::events::main(args),
+        Command::Repl(cmd) => cli::repl::main(cmd),
         Command::Image(cmd) => cli::image::main(&cli.data_dir, cmd).map(|()| 0),
         Command::Reap => cli::reap(),
     };

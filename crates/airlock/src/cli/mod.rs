@@ -7,6 +7,7 @@ pub mod exec;
 pub mod image;
 pub mod inspect;
 pub mod ls;
+pub mod repl;
 pub mod rm;
 pub mod run;
 pub mod serve;

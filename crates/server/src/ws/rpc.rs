@@ -28,6 +28,9 @@ const AGENT_METHODS: &[&str] = &[
     // airlock extension (not in the Deno protocol): resize a spawned PTY;
     // `airlock exec -t` and `airlock shell` forward window changes with it.
     "ptyResize",
+    // airlock extension (not in the Deno protocol): run a snippet in a
+    // stateful python3 interpreter per (sandbox, session); see the README.
+    "pythonRun",
     "envGet",
     "envSet",
     "envDelete",
