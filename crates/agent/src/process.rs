@@ -292,17 +292,7 @@ pub fn spawn(ctx: &Ctx, params: &Value) -> Result<Value, ErrorObject> {
     // SAFETY: setsid and ioctl are async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
-            // Belt and braces: whatever the agent has open, the process
-            // starts with only its stdio.
-            libc::syscall(
-                libc::SYS_close_range,
-                3u32,
-                u32::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            );
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            own_session_with_only_stdio()?;
             if with_tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -581,4 +571,25 @@ pub fn pid_param(method: &str, params: &Value) -> Result<i32, ErrorObject> {
         .ok_or_else(|| {
             ErrorObject::type_error(format!("{method}: missing positive integer param \"pid\""))
         })
+}
+
+/// For `pre_exec` of every process the agent starts: a session of its own
+/// (so its group can be signalled, and a PTY can become its terminal) and,
+/// belt and braces, none of the agent's fds beyond stdio (close-on-exec set
+/// on all of them). Only async-signal-safe calls.
+pub(crate) fn own_session_with_only_stdio() -> io::Result<()> {
+    // SAFETY: close_range and setsid take no pointers and are
+    // async-signal-safe.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+        if libc::setsid() < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }

@@ -145,20 +145,9 @@ impl Interp {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        // SAFETY: close_range and setsid are async-signal-safe.
+        // SAFETY: the closure makes only async-signal-safe calls.
         unsafe {
-            cmd.pre_exec(|| {
-                libc::syscall(
-                    libc::SYS_close_range,
-                    3u32,
-                    u32::MAX,
-                    libc::CLOSE_RANGE_CLOEXEC,
-                );
-                if libc::setsid() < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            cmd.pre_exec(crate::process::own_session_with_only_stdio);
         }
         let mut child = cmd.spawn().map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
