@@ -29,7 +29,7 @@ import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sdk_bench import Daemon, set_env  # noqa: E402
+from sdk_bench import Daemon, pct, set_env  # noqa: E402
 
 THROUGHPUT_RATIO_TARGET = 0.5
 ADDED_CONNECT_P50_TARGET_MS = 1.0
@@ -96,10 +96,6 @@ def ping(conn):
     with conn:
         conn.sendall(conn.recv(1))
 
-
-def pct(samples, p):
-    s = sorted(samples)
-    return s[min(len(s) - 1, int(round(p / 100.0 * (len(s) - 1))))]
 
 
 def main():

@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sdk_bench import Daemon, set_env  # noqa: E402
+from sdk_bench import Daemon, pct, set_env  # noqa: E402
 
 
 def mem_available_mib():
@@ -38,10 +38,6 @@ def rss_mib(pid):
             return int(line.split()[1]) / 1024
     return 0.0
 
-
-def pct(samples, p):
-    s = sorted(samples)
-    return s[min(len(s) - 1, int(round(p / 100.0 * (len(s) - 1))))]
 
 
 def main():

@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests/sdk/python"))
-from sdk_bench import Daemon, set_env  # noqa: E402
+from sdk_bench import Daemon, pct, set_env  # noqa: E402
 import upstreams as up  # noqa: E402
 
 CLIENT = r'''
@@ -63,10 +63,6 @@ for host in ("api.test", "other.test"):
 print(json.dumps(out))
 '''
 
-
-def pct(samples, p):
-    s = sorted(samples)
-    return s[min(len(s) - 1, int(round(p / 100.0 * (len(s) - 1))))]
 
 
 def main():

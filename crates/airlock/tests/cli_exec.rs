@@ -7,7 +7,7 @@ mod common;
 
 use common::daemon::Daemon;
 use serde_json::json;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -46,23 +46,8 @@ fn airlock_env(args: &[&str], stdin: Option<&[u8]>, endpoint: &str, token: &str)
     cmd.args(args)
         .env_remove("DENO_DEPLOY_ENDPOINT")
         .env("DENO_SANDBOX_ENDPOINT", endpoint)
-        .env("DENO_DEPLOY_TOKEN", token)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-    let mut child = cmd.spawn().expect("spawning airlock");
-    if let Some(data) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        let data = data.to_vec();
-        std::thread::spawn(move || {
-            let _ = pipe.write_all(&data);
-        });
-    }
-    child.wait_with_output().expect("waiting for airlock")
+        .env("DENO_DEPLOY_TOKEN", token);
+    common::run_command(cmd, stdin)
 }
 
 fn code(o: &Output) -> i32 {

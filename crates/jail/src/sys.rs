@@ -115,10 +115,18 @@ pub fn close(fd: RawFd) {
 }
 
 /// Writes all of `buf` to `fd`, retrying on EINTR. No allocation.
-pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+pub fn write_all(fd: RawFd, buf: &[u8]) -> io::Result<()> {
+    // SAFETY: the slice is valid for its length.
+    all_of(buf, |b| unsafe {
+        libc::write(fd, b.as_ptr().cast(), b.len())
+    })
+}
+
+/// Feeds `buf` to `op` (a write-like syscall returning bytes taken, or -1)
+/// until all of it is taken, retrying on EINTR. No allocation.
+fn all_of(mut buf: &[u8], mut op: impl FnMut(&[u8]) -> isize) -> io::Result<()> {
     while !buf.is_empty() {
-        // SAFETY: buf is a valid slice for its length.
-        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        let n = op(buf);
         if n < 0 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::Interrupted {
@@ -216,20 +224,11 @@ pub fn close_fds_except(keep: &mut [RawFd]) {
 
 /// Sends all of `buf` on the socket `fd` without raising SIGPIPE, retrying
 /// on EINTR. No allocation.
-pub fn send_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        // SAFETY: buf is a valid slice for its length.
-        let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        buf = &buf[n as usize..];
-    }
-    Ok(())
+pub fn send_all(fd: RawFd, buf: &[u8]) -> io::Result<()> {
+    // SAFETY: the slice is valid for its length.
+    all_of(buf, |b| unsafe {
+        libc::send(fd, b.as_ptr().cast(), b.len(), libc::MSG_NOSIGNAL)
+    })
 }
 
 /// Most fds [`send_with_fds`] passes in one message.

@@ -139,6 +139,32 @@ pub async fn list(
 /// Most events one `GET .../audit` returns; page on with `after`.
 const MAX_AUDIT_LIMIT: usize = 10_000;
 
+/// A 400 for a bad query parameter of the event endpoints.
+fn bad_query(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", message)
+}
+
+/// The `after` parameter of the event endpoints: an event id.
+fn parse_after(value: &str) -> Result<i64, ApiError> {
+    value
+        .parse()
+        .map_err(|_| bad_query(format!("after must be an event id, got {value:?}")))
+}
+
+/// The `limit` parameter of the event endpoints: 1..=`max`. Out of range is
+/// refused, not capped, so a client never takes a capped page for the last.
+fn parse_limit(value: &str, max: usize) -> Result<usize, ApiError> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            bad_query(format!(
+                "limit must be a number from 1 to {max}, got {value:?}"
+            ))
+        })
+}
+
 /// `GET /api/v3/sandbox/{id}/audit` (airlock extension): the sandbox's
 /// network events, oldest first. Query: `after` (an event id: only later
 /// events), `limit` (default 1000, at most 10000), `verdict` (`allowed` or
@@ -152,30 +178,14 @@ pub async fn audit(
 ) -> Result<Json<Value>, ApiError> {
     let token = authenticate(&state, &headers)?;
     authorize_sandbox(&state, &token, &id)?;
-    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", m);
     let mut query = NetEventQuery::default();
     for (key, value) in &params {
         match key.as_str() {
-            "after" => {
-                let after = value
-                    .parse()
-                    .map_err(|_| bad(format!("after must be an event id, got {value:?}")))?;
-                query.after_id = Some(after);
-            }
-            "limit" => {
-                query.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_AUDIT_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "limit must be a number from 1 to {MAX_AUDIT_LIMIT}, got {value:?}"
-                        ))
-                    })?;
-            }
+            "after" => query.after_id = Some(parse_after(value)?),
+            "limit" => query.limit = parse_limit(value, MAX_AUDIT_LIMIT)?,
             "verdict" => {
                 if !NET_VERDICTS.contains(&value.as_str()) {
-                    return Err(bad(format!(
+                    return Err(bad_query(format!(
                         "verdict must be one of {}, got {value:?}",
                         NET_VERDICTS.join(", ")
                     )));
@@ -257,7 +267,6 @@ pub async fn events(
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Json<Value>, ApiError> {
     let token = authenticate(&state, &headers)?;
-    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", m);
     let mut query = SandboxEventQuery {
         token_id: Some(token.id.clone()),
         ..Default::default()
@@ -268,23 +277,8 @@ pub async fn events(
                 authorize_sandbox(&state, &token, value)?;
                 query.sandbox_id = Some(value.clone());
             }
-            "after" => {
-                let after = value
-                    .parse()
-                    .map_err(|_| bad(format!("after must be an event id, got {value:?}")))?;
-                query.after_id = Some(after);
-            }
-            "limit" => {
-                query.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_EVENTS_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "limit must be a number from 1 to {MAX_EVENTS_LIMIT}, got {value:?}"
-                        ))
-                    })?;
-            }
+            "after" => query.after_id = Some(parse_after(value)?),
+            "limit" => query.limit = parse_limit(value, MAX_EVENTS_LIMIT)?,
             _ => {}
         }
     }

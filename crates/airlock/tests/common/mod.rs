@@ -20,8 +20,14 @@ pub const SANDBOX_UID_BASE: u64 = 1_000_000_000;
 /// otherwise stdin is /dev/null.
 pub fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut cmd = Command::new(AIRLOCK);
-    cmd.args(args)
-        .stdout(Stdio::piped())
+    cmd.args(args);
+    run_command(cmd, stdin)
+}
+
+/// Runs `cmd` (an `airlock` command the caller set up: args, environment)
+/// to completion, as [`run`] does.
+pub fn run_command(mut cmd: Command, stdin: Option<&[u8]>) -> Output {
+    cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .stdin(if stdin.is_some() {
             Stdio::piped()
