@@ -628,13 +628,14 @@ impl Stack {
             };
             let socket = self.sockets.get_mut::<tcp::Socket>(open.handle);
             // Sandbox -> upstream, as far as the channel has room.
-            if let Some(tx) = open.to_up.clone() {
+            if let Some(tx) = &open.to_up {
+                let mut upstream_done = false;
                 while socket.can_recv() {
                     let permit = match tx.try_reserve() {
                         Ok(p) => p,
                         Err(mpsc::error::TrySendError::Full(())) => break,
                         Err(mpsc::error::TrySendError::Closed(())) => {
-                            open.to_up = None;
+                            upstream_done = true;
                             break;
                         }
                     };
@@ -648,8 +649,9 @@ impl Stack {
                     permit.send(chunk);
                     moved = true;
                 }
-                if sandbox_sent_fin(socket.state()) && !socket.can_recv() {
-                    // The sandbox sent FIN: close the upstream's write side.
+                // The upstream task is gone, or the sandbox sent FIN: dropping
+                // the channel closes the upstream's write side.
+                if upstream_done || (sandbox_sent_fin(socket.state()) && !socket.can_recv()) {
                     open.to_up = None;
                 }
             }
