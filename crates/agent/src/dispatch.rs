@@ -7,6 +7,7 @@ use crate::process::{self, Ctx, Table};
 use crate::python;
 use crate::signals;
 use crate::streams::Streams;
+use crate::tunnel;
 use agent_proto::{Call, ErrorObject, Frame, FrameKind, Reply};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -72,6 +73,11 @@ impl Agent {
             }
             FrameKind::End => self.streams.finish(frame.id),
             FrameKind::Cancel => self.streams.cancel_outbound(frame.id),
+            FrameKind::Credit => {
+                if let Ok(bytes) = <[u8; 4]>::try_from(frame.payload.as_slice()) {
+                    self.streams.credit(frame.id, u32::from_be_bytes(bytes));
+                }
+            }
             // Only the agent sends these.
             FrameKind::Hello | FrameKind::Reply => {}
         }
@@ -127,6 +133,9 @@ impl Agent {
             }
             "walk" | "expandGlob" => self.walk(method, params).await,
             "fileLock" => self.file_lock(params).await,
+            // airlock internal: a TCP connection inside the sandbox, for
+            // `fetch` and exposed ports.
+            "tcpConnect" => tunnel::connect(&self.streams, &self.out, &params).await,
             // airlock extension: stateful Python sessions.
             "pythonRun" => self.python.run(&self.env, &self.cwd, &params).await,
             _ => self.fs_call(method, params).await,

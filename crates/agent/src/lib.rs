@@ -13,3 +13,4 @@ pub mod process;
 pub mod python;
 pub mod signals;
 pub mod streams;
+pub mod tunnel;
