@@ -1491,7 +1491,7 @@ fn tcp_connect_sends_no_more_than_the_window_before_credit() {
     let reply = agent.ok("tcpConnect", json!({"port": port, "inStreamId": 1}));
     let out = stream_id(&reply["streamId"]);
     let mut got = Vec::new();
-    let mut collect = |agent: &mut Agent, got: &mut Vec<u8>, quiet: Duration| {
+    let collect = |agent: &mut Agent, got: &mut Vec<u8>, quiet: Duration| {
         while let Some(f) = agent.take_matching(Instant::now() + quiet, |f| {
             f.id == out && f.kind == FrameKind::Data
         }) {
