@@ -16,6 +16,10 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::router::{Lookup, Route, Router};
 
+/// Most bytes of request body read and dropped after an error response
+/// (see [`Shared::reply`]); the whole answer is also bounded in time.
+const LINGER_BYTES: usize = 1 << 20;
+
 /// Buffer per direction of a splice. TLS records carry up to 16 KiB, and
 /// tokio's 8 KiB default splits them: in tests/bench.rs (2 cores) bulk
 /// throughput went from ~420 to ~590 MiB/s with 32 KiB, and no further with
@@ -166,7 +170,9 @@ impl Ingress {
                     bump(&self.shared.metrics.accepted);
                     let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
                         bump(&self.shared.metrics.rejected_overload);
-                        tracing::warn!(%peer, "expose ingress at its connection limit; closing");
+                        // Debug, not warn: a flood would otherwise flood the
+                        // log too; the counter is what to alert on.
+                        tracing::debug!(%peer, "expose ingress at its connection limit; closing");
                         continue;
                     };
                     let shared = Arc::clone(&self.shared);
@@ -367,7 +373,12 @@ impl Shared {
             );
             client.write_all(response.as_bytes()).await?;
             // Sends TLS close_notify, so the client sees a clean end.
-            client.shutdown().await
+            client.shutdown().await?;
+            // Lingering close: a request body may still be arriving, and
+            // closing with it unread would reset the connection, possibly
+            // before the client has read the response. Drain a bounded
+            // amount; a well-behaved client closes on `connection: close`.
+            drain(&mut client, LINGER_BYTES).await
         };
         match tokio::time::timeout(self.options.response_timeout, answer).await {
             Ok(Ok(())) => {}
@@ -394,6 +405,19 @@ async fn read_head<S: AsyncRead + Unpin>(client: &mut S, limit: usize) -> io::Re
         head.extend_from_slice(&chunk[..n]);
         if find_head_end(&head[from..]) {
             return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Reads and drops input until end of stream or `limit` bytes.
+async fn drain<S: AsyncRead + Unpin>(client: &mut S, limit: usize) -> io::Result<()> {
+    let mut chunk = [0u8; 4096];
+    let mut total = 0;
+    while total < limit {
+        match client.read(&mut chunk).await? {
+            0 => break,
+            n => total += n,
         }
     }
     Ok(())
