@@ -130,6 +130,10 @@ impl ExposeCerts {
     /// to `base_domain`. A file that is unreadable, not what it should be,
     /// or a CA that cannot issue for `base_domain` (e.g. made for another
     /// base) is an error naming the file; nothing is overwritten then.
+    ///
+    /// One daemon owns a directory: two processes creating a CA in the same
+    /// empty directory at once could leave a key that is not the
+    /// certificate's, which the next load reports as an error.
     pub fn load_or_create(dir: &Path, base_domain: &str) -> Result<ExposeCerts, CertError> {
         let base_domain = normalize_base_domain(base_domain)?;
         fs::create_dir_all(dir).map_err(|error| CertError::Io {
@@ -158,10 +162,11 @@ impl ExposeCerts {
             }
         };
 
-        let issuer = load_ca(&cert_path, &cert_pem, &key_path, &key_pem)?;
+        let (issuer, ca_not_after) = load_ca(&cert_path, &cert_pem, &key_path, &key_pem)?;
+        warn_if_key_readable_by_others(&key_path);
         let issuer = LeafIssuer {
-            issuer: issuer.0,
-            ca_not_after: issuer.1,
+            issuer,
+            ca_not_after,
             provider: ring_provider(),
             cache: Mutex::new(HashMap::new()),
         };
@@ -283,6 +288,20 @@ impl fmt::Debug for ExposeCerts {
             .field("ca_cert_path", &self.ca_cert_path())
             .field("cached_leaves", &self.resolver.cached_len())
             .finish_non_exhaustive()
+    }
+}
+
+/// The key was written 0600; if it has since been opened up (copied with
+/// other permissions, restored from a backup), say so but keep working:
+/// refusing to start would not make the key any less exposed.
+fn warn_if_key_readable_by_others(key_path: &Path) {
+    if let Ok(meta) = fs::metadata(key_path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                key = %key_path.display(),
+                "the expose CA key is accessible to other users; it should be mode 0600"
+            );
+        }
     }
 }
 

@@ -17,8 +17,10 @@ use tokio_rustls::TlsAcceptor;
 use crate::router::{Lookup, Route, Router};
 
 /// Most bytes of request body read and dropped after an error response
-/// (see [`Shared::reply`]); the whole answer is also bounded in time.
+/// (see [`Shared::reply`]).
 const LINGER_BYTES: usize = 1 << 20;
+/// Longest wait for the client to close after an error response.
+const LINGER_TIME: Duration = Duration::from_secs(2);
 
 /// Buffer per direction of a splice. TLS records carry up to 16 KiB, and
 /// tokio's 8 KiB default splits them: in tests/bench.rs (2 cores) bulk
@@ -373,18 +375,24 @@ impl Shared {
             );
             client.write_all(response.as_bytes()).await?;
             // Sends TLS close_notify, so the client sees a clean end.
-            client.shutdown().await?;
-            // Lingering close: a request body may still be arriving, and
-            // closing with it unread would reset the connection, possibly
-            // before the client has read the response. Drain a bounded
-            // amount; a well-behaved client closes on `connection: close`.
-            drain(&mut client, LINGER_BYTES).await
+            client.shutdown().await
         };
         match tokio::time::timeout(self.options.response_timeout, answer).await {
             Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::debug!("expose: writing the {} response: {err}", reply.status),
-            Err(_) => tracing::debug!("expose: client too slow for the {} response", reply.status),
+            Ok(Err(err)) => {
+                tracing::debug!("expose: writing the {} response: {err}", reply.status);
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("expose: client too slow for the {} response", reply.status);
+                return;
+            }
         }
+        // Lingering close: a request body may still be arriving, and closing
+        // with it unread would reset the connection, possibly before the
+        // client has read the response. Drain a bounded amount for a bounded
+        // time; a well-behaved client closes on `connection: close` at once.
+        let _ = tokio::time::timeout(LINGER_TIME, drain(&mut client, LINGER_BYTES)).await;
     }
 }
 
