@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use expose::{ExposeCerts, ServeOptions, CA_CERT_FILE, CA_KEY_FILE};
+use expose::{Backend, BoxFuture, BoxedIo, ExposeCerts, ServeOptions, CA_CERT_FILE, CA_KEY_FILE};
 use futures_util::{SinkExt, StreamExt};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::ServerName;
@@ -458,4 +458,83 @@ async fn error_answer_survives_an_unread_request_body() {
     let response = read_all(&mut tls).await;
     assert_eq!(status_of(&response), 503, "{response}");
     assert!(body_of(&response).contains("sbx-post"), "{response}");
+}
+
+/// A backend shaped like the daemon's agent tunnel: not TCP, an in-memory
+/// stream per connection, served by a task that answers one request.
+struct InMemoryBackend;
+
+impl Backend for InMemoryBackend {
+    fn open(&self, port: u16) -> BoxFuture<'static, std::io::Result<BoxedIo>> {
+        Box::pin(async move {
+            let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if theirs.read(&mut byte).await.ok()? == 0 {
+                        return None;
+                    }
+                    head.push(byte[0]);
+                }
+                let body = format!("in-memory port {port}");
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                theirs.write_all(response.as_bytes()).await.ok()?;
+                theirs.shutdown().await.ok()
+            });
+            Ok(Box::new(ours) as BoxedIo)
+        })
+    }
+}
+
+/// A backend whose `open` never completes.
+struct HangingBackend;
+
+impl Backend for HangingBackend {
+    fn open(&self, _port: u16) -> BoxFuture<'static, std::io::Result<BoxedIo>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn any_backend_stream_works_and_a_hanging_open_is_504() {
+    let h = start_opts(ServeOptions {
+        open_timeout: Duration::from_millis(300),
+        ..ServeOptions::default()
+    })
+    .await;
+    let domain = h.router.allocate("sbx-mem").unwrap();
+    h.router
+        .bind(&domain, "sbx-mem", 3000, Arc::new(InMemoryBackend))
+        .unwrap();
+    let (status, response) = h.get(&domain, "/").await;
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(body_of(&response), "in-memory port 3000");
+
+    let hanging = h.router.allocate("sbx-hang").unwrap();
+    h.router
+        .bind(&hanging, "sbx-hang", 3000, Arc::new(HangingBackend))
+        .unwrap();
+    let (status, response) = h.get(&hanging, "/").await;
+    assert_eq!(status, 504, "{response}");
+    assert!(
+        body_of(&response).contains("port 3000 in sandbox sbx-hang"),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn a_config_offering_h2_is_narrowed_to_http1() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = ExposeCerts::load_or_create(&dir.path().join("ca"), BASE).unwrap();
+    let mut tls = (*certs.server_config()).clone();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let h = start_with_config(dir, Arc::new(tls), ServeOptions::default()).await;
+    let domain = h.expose("sbx-alpn", http_backend().await);
+    let (code, body, stderr) = h.curl(&domain, "/", &h.ca_path(), &["--http2"]).await;
+    assert_eq!(code, "200 1.1", "curl: {stderr}");
+    assert_eq!(body, "hello from the sandbox: /");
 }

@@ -53,10 +53,18 @@ pub async fn start_with(
     certs: &ExposeCerts,
     options: ServeOptions,
 ) -> Harness {
+    start_with_config(dir, certs.server_config(), options).await
+}
+
+pub async fn start_with_config(
+    dir: tempfile::TempDir,
+    tls: Arc<rustls::ServerConfig>,
+    options: ServeOptions,
+) -> Harness {
     let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = Arc::new(Router::new(BASE, addr.port()).unwrap());
-    let ingress = Ingress::new(Arc::clone(&router), certs.server_config(), options);
+    let ingress = Ingress::new(Arc::clone(&router), tls, options);
     let metrics = ingress.metrics();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(ingress.serve(listener, async {
