@@ -13,6 +13,7 @@ want python3 python3            # benchmarks
 want cc gcc                     # linker for cargo
 want git git                    # the network tests serve a repository to clone
 want openssl openssl            # the JS suite makes its test CA with it
+want curl curl                  # crates/expose tests verify the ingress with a real curl
 # scripts/sdk-tests.sh puts the Python SDK in a venv (Debian splits ensurepip out)
 python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
