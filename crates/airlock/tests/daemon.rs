@@ -186,7 +186,7 @@ fn bad_requests_get_the_documented_errors() {
         break serde_json::from_str::<Value>(&t).unwrap();
     };
     assert_eq!(r["error"]["code"], -32602, "{r}");
-    let r = call(&mut ws, 3, "spawnDeno", json!({}));
+    let r = call(&mut ws, 3, "vscode", json!({}));
     assert_eq!(
         r["result"]["error"]["constructorName"], "NotSupported",
         "{r}"

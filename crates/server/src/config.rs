@@ -42,6 +42,9 @@ pub struct SandboxConfig {
     /// Values are never printed (`SecretSpec`'s Debug redacts them).
     pub secrets: Vec<SecretSpec>,
     pub region: String,
+    /// A port to expose over HTTPS at create (the Python SDK's `port`;
+    /// the JS SDK calls `exposeHttp` itself).
+    pub port: Option<u16>,
 }
 
 impl SandboxConfig {
@@ -183,6 +186,15 @@ pub fn parse(
         }
     }
     reject_unsupported(map)?;
+    let port = match map.get("port") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p > 0)
+                .ok_or_else(|| ApiError::bad_config(format!("port must be 1..65535, got {v}")))?,
+        ),
+    };
     let region = match map.get("region") {
         Some(Value::String(r)) => r.clone(),
         _ => "ord".to_string(),
@@ -195,6 +207,7 @@ pub fn parse(
         allow_net,
         secrets,
         region,
+        port,
     })
 }
 
@@ -310,7 +323,7 @@ fn reject_unsupported(map: &Map<String, Value>) -> Result<(), ApiError> {
         Some(Value::Object(o)) => !o.is_empty(),
         Some(_) => true,
     };
-    for key in ["volumes", "root", "ssh", "port"] {
+    for key in ["volumes", "root", "ssh"] {
         if non_empty(key) {
             return Err(ApiError::new(
                 axum::http::StatusCode::BAD_REQUEST,

@@ -6,6 +6,7 @@
 mod auth;
 mod config;
 mod error;
+pub mod expose;
 pub mod metrics;
 mod rest;
 mod ws;
@@ -38,17 +39,28 @@ pub struct AppState {
     /// whose sockets stay open briefly so the SDK's close() can finish.
     pub(crate) killed_via_console: Mutex<HashSet<String>>,
     pub metrics: metrics::Metrics,
+    /// Exposed HTTP (`exposeHttp`); `None` when the daemon serves none.
+    pub expose: Option<Arc<expose::Exposure>>,
 }
 
 impl AppState {
-    pub fn new(manager: Arc<Manager>, store: Arc<Store>, limits: ConfigLimits) -> Arc<Self> {
+    pub fn new(
+        manager: Arc<Manager>,
+        store: Arc<Store>,
+        limits: ConfigLimits,
+        expose: Option<Arc<expose::Exposure>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             limits,
             next_stream_id: AtomicU64::new(1),
             killed_via_console: Mutex::new(HashSet::new()),
-            metrics: metrics::Metrics::new(manager.clone()),
+            metrics: metrics::Metrics::new(
+                manager.clone(),
+                expose.as_ref().map(|e| e.metrics.clone()),
+            ),
             manager,
+            expose,
         })
     }
 }

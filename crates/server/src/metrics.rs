@@ -35,7 +35,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(manager: Arc<Manager>) -> Self {
+    pub fn new(manager: Arc<Manager>, expose: Option<Arc<expose::Metrics>>) -> Self {
         let mut registry = Registry::with_prefix("airlock");
         let rpc_calls = Family::<MethodLabels, Counter>::default();
         let rpc_errors = Family::<MethodLabels, Counter>::default();
@@ -69,6 +69,9 @@ impl Metrics {
             refusals.clone(),
         );
         registry.register_collector(Box::new(SandboxCollector(manager)));
+        if let Some(expose) = expose {
+            registry.register_collector(Box::new(ExposeCollector(expose)));
+        }
         Self {
             registry,
             rpc_calls,
@@ -216,5 +219,51 @@ impl Collector for SandboxCollector {
             ],
         )?;
         Ok(())
+    }
+}
+
+/// The exposed-HTTP ingress's counters (`expose::Metrics`).
+#[derive(Debug)]
+struct ExposeCollector(Arc<expose::Metrics>);
+
+impl Collector for ExposeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let m = &self.0;
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let mut family = encoder.encode_descriptor(
+            "expose_connections",
+            "Connections to exposed HTTPS domains, by outcome",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (outcome, v) in [
+            ("proxied", n(&m.proxied)),
+            ("not_found", n(&m.not_found)),
+            ("pending", n(&m.pending)),
+            ("backend_failed", n(&m.backend_failed)),
+            ("tls_failed", n(&m.tls_failed)),
+            ("overloaded", n(&m.rejected_overload)),
+        ] {
+            ConstCounter::new(v).encode(family.encode_family(&[("outcome", outcome)])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "expose_bytes",
+            "Bytes through exposed domains (in: to sandboxes), of ended connections",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (direction, v) in [
+            ("in", n(&m.bytes_to_backend)),
+            ("out", n(&m.bytes_from_backend)),
+        ] {
+            ConstCounter::new(v).encode(family.encode_family(&[("direction", direction)])?)?;
+        }
+        let g = ConstGauge::new(n(&m.active) as i64);
+        g.encode(encoder.encode_descriptor(
+            "expose_active_connections",
+            "Connections to exposed domains open now",
+            None,
+            g.metric_type(),
+        )?)
     }
 }

@@ -243,6 +243,7 @@ pub async fn inspect(
         },
         "allowNet": rec.allow_net,
         "secrets": rec.secret_names,
+        "exposed": crate::expose::routes_json(&state, &rec.id),
         "usage": {
             "cpuSeconds": usage.cpu_seconds(),
             "memoryGbHours": usage.memory_gb_hours(),
@@ -290,19 +291,54 @@ pub async fn events(
     Ok(Json(json!({ "events": events })))
 }
 
+/// `POST /api/v3/sandbox/{id}/expose/http` → `{"domain"}`: a fresh domain
+/// for the sandbox, bound by the `exposeHttp` RPC that follows. The JS SDK
+/// sends `{}`, the Python SDK `{"port"}` or `{"pid"}` (checked here, bound
+/// by its RPC). Other kinds (ssh, vscode) are not supported.
 pub async fn expose(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path((_id, kind)): Path<(String, String)>,
-) -> ApiError {
-    if let Err(e) = authenticate(&state, &headers) {
-        return e;
+    Path((id, kind)): Path<(String, String)>,
+    body: Option<Json<Value>>,
+) -> Result<Json<Value>, ApiError> {
+    let token = authenticate(&state, &headers)?;
+    authorize_sandbox(&state, &token, &id)?;
+    if kind != "http" {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "NOT_SUPPORTED",
+            format!("exposing {kind} is not supported by this airlock version"),
+        ));
     }
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "NOT_SUPPORTED",
-        format!("exposing {kind} is not supported by this airlock version yet"),
-    )
+    let Some(exposure) = &state.expose else {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "NOT_SUPPORTED",
+            "exposing HTTP is off on this daemon (airlock serve --expose-listen ADDR)",
+        ));
+    };
+    let params = match body {
+        None => serde_json::Map::new(),
+        Some(Json(Value::Object(m))) => m,
+        Some(Json(other)) => {
+            return Err(ApiError::bad_config(format!(
+                "expected a JSON object {{}}, {{\"port\": N}} or {{\"pid\": N}}, got {other}"
+            )))
+        }
+    };
+    let port = crate::expose::port_param(&params, "expose").map_err(ApiError::bad_config)?;
+    let pid = crate::expose::pid_param(&params, "expose").map_err(ApiError::bad_config)?;
+    if port.is_some() && pid.is_some() {
+        return Err(ApiError::bad_config(
+            "expose: give one of port and pid, not both",
+        ));
+    }
+    let live = match state.manager.get(&id) {
+        Some(live) if !live.is_ended() => live,
+        _ => return Err(ApiError::not_found(&id)),
+    };
+    let domain = exposure.allocate(&live)?;
+    Ok(Json(json!({ "domain": domain })))
 }
 
 pub async fn not_found(uri: Uri) -> ApiError {

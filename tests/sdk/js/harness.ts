@@ -113,7 +113,9 @@ export const SANDBOX_ID_RE = /^sbx_[a-z]{3}_[0-9a-hjkmnp-z]{20}$/;
 export const UNKNOWN_ID = "sbx_ord_" + "0".repeat(20);
 
 export let daemon: Deno.ChildProcess | undefined;
-/** Where the test CA and the js.test leaf are (set when the daemon starts). */
+/** Where the test CA and the js.test leaf are (set when the daemon starts);
+ * also the store's directory, so the daemon's expose CA is
+ * `${TLS_DIR}/expose-ca.pem`. */
 export let TLS_DIR = "";
 export let daemonLog = "";
 
@@ -176,7 +178,7 @@ openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out lea
   daemon = new Deno.Command("bash", {
     args: [
       "-c",
-      'exec "$0" serve --store "$1" --listen 127.0.0.1:0 --resolve js.test=127.0.0.1 --upstream-ca "$3" >"$2" 2>&1',
+      'exec "$0" serve --store "$1" --listen 127.0.0.1:0 --expose-listen 127.0.0.1:0 --resolve js.test=127.0.0.1 --upstream-ca "$3" >"$2" 2>&1',
       bin,
       store,
       daemonLog,

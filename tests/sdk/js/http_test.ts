@@ -2,7 +2,7 @@
 // server running in it, streamed both ways. See harness.ts for the daemon.
 
 import { Sandbox } from "@deno/sandbox";
-import { assert, assertEquals, assertRejects, enc, stopDaemonTest, test } from "./harness.ts";
+import { assert, assertEquals, assertRejects, enc, stopDaemonTest, test, TLS_DIR } from "./harness.ts";
 
 /** A Deno server on the sandbox's loopback only. */
 const SERVER = `
@@ -96,6 +96,40 @@ test("sandbox.fetch errors: a closed port, a bad URL", async () => {
   await assertRejects(() => sb.fetch("file:///etc/passwd"), undefined, "http");
   // The connection still works.
   assertEquals((await sb.fs.readTextFile("/etc/hostname")).trim(), "sandbox");
+});
+
+/** GET `url` with curl through the daemon's ingress, trusting its CA. */
+async function curl(url: string): Promise<{ code: number; body: string }> {
+  const u = new URL(url);
+  const out = await new Deno.Command("curl", {
+    args: [
+      "-sS", "--max-time", "20", "--cacert", `${TLS_DIR}/expose-ca.pem`,
+      "--resolve", `${u.hostname}:${u.port || 443}:127.0.0.1`, "-w", "\n%{http_code}", url,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert(out.success, `curl ${url}: ${new TextDecoder().decode(out.stderr)}`);
+  const text = new TextDecoder().decode(out.stdout);
+  const cut = text.lastIndexOf("\n");
+  return { code: Number(text.slice(cut + 1)), body: text.slice(0, cut) };
+}
+
+test("exposeHttp and Sandbox.create({port}) serve the sandbox over HTTPS", async () => {
+  if (!TLS_DIR) return; // a daemon we did not start: its CA is not ours to read
+  await using sb = await Sandbox.create({ port: 8000 });
+  assert(sb.url?.startsWith("https://") && new URL(sb.url).hostname.endsWith(".sandbox.localhost"), `${sb.url}`);
+  // Nothing listens yet: the ingress says so.
+  const early = await curl(sb.url + "/");
+  assertEquals(early.code, 502);
+  assert(early.body.includes("nothing is listening on port 8000"), early.body);
+  await startServer(sb);
+  assertEquals(await curl(sb.url + "/a"), { code: 200, body: "hello /a" });
+  const url = await sb.exposeHttp({ port: 8000 });
+  assert(url !== sb.url, "each call gets its own domain");
+  assertEquals(await curl(url + "/b"), { code: 200, body: "hello /b" });
+  // The streamed response comes through whole.
+  assertEquals((await curl(url + "/ticks")).body.trim().split("\n"), ["tick1", "tick2", "tick3"]);
 });
 
 stopDaemonTest();

@@ -107,7 +107,8 @@ def airlock(tmp_path_factory, upstreams):
     log = tmp / "serve.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(binary), "serve", "--store", str(store), "--listen", "127.0.0.1:0"]
+            [str(binary), "serve", "--store", str(store), "--listen", "127.0.0.1:0",
+             "--expose-listen", "127.0.0.1:0"]
             + upstreams.daemon_args(),
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -129,7 +130,15 @@ def airlock(tmp_path_factory, upstreams):
 
     _set_env(endpoint, token)
     try:
-        yield {"endpoint": endpoint, "token": token, "bin": binary, "store": store, "log": log}
+        yield {
+            "endpoint": endpoint,
+            "token": token,
+            "bin": binary,
+            "store": store,
+            "log": log,
+            # The daemon's CA for exposed ports, kept beside its store.
+            "expose_ca": tmp / "expose-ca.pem",
+        }
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

@@ -70,6 +70,45 @@ pub struct ServeArgs {
     /// host's system store is always used).
     #[arg(long = "upstream-ca", value_name = "FILE")]
     upstream_ca: Vec<PathBuf>,
+    /// Where exposed sandbox ports (`exposeHttp`) are served over HTTPS, or
+    /// `off`. Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR|off", default_value = DEFAULT_EXPOSE_LISTEN, value_parser = parse_expose_listen)]
+    expose_listen: ExposeListen,
+    /// Exposed ports get names `<random>.<this domain>`; point a wildcard
+    /// DNS record for it at this host (`*.localhost` names need none).
+    #[arg(long, default_value = expose::DEFAULT_BASE_DOMAIN)]
+    expose_domain: String,
+    /// The port clients use to reach the expose address (behind a port
+    /// forward or load balancer); default: the port listened on. It is part
+    /// of the returned URLs unless it is 443.
+    #[arg(long, value_name = "PORT")]
+    expose_public_port: Option<u16>,
+    /// Serve exposed domains with this certificate chain (PEM; it must cover
+    /// `*.<expose domain>`) instead of one from the daemon's own CA, which
+    /// is kept as `expose-ca.pem` beside the store.
+    #[arg(long, value_name = "FILE", requires = "expose_key")]
+    expose_cert: Option<PathBuf>,
+    /// The private key of `--expose-cert` (PEM).
+    #[arg(long, value_name = "FILE", requires = "expose_cert")]
+    expose_key: Option<PathBuf>,
+}
+
+/// The documented default address for exposed ports.
+pub const DEFAULT_EXPOSE_LISTEN: &str = "127.0.0.1:8443";
+
+#[derive(Debug, Clone, Copy)]
+enum ExposeListen {
+    Off,
+    At(SocketAddr),
+}
+
+fn parse_expose_listen(s: &str) -> Result<ExposeListen, String> {
+    if s == "off" {
+        return Ok(ExposeListen::Off);
+    }
+    s.parse()
+        .map(ExposeListen::At)
+        .map_err(|_| format!("{s:?}: expected an address like 0.0.0.0:443, or off"))
 }
 
 fn parse_resolve(s: &str) -> Result<(String, IpAddr), String> {
@@ -136,9 +175,20 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
         ),
         None => None,
     };
+    let expose_listener = match args.expose_listen {
+        ExposeListen::Off => None,
+        ExposeListen::At(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("listening on {a} for exposed ports (--expose-listen)"))?,
+        ),
+    };
     let mut protected = vec![addr];
     if let Some(m) = &metrics_listener {
         protected.push(m.local_addr()?);
+    }
+    if let Some(e) = &expose_listener {
+        protected.push(e.local_addr()?);
     }
     let mut overrides: HashMap<String, Vec<IpAddr>> = HashMap::new();
     for (name, ip) in &args.resolve {
@@ -187,7 +237,11 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
         max_lifetime: args.max_lifetime,
         ..ConfigLimits::default()
     };
-    let state = AppState::new(manager.clone(), store.clone(), limits);
+    let exposure = match expose_listener {
+        Some(listener) => Some(start_expose(&args, store_path, listener)?),
+        None => None,
+    };
+    let state = AppState::new(manager.clone(), store.clone(), limits, exposure);
     let url = format!("http://{addr}");
     if let Some(token) = first_token {
         println!(
@@ -230,6 +284,57 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
     );
     manager.shutdown().await;
     Ok(0)
+}
+
+/// Loads the exposed-HTTP identity and starts the HTTPS ingress on
+/// `listener` (it stops with the process).
+fn start_expose(
+    args: &ServeArgs,
+    store_path: &Path,
+    listener: tokio::net::TcpListener,
+) -> Result<Arc<server::expose::Exposure>> {
+    let bound = listener.local_addr()?;
+    let certs = match (&args.expose_cert, &args.expose_key) {
+        (Some(cert), Some(key)) => expose::ExposeCerts::from_files(cert, key, &args.expose_domain)
+            .context("loading --expose-cert/--expose-key")?,
+        _ => {
+            // Beside the store: one CA per daemon state, kept across restarts
+            // so users trust it once.
+            let dir = store_path.parent().unwrap_or(Path::new("."));
+            expose::ExposeCerts::load_or_create(dir, &args.expose_domain)
+                .with_context(|| format!("loading or making the expose CA in {}", dir.display()))?
+        }
+    };
+    let public_port = args.expose_public_port.unwrap_or(bound.port());
+    let router =
+        Arc::new(expose::Router::new(&args.expose_domain, public_port).context("--expose-domain")?);
+    let ingress = expose::Ingress::new(
+        router.clone(),
+        certs.server_config(),
+        expose::ServeOptions::default(),
+    );
+    let metrics = ingress.metrics();
+    let port_part = if public_port == 443 {
+        String::new()
+    } else {
+        format!(":{public_port}")
+    };
+    match certs.ca_cert_path() {
+        Some(ca) => println!(
+            "exposed ports on https://*.{}{port_part} (listening on {bound}; CA {})",
+            certs.base_domain(),
+            ca.display()
+        ),
+        None => println!(
+            "exposed ports on https://*.{}{port_part} (listening on {bound})",
+            certs.base_domain()
+        ),
+    }
+    let ca_path = certs.ca_cert_path().map(Path::to_path_buf);
+    tokio::spawn(ingress.serve(listener, std::future::pending()));
+    Ok(Arc::new(server::expose::Exposure::new(
+        router, metrics, ca_path,
+    )))
 }
 
 pub fn default_store(data_dir: &Path) -> PathBuf {

@@ -104,7 +104,14 @@ impl Daemon {
     /// listens. Its stdout is drained from then on, so it never blocks.
     pub fn spawn(&mut self) {
         let mut child = Command::new(AIRLOCK)
-            .args(["serve", "--listen", "127.0.0.1:0", "--pool", "1", "--store"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--expose-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--pool", "1", "--store"])
             .arg(&self.store)
             .args(&self.extra)
             .stdout(Stdio::piped())

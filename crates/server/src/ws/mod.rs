@@ -43,7 +43,15 @@ async fn create_sandbox(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Ar
     let raw = headers.get("x-deno-sandbox-config").map(|v| v.as_bytes());
     let map = config::decode_header(raw)?;
     let cfg = config::parse(&map, &state.limits, now_ms())?;
-    state
+    let port = cfg.port;
+    if port.is_some() && state.expose.is_none() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "NOT_SUPPORTED",
+            "`port`: exposing HTTP is off on this daemon (airlock serve --expose-listen ADDR)",
+        ));
+    }
+    let live = state
         .manager
         .create(cfg.into_request(Some(token.id)))
         .await
@@ -62,7 +70,19 @@ async fn create_sandbox(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Ar
                     .inc();
             }
             create_error(e)
-        })
+        })?;
+    if let (Some(port), Some(exposure)) = (port, &state.expose) {
+        let exposed = exposure.allocate(&live).and_then(|domain| {
+            exposure
+                .bind(&live, &domain, port)
+                .map_err(|e| ApiError::internal(e.message))
+        });
+        if let Err(e) = exposed {
+            state.manager.kill(&live.id, EndReason::Killed).await;
+            return Err(e);
+        }
+    }
+    Ok(live)
 }
 
 /// A refused or failed create, as the protocol's upgrade error: 429 for a

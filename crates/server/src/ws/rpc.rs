@@ -84,7 +84,6 @@ const NOT_YET: &[&str] = &[
     "denoReplEval",
     "denoReplCall",
     "denoReplClose",
-    "exposeHttp",
     "vscode",
 ];
 
@@ -94,7 +93,7 @@ pub(crate) fn is_known_method(method: &str) -> bool {
         || NOT_YET.contains(&method)
         || matches!(
             method,
-            "spawn" | "processWait" | "walk" | "expandGlob" | "abort" | "fetch"
+            "spawn" | "processWait" | "walk" | "expandGlob" | "abort" | "fetch" | "exposeHttp"
         )
 }
 
@@ -254,6 +253,7 @@ impl Rpc {
                 )
             }
             "fetch" => Ok(self.fetch(params, body).await),
+            "exposeHttp" => Ok(crate::expose::bind_rpc(&self.state, &self.live, &params).await),
             "abort" => {
                 let id = params.get("abortId").and_then(Value::as_i64);
                 let pending =
