@@ -108,6 +108,19 @@ def test_expose_errors(client, airlock):
         assert bad.returncode != 0
         # The SDK connection survives all of it.
         assert sb.fs.read_text_file("/etc/hostname").strip() == "sandbox"
+        # Another sandbox cannot take over this sandbox's domain.
+        domain = url.removeprefix("https://")
+        with client.sandbox.create() as other:
+            with pytest.raises(Exception) as e:
+                other._bridge.run(other._rpc.call("exposeHttp", {"domain": domain, "port": 8001}))
+            assert "different sandbox" in str(e.value), e.value
+        # The ingress is a daemon address: sandboxes cannot reach it, even
+        # when allowNet names it.
+        with client.sandbox.create(allow_net=[f"127.0.0.1:{parts.port}"]) as inside:
+            r = inside.spawn("curl", args=["-sk", "--max-time", "5", f"https://127.0.0.1:{parts.port}/"],
+                             stdout="piped", stderr="piped")
+            status = r.wait()
+            assert status["code"] != 0, f"a sandbox reached the expose ingress: {status}"
 
 
 def test_create_with_port_and_websockets(client, airlock):

@@ -88,3 +88,19 @@ def test_fetch_to_the_outside_obeys_the_egress_policy(client, upstreams):
     with client.sandbox.create(allow_net=["api.test"]) as sb:
         r = sb.fetch(f"http://api.test:{upstreams.http_port}/hello")
         assert r.status_code == 200
+
+
+def test_fetch_cannot_reach_the_host(client, airlock):
+    # The request is made from the sandbox's network namespace: 127.0.0.1 is
+    # the sandbox's own loopback, not the host's, so the daemon's API port
+    # (on the host's loopback) is not there; and the tunnel is internal.
+    port = int(airlock["endpoint"].rsplit(":", 1)[1])
+    with client.sandbox.create() as sb:
+        with pytest.raises(Exception) as e:
+            sb.fetch(f"http://127.0.0.1:{port}/health")
+        assert "refused" in str(e.value).lower(), e.value
+        # The internal methods behind fetch are not part of the client API.
+        for method in ("tcpConnect", "httpPort"):
+            with pytest.raises(Exception) as e:
+                sb._bridge.run(sb._rpc.call(method, {"port": port, "inStreamId": 1, "pid": 1}))
+            assert "not found" in str(e.value).lower(), e.value
