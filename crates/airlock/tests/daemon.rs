@@ -198,7 +198,8 @@ fn bad_requests_get_the_documented_errors() {
     ws.send(Message::text("{not json")).unwrap();
     assert_eq!(close_code(&mut ws), Some(CloseCode::Library(4000)));
     let (mut ws, _) = d.create(json!({}));
-    ws.send(Message::text("x".repeat(5 << 20))).unwrap();
+    // Over MAX_MESSAGE (32 MiB): closed with 1009.
+    ws.send(Message::text("x".repeat(33 << 20))).unwrap();
     assert_eq!(close_code(&mut ws), Some(CloseCode::Size));
     let (mut ws, _) = d.create(json!({}));
     assert_eq!(
