@@ -1,6 +1,7 @@
 //! Routes frames from the host to the code that serves them.
 
 use crate::conn::Outbox;
+use crate::deno;
 use crate::env::Env;
 use crate::fs::{self, FsState};
 use crate::process::{self, Ctx, Table};
@@ -25,6 +26,8 @@ pub struct Agent {
     pub cwd: PathBuf,
     /// `pythonRun`'s interpreters (an airlock extension).
     pub python: Arc<python::Sessions>,
+    /// `spawnDenoRepl`'s REPLs.
+    pub deno_repls: Arc<deno::Repls>,
 }
 
 impl Agent {
@@ -37,6 +40,7 @@ impl Agent {
             out,
             cwd,
             python: Arc::new(python::Sessions::default()),
+            deno_repls: Arc::new(deno::Repls::default()),
         }
     }
 
@@ -127,6 +131,12 @@ impl Agent {
             }
             "walk" | "expandGlob" => self.walk(method, params).await,
             "fileLock" => self.file_lock(params).await,
+            "spawnDeno" | "denoHttpWait" | "spawnDenoRepl" | "denoReplEval" | "denoReplCall"
+            | "denoReplClose" | "httpPort" => {
+                deno::call(&self.ctx(), &self.deno_repls, method, &params)
+                    .await
+                    .expect("a deno method")
+            }
             // airlock extension: stateful Python sessions.
             "pythonRun" => self.python.run(&self.env, &self.cwd, &params).await,
             _ => self.fs_call(method, params).await,

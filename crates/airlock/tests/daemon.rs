@@ -186,9 +186,19 @@ fn bad_requests_get_the_documented_errors() {
         break serde_json::from_str::<Value>(&t).unwrap();
     };
     assert_eq!(r["error"]["code"], -32602, "{r}");
-    let r = call(&mut ws, 3, "spawnDeno", json!({}));
+    let r = call(&mut ws, 3, "vscode", json!({}));
     assert_eq!(
         r["result"]["error"]["constructorName"], "NotSupported",
+        "{r}"
+    );
+    // Served by the agent, which checks the params.
+    let r = call(&mut ws, 4, "spawnDeno", json!({}));
+    assert_eq!(r["result"]["error"]["constructorName"], "TypeError", "{r}");
+    assert!(
+        r["result"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"entrypoint\""),
         "{r}"
     );
     // The JS SDK's text ping is answered, not treated as an error.
