@@ -2,7 +2,8 @@
 # SDK compatibility suites: runs the official Deno Sandbox SDKs, unchanged,
 # against airlock. Installs them (pinned) into target/sdk/ on first use:
 #   Python: deno-sandbox (PyPI) in a venv, run by pytest (tests/sdk/python)
-#   JS:     @deno/sandbox (npm) run by deno's test runner (tests/sdk/js); the
+#   JS:     @deno/sandbox (npm) run by deno's test runner (tests/sdk/js/*_test.ts,
+#           each file with its own daemon, harness.ts); the
 #           deno binary comes from the npm package @deno/linux-x64-glibc, as
 #           Debian 12 only has Node 18.
 # Each suite starts its own `airlock serve` on a temporary store (needs root,
@@ -83,7 +84,7 @@ if [ "$which" != py ]; then
   install_js
   echo "==> JS SDK suite ($JS_SDK on deno $("$DENO" --version | head -1 | cut -d' ' -f2))"
   DENO_DIR="$PWD/$SDK/deno-dir" DENO_NO_UPDATE_CHECK=1 \
-    "$DENO" test -A --config "$JS/deno.json" tests/sdk/js/sdk_test.ts "$@" || failed+=(js)
+    "$DENO" test -A --config "$JS/deno.json" tests/sdk/js/*_test.ts "$@" || failed+=(js)
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then

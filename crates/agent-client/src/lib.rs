@@ -9,12 +9,17 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+
+mod tunnel;
+pub use tunnel::Tunnel;
 
 /// How long a fresh agent may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<Reply>>>>;
+/// Host → agent windowed streams: id → bytes the agent still accepts.
+type Windows = Arc<Mutex<HashMap<u32, Arc<Semaphore>>>>;
 
 /// One agent → host stream: the sending half (dropped at End) and the
 /// receiving half (until someone takes it).
@@ -47,6 +52,7 @@ pub struct AgentClient {
     out: mpsc::Sender<Vec<u8>>,
     pending: Pending,
     inbound: Arc<Mutex<Inbound>>,
+    windows: Windows,
     next_call: Arc<AtomicU32>,
     next_stream: Arc<AtomicU32>,
     /// Becomes true when the connection to the agent is gone.
@@ -69,11 +75,13 @@ impl AgentClient {
         });
         let pending: Pending = Arc::default();
         let inbound: Arc<Mutex<Inbound>> = Arc::default();
+        let windows: Windows = Arc::default();
         let (hello_tx, hello_rx) = oneshot::channel();
         let (closed_tx, closed) = watch::channel(false);
         {
             let pending = pending.clone();
             let inbound = inbound.clone();
+            let windows = windows.clone();
             tokio::spawn(async move {
                 let mut hello_tx = Some(hello_tx);
                 let mut decoder = Decoder::new();
@@ -116,9 +124,24 @@ impl AgentClient {
                             FrameKind::End => {
                                 inbound.lock().expect("inbound").entry(frame.id).tx = None;
                             }
-                            // The agent wants no more of one of our streams;
-                            // writers notice when their sends are ignored.
-                            FrameKind::Cancel | FrameKind::Call => {}
+                            FrameKind::Credit => {
+                                let window =
+                                    windows.lock().expect("windows").get(&frame.id).cloned();
+                                if let (Some(sem), Ok(bytes)) =
+                                    (window, <[u8; 4]>::try_from(frame.payload.as_slice()))
+                                {
+                                    sem.add_permits(u32::from_be_bytes(bytes) as usize);
+                                }
+                            }
+                            // The agent wants no more of one of our streams:
+                            // a windowed writer stops at once, others notice
+                            // when their sends are ignored.
+                            FrameKind::Cancel => {
+                                if let Some(sem) = windows.lock().expect("windows").get(&frame.id) {
+                                    sem.close();
+                                }
+                            }
+                            FrameKind::Call => {}
                         }
                     }
                 }
@@ -128,6 +151,9 @@ impl AgentClient {
                 pending.lock().expect("pending").clear();
                 for slot in inbound.lock().expect("inbound").map.values_mut() {
                     slot.tx = None;
+                }
+                for sem in windows.lock().expect("windows").values() {
+                    sem.close();
                 }
             });
         }
@@ -146,6 +172,7 @@ impl AgentClient {
             out,
             pending,
             inbound,
+            windows,
             next_call: Arc::new(AtomicU32::new(1)),
             next_stream: Arc::new(AtomicU32::new(1)),
             closed,
@@ -207,6 +234,31 @@ impl AgentClient {
 
     pub async fn send_end(&self, id: u32) -> Result<()> {
         self.send(FrameKind::End, id, &[]).await
+    }
+
+    /// Tells the agent it may send `bytes` more on windowed stream `id`.
+    pub async fn send_credit(&self, id: u32, bytes: u32) -> Result<()> {
+        self.send(FrameKind::Credit, id, &bytes.to_be_bytes()).await
+    }
+
+    /// A new host → agent stream whose sends wait for the agent's credit.
+    fn open_windowed_stream(&self, window: usize) -> (u32, Arc<Semaphore>) {
+        let id = self.open_stream();
+        let sem = Arc::new(Semaphore::new(window));
+        self.windows
+            .lock()
+            .expect("windows")
+            .insert(id, sem.clone());
+        (id, sem)
+    }
+
+    fn close_windowed_stream(&self, id: u32) {
+        self.windows.lock().expect("windows").remove(&id);
+    }
+
+    /// Forgets agent → host stream `id` (its data is no longer wanted).
+    fn drop_stream(&self, id: u32) {
+        self.inbound.lock().expect("inbound").map.remove(&id);
     }
 
     /// Tells the agent to stop sending agent → host stream `id`.

@@ -17,6 +17,7 @@ pub enum FrameKind {
     Data = 4,
     End = 5,
     Cancel = 6,
+    Credit = 7,
 }
 
 impl FrameKind {
@@ -28,6 +29,7 @@ impl FrameKind {
             4 => Self::Data,
             5 => Self::End,
             6 => Self::Cancel,
+            7 => Self::Credit,
             _ => return None,
         })
     }

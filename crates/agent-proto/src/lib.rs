@@ -16,10 +16,17 @@
 //! | Data   | stream id   | raw bytes (never empty)                   | either  |
 //! | End    | stream id   | empty: the sender's stream is finished    | either  |
 //! | Cancel | stream id   | empty: the receiver wants no more data    | either  |
+//! | Credit | stream id   | u32be: the receiver took this many more bytes | either |
 //!
 //! Stream ids are chosen by the side that sends the data, so the two
 //! directions have separate id spaces: `Data`/`End` name a stream of the
-//! sender, `Cancel` names a stream of the receiver.
+//! sender, `Cancel` and `Credit` name a stream of the receiver.
+//!
+//! Most streams are unwindowed (process output, file contents). Tunnel
+//! streams (`tcpConnect`) are windowed: their sender keeps at most
+//! [`TUNNEL_WINDOW`] bytes unacknowledged and the receiver returns `Credit`
+//! as it consumes, so a slow reader on one end holds back the other end's
+//! socket instead of growing a buffer in the daemon or the agent.
 //!
 //! The call methods and their params deliberately mirror the Deno Sandbox
 //! JSON-RPC methods (`spawn`, `processWait`, `readFile`, ...), so the daemon
@@ -28,6 +35,9 @@
 mod codec;
 mod error;
 mod messages;
+
+/// Bytes a tunnel stream's sender may have in flight before a `Credit`.
+pub const TUNNEL_WINDOW: usize = 1 << 20;
 
 pub use codec::{encode_frame, DecodeError, Decoder, Frame, FrameKind, HEADER_LEN, MAX_PAYLOAD};
 pub use error::ErrorObject;

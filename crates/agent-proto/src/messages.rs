@@ -6,7 +6,8 @@ use serde_json::Value;
 use crate::ErrorObject;
 
 /// Bumped on any incompatible change to frames or to a method's shape.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: the `Credit` frame and `tcpConnect`.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The agent's first frame: who it is and which protocol it speaks.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -75,4 +75,9 @@ impl Outbox {
     pub async fn cancel(&self, id: u32) -> bool {
         self.send(FrameKind::Cancel, id, &[]).await
     }
+
+    /// Tells the host it may send `bytes` more on windowed stream `id`.
+    pub async fn credit(&self, id: u32, bytes: u32) -> bool {
+        self.send(FrameKind::Credit, id, &bytes.to_be_bytes()).await
+    }
 }

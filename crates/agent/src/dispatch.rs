@@ -8,6 +8,7 @@ use crate::process::{self, Ctx, Table};
 use crate::python;
 use crate::signals;
 use crate::streams::Streams;
+use crate::tunnel;
 use agent_proto::{Call, ErrorObject, Frame, FrameKind, Reply};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -76,6 +77,11 @@ impl Agent {
             }
             FrameKind::End => self.streams.finish(frame.id),
             FrameKind::Cancel => self.streams.cancel_outbound(frame.id),
+            FrameKind::Credit => {
+                if let Ok(bytes) = <[u8; 4]>::try_from(frame.payload.as_slice()) {
+                    self.streams.credit(frame.id, u32::from_be_bytes(bytes));
+                }
+            }
             // Only the agent sends these.
             FrameKind::Hello | FrameKind::Reply => {}
         }
@@ -137,6 +143,9 @@ impl Agent {
                     .await
                     .expect("a deno method")
             }
+            // airlock internal: a TCP connection inside the sandbox, for
+            // `fetch` and exposed ports.
+            "tcpConnect" => tunnel::connect(&self.streams, &self.out, &params).await,
             // airlock extension: stateful Python sessions.
             "pythonRun" => self.python.run(&self.env, &self.cwd, &params).await,
             _ => self.fs_call(method, params).await,

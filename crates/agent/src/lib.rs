@@ -14,3 +14,4 @@ pub mod process;
 pub mod python;
 pub mod signals;
 pub mod streams;
+pub mod tunnel;

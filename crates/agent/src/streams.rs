@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
-use tokio::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, Semaphore};
 
 /// Unclaimed inbound streams kept at most; more is a misbehaving host.
 const MAX_UNCLAIMED: usize = 4096;
@@ -37,6 +37,9 @@ pub struct Streams {
     /// id not in here (never handed out, or already done) is ignored, so it
     /// cannot silence a stream that gets that id later.
     outbound: Mutex<HashMap<u32, bool>>,
+    /// Windowed outbound streams (tunnels): id → bytes the host still
+    /// accepts. Permits are taken before sending and returned by `Credit`.
+    windows: Mutex<HashMap<u32, Arc<Semaphore>>>,
 }
 
 impl Streams {
@@ -100,6 +103,10 @@ impl Streams {
         if let Some(cancelled) = self.outbound.lock().expect("streams lock").get_mut(&id) {
             *cancelled = true;
         }
+        // A sender waiting for window wakes up and sees the cancel.
+        if let Some(sem) = self.windows.lock().expect("streams lock").get(&id) {
+            sem.close();
+        }
     }
 
     pub fn is_cancelled(&self, id: u32) -> bool {
@@ -113,6 +120,27 @@ impl Streams {
 
     pub fn done_outbound(&self, id: u32) {
         self.outbound.lock().expect("streams lock").remove(&id);
+        self.windows.lock().expect("streams lock").remove(&id);
+    }
+
+    /// A new outbound stream whose sender waits for the host's credit.
+    pub fn new_windowed(&self, window: usize) -> (u32, Arc<Semaphore>) {
+        let id = self.new_outbound();
+        let sem = Arc::new(Semaphore::new(window));
+        self.windows
+            .lock()
+            .expect("streams lock")
+            .insert(id, sem.clone());
+        (id, sem)
+    }
+
+    /// The host consumed `bytes` of windowed stream `id`. Credit for other
+    /// streams is ignored; a host granting more than it was sent only hurts
+    /// its own memory.
+    pub fn credit(&self, id: u32, bytes: u32) {
+        if let Some(sem) = self.windows.lock().expect("streams lock").get(&id) {
+            sem.add_permits(bytes as usize);
+        }
     }
 }
 

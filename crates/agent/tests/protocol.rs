@@ -5,7 +5,9 @@
 //! child subreaper: orphans of the processes it spawns are re-parented to it
 //! exactly as they would be to PID 1 in a sandbox.
 
-use agent_proto::{encode_frame, Decoder, Frame, FrameKind, MAX_PAYLOAD, PROTOCOL_VERSION};
+use agent_proto::{
+    encode_frame, Decoder, Frame, FrameKind, MAX_PAYLOAD, PROTOCOL_VERSION, TUNNEL_WINDOW,
+};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde_json::{json, Value};
@@ -348,6 +350,7 @@ fn check_agent_frame(frame: &Frame) {
         FrameKind::Reply => {
             let _ = parse_reply(&frame.payload);
         }
+        FrameKind::Credit => assert_eq!(frame.payload.len(), 4, "Credit payload is a u32"),
         FrameKind::Hello => assert_eq!(frame.id, 0, "Hello with a non-zero id"),
         FrameKind::Call => panic!("the agent sent a Call frame"),
     }
@@ -1429,4 +1432,131 @@ fn file_lock_held_by_another_process_waits_without_blocking_other_calls() {
     );
     a.ok("processWait", json!({"pid": holder["pid"]}));
     a.finish();
+}
+
+// ---------------------------------------------------------------- tunnels
+
+/// Credit the agent granted for host stream `id`, summed over the stash and
+/// what arrives until `want` bytes are credited.
+fn credited(agent: &mut Agent, id: u32, want: usize) -> usize {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut total = 0;
+    while total < want {
+        let f = agent
+            .take_matching(deadline, |f| f.kind == FrameKind::Credit && f.id == id)
+            .unwrap_or_else(|| panic!("only {total} of {want} bytes credited on stream {id}"));
+        total += u32::from_be_bytes(f.payload[..4].try_into().unwrap()) as usize;
+    }
+    total
+}
+
+#[test]
+fn tcp_connect_carries_bytes_both_ways_and_half_closes() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Upper-cases what it reads until EOF, then closes.
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).unwrap();
+        conn.write_all(&got.to_ascii_uppercase()).unwrap();
+        got.len()
+    });
+    let mut agent = Agent::start();
+    let reply = agent.ok("tcpConnect", json!({"port": port, "inStreamId": 7}));
+    let out = stream_id(&reply["streamId"]);
+    agent.send(FrameKind::Data, 7, b"hello ");
+    agent.send(FrameKind::Data, 7, b"tunnel");
+    agent.send(FrameKind::End, 7, b"");
+    assert_eq!(
+        credited(&mut agent, 7, 12),
+        12,
+        "written bytes are credited"
+    );
+    assert_eq!(agent.stream(out), b"HELLO TUNNEL");
+    assert_eq!(server.join().unwrap(), 12);
+    agent.finish();
+}
+
+#[test]
+fn tcp_connect_sends_no_more_than_the_window_before_credit() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let total = 3 * TUNNEL_WINDOW;
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.write_all(&garbage(5, total)).unwrap();
+    });
+    let mut agent = Agent::start();
+    let reply = agent.ok("tcpConnect", json!({"port": port, "inStreamId": 1}));
+    let out = stream_id(&reply["streamId"]);
+    let mut got = Vec::new();
+    let collect = |agent: &mut Agent, got: &mut Vec<u8>, quiet: Duration| {
+        while let Some(f) = agent.take_matching(Instant::now() + quiet, |f| {
+            f.id == out && f.kind == FrameKind::Data
+        }) {
+            got.extend_from_slice(&f.payload);
+        }
+    };
+    collect(&mut agent, &mut got, Duration::from_millis(500));
+    // A read bigger than the window's rest waits whole, so up to one read
+    // (64 KiB) of the window may stay unused.
+    assert!(
+        got.len() <= TUNNEL_WINDOW && got.len() > TUNNEL_WINDOW - 64 * 1024,
+        "about a window, then nothing without credit: {} bytes",
+        got.len()
+    );
+    while got.len() < total {
+        agent.send(
+            FrameKind::Credit,
+            out,
+            &(TUNNEL_WINDOW as u32).to_be_bytes(),
+        );
+        let before = got.len();
+        collect(&mut agent, &mut got, Duration::from_millis(300));
+        assert!(got.len() > before, "credit let more through");
+    }
+    assert_eq!(got, garbage(5, total));
+    server.join().unwrap();
+    agent.send(
+        FrameKind::Credit,
+        out,
+        &(TUNNEL_WINDOW as u32).to_be_bytes(),
+    );
+    assert!(
+        agent.stream(out).is_empty(),
+        "the stream ends after the data"
+    );
+    agent.finish();
+}
+
+#[test]
+fn tcp_connect_errors_name_the_address() {
+    // A port nothing listens on: bind, learn the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut agent = Agent::start();
+    let e = agent.err("tcpConnect", json!({"port": port, "inStreamId": 1}));
+    assert_error(&e, "ConnectionRefused", Some("ECONNREFUSED"));
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{port}")),
+        "{e}"
+    );
+    for bad in [
+        json!({"port": 0, "inStreamId": 1}),
+        json!({"port": 70000, "inStreamId": 1}),
+        json!({"port": 80}),
+        json!({"port": 80, "inStreamId": 1, "host": 5}),
+    ] {
+        let e = agent.err("tcpConnect", bad);
+        assert_error(&e, "TypeError", None);
+    }
+    agent.assert_ping("tunnel errors");
+    agent.finish();
 }

@@ -21,9 +21,11 @@ use store::Store;
 pub use config::{ConfigLimits, SandboxConfig};
 pub use error::ApiError;
 
-/// Largest WebSocket message accepted from a client. The SDKs keep theirs
-/// under 1 MiB; anything bigger is refused by closing with 1009.
-pub const MAX_MESSAGE: usize = 4 << 20;
+/// Largest WebSocket message accepted from a client; bigger is refused by
+/// closing with 1009. The JS SDK sends a stream's chunk as one message in
+/// base64, and a `Uint8Array` body (`fetch`, `writeFile`) is one chunk, so
+/// this allows bodies of up to 24 MiB in one piece.
+pub const MAX_MESSAGE: usize = 32 << 20;
 
 pub struct AppState {
     pub manager: Arc<Manager>,

@@ -1,6 +1,7 @@
 //! WebSocket routes: create a sandbox, or attach to one, then serve its
 //! JSON-RPC session.
 
+mod fetch;
 mod rpc;
 mod session;
 

@@ -9,18 +9,21 @@
 //! * a process's output is held until the client has sent `processWait` for
 //!   it (the Python SDK drops output that arrives before its readers exist).
 
+use super::fetch;
 use super::session::notification;
 use crate::AppState;
 use agent_proto::ErrorObject;
 use axum::extract::ws::Message;
 use base64::Engine;
+use bytes::Bytes;
+use futures_util::stream::{self, BoxStream, StreamExt};
 use manager::Live;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Methods the agent serves with the same params and results.
 const AGENT_METHODS: &[&str] = &[
@@ -80,7 +83,7 @@ const AGENT_METHODS: &[&str] = &[
 
 /// Protocol methods airlock does not serve yet: answered with a clear
 /// application error rather than "method not found".
-const NOT_YET: &[&str] = &["fetch", "exposeHttp", "vscode"];
+const NOT_YET: &[&str] = &["exposeHttp", "vscode"];
 
 /// Whether `method` is one of the protocol's (for metric labels).
 pub(crate) fn is_known_method(method: &str) -> bool {
@@ -88,7 +91,14 @@ pub(crate) fn is_known_method(method: &str) -> bool {
         || NOT_YET.contains(&method)
         || matches!(
             method,
-            "spawn" | "processWait" | "walk" | "expandGlob" | "abort"
+            "spawn"
+                | "spawnDeno"
+                | "spawnDenoRepl"
+                | "processWait"
+                | "walk"
+                | "expandGlob"
+                | "abort"
+                | "fetch"
         )
 }
 
@@ -97,8 +107,10 @@ pub(crate) fn is_known_method(method: &str) -> bool {
 const OUTPUT_HOLD_LIMIT: Duration = Duration::from_secs(5);
 
 struct Inner {
-    /// Client stream id → agent stream id (client → sandbox streams).
-    client_streams: HashMap<u64, ClientStream>,
+    /// Client → sandbox streams by client stream id.
+    client_streams: HashMap<u64, Sink>,
+    /// In-flight `fetch`es that named an `abortId`.
+    aborts: HashMap<i64, oneshot::Sender<()>>,
     /// Per pid: set once the client sent `processWait`.
     wait_gates: HashMap<i64, watch::Sender<bool>>,
     /// Server stream ids the client cancelled.
@@ -119,6 +131,7 @@ impl Rpc {
     pub fn new(state: Arc<AppState>, live: Arc<Live>, out: mpsc::UnboundedSender<Message>) -> Self {
         let inner = Inner {
             client_streams: HashMap::new(),
+            aborts: HashMap::new(),
             wait_gates: HashMap::new(),
             cancelled: HashSet::new(),
             server_streams: HashMap::new(),
@@ -160,11 +173,11 @@ impl Rpc {
                 // Bound here, in message order, before the request runs on
                 // its own task: the stream's data and end are handled in
                 // this loop and may follow at once.
-                self.bind_client_stream(&method, &mut params);
+                let body = self.bind_client_stream(&method, &mut params).await;
                 let rpc = self.clone();
                 tokio::spawn(async move {
                     let started = std::time::Instant::now();
-                    let response = rpc.request(&method, params).await;
+                    let response = rpc.request(&method, params, body).await;
                     rpc.count(&method, &response, started);
                     rpc.respond(id, response);
                 });
@@ -222,6 +235,7 @@ impl Rpc {
         &self,
         method: &str,
         params: Value,
+        body: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
     ) -> Result<Result<Value, ErrorObject>, RpcError> {
         let Value::Object(params) = params else {
             return Err(RpcError::invalid_params(method, "params must be an object"));
@@ -245,7 +259,16 @@ impl Rpc {
                     }),
                 )
             }
-            "abort" => Ok(Ok(Value::Null)),
+            "fetch" => Ok(self.fetch(params, body).await),
+            "abort" => {
+                let id = params.get("abortId").and_then(Value::as_i64);
+                let pending =
+                    id.and_then(|id| self.inner.lock().expect("rpc lock").aborts.remove(&id));
+                if let Some(abort) = pending {
+                    let _ = abort.send(());
+                }
+                Ok(Ok(Value::Null))
+            }
             m if AGENT_METHODS.contains(&m) => {
                 let result = self.forward(method, params).await;
                 // A process of an ended sandbox is gone: killing it (or
@@ -265,6 +288,51 @@ impl Rpc {
             ))),
             _ => Err(RpcError::new(-32601, "Method not found")),
         }
+    }
+
+    /// `fetch`: the daemon makes the request through a TCP connection the
+    /// agent opens inside the sandbox (see `fetch.rs`).
+    async fn fetch(
+        &self,
+        params: Map<String, Value>,
+        body: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
+    ) -> Result<Value, ErrorObject> {
+        let req = fetch::parse(&params)?;
+        let tls = self
+            .state
+            .manager
+            .config()
+            .network
+            .as_ref()
+            .map(|n| n.upstream_tls.clone());
+        let abort_id = params.get("abortId").and_then(Value::as_i64);
+        let (abort_tx, abort_rx) = oneshot::channel();
+        if let Some(id) = abort_id {
+            self.inner
+                .lock()
+                .expect("rpc lock")
+                .aborts
+                .insert(id, abort_tx);
+        }
+        let result = tokio::select! {
+            r = fetch::run(&self.live, tls, req, body) => r,
+            Ok(()) = abort_rx => Err(ErrorObject::new("AbortError", "fetch: the request was aborted", None)),
+        };
+        if let Some(id) = abort_id {
+            self.inner.lock().expect("rpc lock").aborts.remove(&id);
+        }
+        let resp = result?;
+        let body_id = resp.body.map(|rx| {
+            let chunks =
+                stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+            self.forward_stream_from(chunks.boxed(), None, None)
+        });
+        Ok(json!({
+            "status": resp.status,
+            "statusText": resp.status_text,
+            "headers": resp.headers,
+            "bodyStreamId": body_id,
+        }))
     }
 
     /// The sandbox ended, or is being torn down (its agent is gone).
@@ -357,50 +425,97 @@ impl Rpc {
             .send_replace(true);
     }
 
-    /// The agent stream carrying client stream `client_id` (made on first
-    /// sight, whether that is its start, its data or the request).
-    fn agent_stream_for(&self, client_id: u64) -> u32 {
-        let mut inner = self.inner.lock().expect("rpc lock");
-        inner
+    /// Says where client stream `cid` named by a request goes, sending on
+    /// what arrived before the request. For `fetch` the daemon itself reads
+    /// it (returned); otherwise it becomes an agent stream and the param is
+    /// rewritten to that stream's id.
+    async fn bind_client_stream(
+        &self,
+        method: &str,
+        params: &mut Value,
+    ) -> Option<mpsc::UnboundedReceiver<Vec<u8>>> {
+        let key = client_stream_param(method)?;
+        let cid = params.get(key).and_then(Value::as_u64)?;
+        let pending = self
+            .inner
+            .lock()
+            .expect("rpc lock")
             .client_streams
-            .entry(client_id)
-            .or_insert_with(|| ClientStream {
-                agent_id: self.live.client.open_stream(),
-                ended: false,
-                bound: false,
-            })
-            .agent_id
-    }
-
-    /// Rewrites a request's client stream id to its agent stream id.
-    fn bind_client_stream(&self, method: &str, params: &mut Value) {
-        let Some(key) = client_stream_param(method) else {
-            return;
-        };
-        let Some(cid) = params.get(key).and_then(Value::as_u64) else {
-            return;
-        };
-        let agent_id = self.agent_stream_for(cid);
-        let mut inner = self.inner.lock().expect("rpc lock");
-        if let Some(stream) = inner.client_streams.get_mut(&cid) {
-            stream.bound = true;
-            if stream.ended {
-                inner.client_streams.remove(&cid);
+            .remove(&cid);
+        let (queued, ended) = match pending {
+            Some(Sink::Pending { queued, ended, .. }) => (queued, ended),
+            // Already bound by an earlier request: nothing more to give.
+            Some(bound) => {
+                self.inner
+                    .lock()
+                    .expect("rpc lock")
+                    .client_streams
+                    .insert(cid, bound);
+                return None;
             }
+            None => (Vec::new(), false),
+        };
+        if method == "fetch" {
+            let (tx, rx) = mpsc::unbounded_channel();
+            for chunk in queued {
+                let _ = tx.send(chunk);
+            }
+            if !ended {
+                self.inner
+                    .lock()
+                    .expect("rpc lock")
+                    .client_streams
+                    .insert(cid, Sink::Local(tx));
+            }
+            return Some(rx);
+        }
+        let agent_id = self.live.client.open_stream();
+        for chunk in queued {
+            let _ = self.live.client.send_data(agent_id, &chunk).await;
+        }
+        if ended {
+            let _ = self.live.client.send_end(agent_id).await;
+        } else {
+            self.inner
+                .lock()
+                .expect("rpc lock")
+                .client_streams
+                .insert(cid, Sink::Agent(agent_id));
         }
         params[key] = json!(agent_id);
+        None
     }
 
     /// Relays agent stream `agent_id` to the client as a new server stream,
     /// after `hold` opens (if given). Returns the server stream id.
     fn forward_stream(&self, agent_id: u32, hold: Option<watch::Receiver<bool>>) -> u64 {
+        let chunks = match self.live.client.take_stream(agent_id) {
+            Some(rx) => stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|c| (Bytes::from(c), rx))
+            })
+            .boxed(),
+            None => stream::empty().boxed(),
+        };
+        self.forward_stream_from(chunks, Some(agent_id), hold)
+    }
+
+    /// Relays `chunks` to the client as a new server stream; a client
+    /// cancel is passed on to `agent_id` (if the agent is the source) and
+    /// stops the relay.
+    fn forward_stream_from(
+        &self,
+        mut chunks: BoxStream<'static, Bytes>,
+        agent_id: Option<u32>,
+        hold: Option<watch::Receiver<bool>>,
+    ) -> u64 {
         let sid = self.state.next_stream_id.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .lock()
-            .expect("rpc lock")
-            .server_streams
-            .insert(sid, agent_id);
-        let rx = self.live.client.take_stream(agent_id);
+        if let Some(agent_id) = agent_id {
+            self.inner
+                .lock()
+                .expect("rpc lock")
+                .server_streams
+                .insert(sid, agent_id);
+        }
         let rpc = self.clone();
         tokio::spawn(async move {
             if let Some(mut hold) = hold {
@@ -410,17 +525,23 @@ impl Rpc {
                 "$sandbox.stream.start",
                 json!({"streamId": sid}),
             ));
-            if let Some(mut rx) = rx {
-                while let Some(chunk) = rx.recv().await {
-                    if chunk.is_empty() || rpc.is_cancelled(sid) {
-                        continue;
+            while let Some(chunk) = chunks.next().await {
+                if rpc.is_cancelled(sid) {
+                    // A local source stops when dropped; an agent one was
+                    // told by the cancel and is drained.
+                    if agent_id.is_none() {
+                        break;
                     }
-                    let data = base64::engine::general_purpose::STANDARD.encode(&chunk);
-                    rpc.send(notification(
-                        "$sandbox.stream.enqueue",
-                        json!({"streamId": sid, "data": data}),
-                    ));
+                    continue;
                 }
+                if chunk.is_empty() {
+                    continue;
+                }
+                let data = base64::engine::general_purpose::STANDARD.encode(&chunk);
+                rpc.send(notification(
+                    "$sandbox.stream.enqueue",
+                    json!({"streamId": sid, "data": data}),
+                ));
             }
             if !rpc.is_cancelled(sid) {
                 rpc.send(notification(
@@ -450,29 +571,92 @@ impl Rpc {
         };
         match method {
             "$sandbox.stream.start" => {
-                self.agent_stream_for(sid);
+                let mut inner = self.inner.lock().expect("rpc lock");
+                if !inner.client_streams.contains_key(&sid)
+                    && inner.client_streams.len() < MAX_CLIENT_STREAMS
+                {
+                    inner.client_streams.insert(sid, Sink::pending());
+                }
             }
             "$sandbox.stream.enqueue" => {
-                let agent_id = self.agent_stream_for(sid);
                 let data = params.get("data").and_then(Value::as_str).unwrap_or("");
-                if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data) {
-                    if !bytes.is_empty() {
-                        let _ = self.live.client.send_data(agent_id, &bytes).await;
+                let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data) else {
+                    return;
+                };
+                if bytes.is_empty() {
+                    return;
+                }
+                let agent_id = {
+                    let mut inner = self.inner.lock().expect("rpc lock");
+                    let streams = inner.client_streams.len();
+                    let sink = match inner.client_streams.entry(sid) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            if streams >= MAX_CLIENT_STREAMS {
+                                return;
+                            }
+                            e.insert(Sink::pending())
+                        }
+                    };
+                    match sink {
+                        Sink::Agent(id) => Some(*id),
+                        Sink::Local(tx) => {
+                            let _ = tx.send(bytes);
+                            return;
+                        }
+                        Sink::Pending {
+                            queued,
+                            bytes: held,
+                            ..
+                        } => {
+                            // A client streaming into a stream no request
+                            // names is capped, not buffered without end.
+                            if *held + bytes.len() <= MAX_HELD {
+                                *held += bytes.len();
+                                queued.push(bytes);
+                            }
+                            return;
+                        }
                     }
+                };
+                if let Some(agent_id) = agent_id {
+                    let _ = self.live.client.send_data(agent_id, &bytes).await;
                 }
             }
             "$sandbox.stream.end" | "$sandbox.stream.error" => {
-                let agent_id = self.agent_stream_for(sid);
-                {
+                let agent_id = {
                     let mut inner = self.inner.lock().expect("rpc lock");
-                    if let Some(stream) = inner.client_streams.get_mut(&sid) {
-                        stream.ended = true;
-                        if stream.bound {
-                            inner.client_streams.remove(&sid);
+                    match inner.client_streams.remove(&sid) {
+                        Some(Sink::Agent(id)) => Some(id),
+                        // Dropping the sender ends a local reader.
+                        Some(Sink::Local(_)) => None,
+                        Some(Sink::Pending { queued, bytes, .. }) => {
+                            inner.client_streams.insert(
+                                sid,
+                                Sink::Pending {
+                                    queued,
+                                    bytes,
+                                    ended: true,
+                                },
+                            );
+                            None
+                        }
+                        None => {
+                            inner.client_streams.insert(
+                                sid,
+                                Sink::Pending {
+                                    queued: Vec::new(),
+                                    bytes: 0,
+                                    ended: true,
+                                },
+                            );
+                            None
                         }
                     }
+                };
+                if let Some(agent_id) = agent_id {
+                    let _ = self.live.client.send_end(agent_id).await;
                 }
-                let _ = self.live.client.send_end(agent_id).await;
             }
             "$sandbox.stream.cancel" => {
                 let agent_id = {
@@ -489,12 +673,33 @@ impl Rpc {
     }
 }
 
-/// A client → sandbox stream. Kept until both its end and the request that
-/// uses it have been seen: they may come in either order.
-struct ClientStream {
-    agent_id: u32,
-    ended: bool,
-    bound: bool,
+/// Client → sandbox streams a client may have open at once.
+const MAX_CLIENT_STREAMS: usize = 1024;
+/// Bytes held for a client stream no request has named yet.
+const MAX_HELD: usize = 16 << 20;
+
+/// Where a client → sandbox stream's bytes go. Its data and end may arrive
+/// before the request that names it, so they are held until then.
+enum Sink {
+    Pending {
+        queued: Vec<Vec<u8>>,
+        bytes: usize,
+        ended: bool,
+    },
+    /// Forwarded to this agent stream.
+    Agent(u32),
+    /// Read by the daemon itself (a `fetch` body).
+    Local(mpsc::UnboundedSender<Vec<u8>>),
+}
+
+impl Sink {
+    fn pending() -> Self {
+        Sink::Pending {
+            queued: Vec::new(),
+            bytes: 0,
+            ended: false,
+        }
+    }
 }
 
 /// Params that name a client → sandbox stream, per method.

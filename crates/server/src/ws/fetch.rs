@@ -1,0 +1,396 @@
+//! `fetch` (PROTOCOL.md §4.7): an HTTP request made from inside the
+//! sandbox, typically to a server running in it (`http://localhost:8000`).
+//!
+//! The daemon speaks HTTP itself (hyper) over a TCP connection the agent
+//! opens inside the sandbox (`AgentClient::tcp_connect`), so a server bound
+//! to the sandbox's 127.0.0.1 is reachable and anything else goes out
+//! through the sandbox's own network and egress policy. With `pid`, the
+//! request goes to the port that process listens on (`deno.run`'s
+//! `runtime.fetch`), whatever the URL's host says.
+
+use agent_proto::ErrorObject;
+use axum::http::{self, HeaderName, HeaderValue, Method, Uri};
+use bytes::Bytes;
+use egress::intercept::ca::UpstreamTls;
+use futures_util::stream;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper_util::rt::TokioIo;
+use manager::Live;
+use serde_json::{json, Map, Value};
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Redirects followed before giving up, as browsers do.
+const MAX_REDIRECTS: usize = 20;
+/// Response body chunks buffered ahead of the client.
+const BODY_CHUNKS: usize = 16;
+
+type ReqBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Redirect {
+    Follow,
+    Manual,
+    Error,
+}
+
+pub(super) struct Request {
+    url: Uri,
+    method: Method,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    redirect: Redirect,
+    pid: Option<i64>,
+}
+
+pub(super) struct Response {
+    pub status: u16,
+    pub status_text: String,
+    pub headers: Vec<[String; 2]>,
+    /// `None` for responses that have no body (HEAD, 204, 304, ...).
+    pub body: Option<mpsc::Receiver<Bytes>>,
+}
+
+fn type_error(msg: impl Into<String>) -> ErrorObject {
+    ErrorObject::type_error(format!("fetch: {}", msg.into()))
+}
+
+/// Validates the params the SDKs send.
+pub(super) fn parse(params: &Map<String, Value>) -> Result<Request, ErrorObject> {
+    let url_text = params
+        .get("url")
+        .and_then(Value::as_str)
+        .ok_or_else(|| type_error("url must be a string"))?;
+    let lower = url_text.get(..8).unwrap_or(url_text).to_ascii_lowercase();
+    if !lower.starts_with("http://") && !lower.starts_with("https://") {
+        return Err(type_error(format!(
+            "url {url_text:?} must be http:// or https://"
+        )));
+    }
+    let url: Uri = url_text
+        .parse()
+        .map_err(|e| type_error(format!("invalid url {url_text:?}: {e}")))?;
+    match url.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => {
+            return Err(type_error(format!(
+                "url {url_text:?} must be http:// or https://"
+            )))
+        }
+    }
+    if url.host().is_none_or(str::is_empty) {
+        return Err(type_error(format!("url {url_text:?} has no host")));
+    }
+    let method = match params.get("method") {
+        None | Some(Value::Null) => Method::GET,
+        Some(Value::String(m)) => Method::from_bytes(m.as_bytes())
+            .map_err(|_| type_error(format!("invalid method {m:?}")))?,
+        Some(other) => return Err(type_error(format!("method must be a string, got {other}"))),
+    };
+    let mut headers = Vec::new();
+    match params.get("headers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(pairs)) => {
+            for pair in pairs {
+                let (name, value) = match pair.as_array().map(Vec::as_slice) {
+                    Some([Value::String(n), Value::String(v)]) => (n, v),
+                    _ => {
+                        return Err(type_error(format!(
+                            "header {pair} must be a [name, value] pair of strings"
+                        )))
+                    }
+                };
+                let name = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| type_error(format!("invalid header name {name:?}")))?;
+                let value = HeaderValue::from_str(value)
+                    .map_err(|_| type_error(format!("invalid value for header {name}")))?;
+                headers.push((name, value));
+            }
+        }
+        Some(other) => {
+            return Err(type_error(format!(
+                "headers must be an array of pairs, got {other}"
+            )))
+        }
+    }
+    let redirect = match params.get("redirect").and_then(Value::as_str) {
+        None | Some("follow") => Redirect::Follow,
+        Some("manual") => Redirect::Manual,
+        Some("error") => Redirect::Error,
+        Some(other) => {
+            return Err(type_error(format!(
+                "redirect must be follow, manual or error, got {other:?}"
+            )))
+        }
+    };
+    let pid = match params.get("pid") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_i64()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| type_error("pid must be a positive integer"))?,
+        ),
+    };
+    Ok(Request {
+        url,
+        method,
+        headers,
+        redirect,
+        pid,
+    })
+}
+
+/// Runs the request (following redirects as asked) and returns the final
+/// response with its body streaming.
+pub(super) async fn run(
+    live: &Live,
+    upstream_tls: Option<Arc<UpstreamTls>>,
+    mut req: Request,
+    mut body: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
+) -> Result<Response, ErrorObject> {
+    let pid_port = match req.pid {
+        Some(pid) => Some(http_port(live, pid).await?),
+        None => None,
+    };
+    for _ in 0..=MAX_REDIRECTS {
+        let response = send(live, upstream_tls.as_deref(), &req, pid_port, body.take()).await?;
+        let status = response.status();
+        let location = response
+            .headers()
+            .get(http::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_string);
+        let redirecting = status.is_redirection()
+            && location.is_some()
+            && status != http::StatusCode::NOT_MODIFIED;
+        if !redirecting || req.redirect == Redirect::Manual {
+            return Ok(into_response(&req.method, response));
+        }
+        if req.redirect == Redirect::Error {
+            return Err(ErrorObject::type_error(format!(
+                "fetch: {} redirected ({status}) and redirect is \"error\"",
+                req.url
+            )));
+        }
+        let location = location.expect("checked above");
+        req.url = resolve_location(&req.url, &location)?;
+        // 303, and 301/302 after a POST, become a GET without a body, as
+        // the fetch standard says; a streamed body cannot be sent twice.
+        if status == http::StatusCode::SEE_OTHER
+            || (req.method == Method::POST && matches!(status.as_u16(), 301 | 302))
+        {
+            if req.method != Method::HEAD {
+                req.method = Method::GET;
+            }
+            req.headers.retain(|(n, _)| {
+                !matches!(
+                    n.as_str(),
+                    "content-type" | "content-length" | "content-encoding"
+                )
+            });
+        }
+    }
+    Err(ErrorObject::type_error(format!(
+        "fetch: more than {MAX_REDIRECTS} redirects, last to {}",
+        req.url
+    )))
+}
+
+/// The port process `pid` serves HTTP on (asked of the agent).
+async fn http_port(live: &Live, pid: i64) -> Result<u16, ErrorObject> {
+    let reply = match live.client.call("httpPort", json!({"pid": pid})).await {
+        Ok(r) => r?,
+        Err(e) => {
+            return Err(ErrorObject::new(
+                "Error",
+                format!("sandbox agent: {e:#}"),
+                None,
+            ))
+        }
+    };
+    reply
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| {
+            ErrorObject::new(
+                "ConnectionRefused",
+                format!("fetch: process {pid} is not listening for HTTP"),
+                Some("ECONNREFUSED"),
+            )
+        })
+}
+
+fn resolve_location(base: &Uri, location: &str) -> Result<Uri, ErrorObject> {
+    let bad = || ErrorObject::type_error(format!("fetch: bad redirect location {location:?}"));
+    let loc: Uri = location.parse().map_err(|_| bad())?;
+    if loc.scheme().is_some() {
+        return Ok(loc);
+    }
+    let mut parts = base.clone().into_parts();
+    let path = if location.starts_with('/') {
+        location.to_string()
+    } else {
+        let dir = base.path().rsplit_once('/').map_or("", |(d, _)| d);
+        format!("{dir}/{location}")
+    };
+    parts.path_and_query = Some(path.parse().map_err(|_| bad())?);
+    Uri::from_parts(parts).map_err(|_| bad())
+}
+
+async fn send(
+    live: &Live,
+    upstream_tls: Option<&UpstreamTls>,
+    req: &Request,
+    pid_port: Option<u16>,
+    body: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, ErrorObject> {
+    let https = req.url.scheme_str() == Some("https");
+    let url_host = req
+        .url
+        .host()
+        .expect("checked in parse")
+        .trim_matches(['[', ']']);
+    // `localhost` names are the sandbox's loopback, mapped here so they
+    // never depend on the sandbox's /etc/hosts.
+    let (host, port) = match pid_port {
+        Some(port) => ("127.0.0.1".to_string(), port),
+        None => {
+            let host = if url_host == "localhost" || url_host.ends_with(".localhost") {
+                "127.0.0.1".to_string()
+            } else {
+                url_host.to_string()
+            };
+            (
+                host,
+                req.url.port_u16().unwrap_or(if https { 443 } else { 80 }),
+            )
+        }
+    };
+    let tunnel = match live.client.tcp_connect(&host, port).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(mut e)) => {
+            e.message = format!("fetch {}: {}", req.url, e.message);
+            return Err(e);
+        }
+        Err(e) => {
+            return Err(ErrorObject::new(
+                "Error",
+                format!("sandbox agent: {e:#}"),
+                None,
+            ))
+        }
+    };
+
+    let mut builder = hyper::Request::builder()
+        .method(req.method.clone())
+        .uri(req.url.path_and_query().map_or("/", |p| p.as_str()));
+    let mut has_host = false;
+    for (name, value) in &req.headers {
+        has_host |= name == http::header::HOST;
+        builder = builder.header(name, value);
+    }
+    if !has_host {
+        let authority = req.url.authority().map_or(url_host, |a| a.as_str());
+        builder = builder.header(http::header::HOST, authority);
+    }
+    let body: ReqBody = match body {
+        Some(rx) => {
+            let chunks = stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|chunk| {
+                    (
+                        Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(chunk))),
+                        rx,
+                    )
+                })
+            });
+            BodyExt::boxed(StreamBody::new(chunks))
+        }
+        None if req.method == Method::GET || req.method == Method::HEAD => {
+            BodyExt::boxed(Empty::new())
+        }
+        None => BodyExt::boxed(Full::new(Bytes::new())),
+    };
+    let request = builder
+        .body(body)
+        .map_err(|e| type_error(format!("building the request: {e}")))?;
+
+    let failed = |e: &dyn std::fmt::Display| {
+        ErrorObject::new("Http", format!("fetch {}: {e}", req.url), None)
+    };
+    let response = if https {
+        let Some(tls) = upstream_tls else {
+            return Err(type_error(
+                "https:// needs the daemon's network (airlock serve without --no-network)",
+            ));
+        };
+        let name = rustls::pki_types::ServerName::try_from(url_host.to_string())
+            .map_err(|e| failed(&e))?;
+        let stream = tls
+            .connector(&[b"http/1.1".to_vec()])
+            .connect(name, tunnel)
+            .await
+            .map_err(|e| failed(&format!("TLS: {e}")))?;
+        exchange(TokioIo::new(stream), request)
+            .await
+            .map_err(|e| failed(&e))?
+    } else {
+        exchange(TokioIo::new(tunnel), request)
+            .await
+            .map_err(|e| failed(&e))?
+    };
+    Ok(response)
+}
+
+async fn exchange<I>(
+    io: I,
+    request: hyper::Request<ReqBody>,
+) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+    // The connection task lives until the response body is read (or
+    // dropped); upgrades are not offered through fetch.
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender.send_request(request).await
+}
+
+fn into_response(method: &Method, response: hyper::Response<hyper::body::Incoming>) -> Response {
+    let status = response.status();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            [
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            ]
+        })
+        .collect();
+    // The JS SDK builds a WHATWG Response: these statuses must have a null body.
+    let null_body = method == Method::HEAD || matches!(status.as_u16(), 101 | 204 | 205 | 304);
+    let body = if null_body {
+        None
+    } else {
+        let (tx, rx) = mpsc::channel(BODY_CHUNKS);
+        let mut incoming = response.into_body();
+        tokio::spawn(async move {
+            while let Some(Ok(frame)) = incoming.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    if !data.is_empty() && tx.send(data).await.is_err() {
+                        break; // the client cancelled the stream
+                    }
+                }
+            }
+        });
+        Some(rx)
+    };
+    Response {
+        status: status.as_u16(),
+        status_text: status.canonical_reason().unwrap_or("").to_string(),
+        headers,
+        body,
+    }
+}
