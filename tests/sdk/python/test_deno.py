@@ -144,3 +144,14 @@ async def test_concurrent_evals_on_one_repl(aclient):
         assert not slow.done()
         assert await slow == "slow"
         await repl.close()
+
+
+def test_fetch_by_pid_reaches_the_deno_server(client):
+    with client.sandbox.create() as sb:
+        p = sb.deno.run(
+            code="Deno.serve({ port: 8125, onListen() {} }, (r) => new Response(new URL(r.url).pathname))",
+            stdout="null",
+        )
+        assert p.wait_http_ready() is True
+        r = p.fetch("http://ignored.example/abc")
+        assert r.status_code == 200
