@@ -27,6 +27,35 @@ test("deno.run: code with scriptArgs, an entrypoint, exit codes", async () => {
   // the server-side check is covered by the PY suite.)
 });
 
+test("deno.run: watch restarts the module when its file changes", async () => {
+  await using sb = await Sandbox.create();
+  await sb.fs.writeTextFile("/tmp/w.ts", "console.log('v1')");
+  const p = await sb.deno.run({ entrypoint: "/tmp/w.ts", watch: true, stdout: "piped", stderr: "null" });
+  const reader = p.stdout!.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  const until = async (text: string) => {
+    while (!seen.includes(text)) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`stdout ended before ${text}: ${seen}`);
+      seen += value;
+    }
+  };
+  await until("v1");
+  // Deno may still be setting up its watcher when v1 prints, so a single
+  // change can go unseen: touch the file until the restart shows.
+  let n = 0;
+  const toucher = setInterval(() => {
+    sb.fs.writeTextFile("/tmp/w.ts", `console.log('v2'); // ${n++}`).catch(() => {});
+  }, 250);
+  try {
+    await until("v2");
+  } finally {
+    clearInterval(toucher);
+  }
+  await p.kill("SIGKILL");
+  reader.releaseLock();
+});
+
 test("deno.run: httpReady, fetch by pid, and false for a script that exits", async () => {
   await using sb = await Sandbox.create();
   const server = await sb.deno.run({
