@@ -139,9 +139,7 @@ impl Agent {
             "fileLock" => self.file_lock(params).await,
             "spawnDeno" | "denoHttpWait" | "spawnDenoRepl" | "denoReplEval" | "denoReplCall"
             | "denoReplClose" | "httpPort" => {
-                deno::call(&self.ctx(), &self.deno_repls, method, &params)
-                    .await
-                    .expect("a deno method")
+                deno::call(&self.ctx(), &self.deno_repls, method, &params).await
             }
             // airlock internal: a TCP connection inside the sandbox, for
             // `fetch` and exposed ports.

@@ -26,30 +26,22 @@ pub use repl::Repls;
 /// (a sandbox usually has no route to dl.deno.land anyway).
 const NO_UPDATE_CHECK: &str = "DENO_NO_UPDATE_CHECK";
 
-/// Serves one of the Deno methods; `None` if `method` is not one.
+/// Serves one of the Deno methods (dispatch.rs routes only these here).
 pub async fn call(
     ctx: &Ctx,
     repls: &Repls,
     method: &str,
     params: &Value,
-) -> Option<Result<Value, ErrorObject>> {
-    Some(match method {
+) -> Result<Value, ErrorObject> {
+    match method {
         "spawnDeno" => run::spawn_deno(ctx, params),
-        "denoHttpWait" => match process::pid_param(method, params) {
-            Ok(pid) => listen::http_wait(&ctx.table, pid).await,
-            Err(e) => Err(e),
-        },
-        "httpPort" => {
-            process::pid_param(method, params).and_then(|pid| listen::http_port(&ctx.table, pid))
-        }
+        "denoHttpWait" => listen::http_wait(&ctx.table, process::pid_param(method, params)?).await,
+        "httpPort" => listen::http_port(&ctx.table, process::pid_param(method, params)?),
         "spawnDenoRepl" => repls.spawn(ctx, params),
         "denoReplEval" | "denoReplCall" => repls.evaluate(method, params).await,
-        "denoReplClose" => match process::pid_param(method, params) {
-            Ok(pid) => repls.close(pid).await,
-            Err(e) => Err(e),
-        },
-        _ => return None,
-    })
+        "denoReplClose" => repls.close(process::pid_param(method, params)?).await,
+        _ => Err(ErrorObject::unknown_method(method)),
+    }
 }
 
 /// The deno binary: first on the sandbox's PATH, else where images
