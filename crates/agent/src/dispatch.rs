@@ -1,6 +1,7 @@
 //! Routes frames from the host to the code that serves them.
 
 use crate::conn::Outbox;
+use crate::deno;
 use crate::env::Env;
 use crate::fs::{self, FsState};
 use crate::process::{self, Ctx, Table};
@@ -26,6 +27,8 @@ pub struct Agent {
     pub cwd: PathBuf,
     /// `pythonRun`'s interpreters (an airlock extension).
     pub python: Arc<python::Sessions>,
+    /// `spawnDenoRepl`'s REPLs.
+    pub deno_repls: Arc<deno::Repls>,
 }
 
 impl Agent {
@@ -38,6 +41,7 @@ impl Agent {
             out,
             cwd,
             python: Arc::new(python::Sessions::default()),
+            deno_repls: Arc::new(deno::Repls::default()),
         }
     }
 
@@ -133,6 +137,10 @@ impl Agent {
             }
             "walk" | "expandGlob" => self.walk(method, params).await,
             "fileLock" => self.file_lock(params).await,
+            "spawnDeno" | "denoHttpWait" | "spawnDenoRepl" | "denoReplEval" | "denoReplCall"
+            | "denoReplClose" | "httpPort" => {
+                deno::call(&self.ctx(), &self.deno_repls, method, &params).await
+            }
             // airlock internal: a TCP connection inside the sandbox, for
             // `fetch` and exposed ports.
             "tcpConnect" => tunnel::connect(&self.streams, &self.out, &params).await,

@@ -6,6 +6,7 @@
 //! opens a sandbox path itself.
 
 pub mod conn;
+pub mod deno;
 pub mod dispatch;
 pub mod env;
 pub mod fs;

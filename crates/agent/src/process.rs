@@ -113,6 +113,13 @@ impl Table {
         Ok(info.to_json())
     }
 
+    /// The exit of a spawned process, to watch without waiting on it
+    /// (`None` until the reaper publishes it); `None` for an unknown pid.
+    pub fn exit_watch(&self, pid: i32) -> Option<watch::Receiver<Option<ExitInfo>>> {
+        let procs = self.procs.lock().expect("table lock");
+        procs.get(&pid).map(|p| p.exit.clone())
+    }
+
     pub fn kill(&self, pid: i32, signal: i32) -> Result<Value, ErrorObject> {
         let exited = {
             let procs = self.procs.lock().expect("table lock");

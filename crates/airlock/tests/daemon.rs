@@ -191,6 +191,16 @@ fn bad_requests_get_the_documented_errors() {
         r["result"]["error"]["constructorName"], "NotSupported",
         "{r}"
     );
+    // Served by the agent, which checks the params.
+    let r = call(&mut ws, 4, "spawnDeno", json!({}));
+    assert_eq!(r["result"]["error"]["constructorName"], "TypeError", "{r}");
+    assert!(
+        r["result"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"entrypoint\""),
+        "{r}"
+    );
     // The JS SDK's text ping is answered, not treated as an error.
     ws.send(Message::text("ping")).unwrap();
     assert_eq!(ws.read().unwrap(), Message::text("pong"));

@@ -19,7 +19,7 @@ mod jsregex;
 mod ops;
 mod params;
 mod paths;
-mod temp;
+pub(crate) mod temp;
 mod time;
 mod walk;
 

@@ -60,7 +60,7 @@ fn make_temp(
 /// 12 hex digits from the kernel's CSPRNG. getrandom(2) needs no /dev in
 /// the sandbox; if it fails, time and a counter still give distinct names
 /// (exclusive creation keeps them safe either way).
-fn random_hex() -> String {
+pub(crate) fn random_hex() -> String {
     let mut buf = [0u8; 6];
     // SAFETY: the pointer and length describe `buf`, which is writable and
     // lives across the call; getrandom writes at most `buf.len()` bytes.

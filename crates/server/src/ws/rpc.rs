@@ -34,6 +34,12 @@ const AGENT_METHODS: &[&str] = &[
     // airlock extension (not in the Deno protocol): run a snippet in a
     // stateful python3 interpreter per (sandbox, session); see the README.
     "pythonRun",
+    // Deno runtime: `denoHttpWait` holds its reply until the process listens
+    // or exits; the REPL calls address a `spawnDenoRepl` pid.
+    "denoHttpWait",
+    "denoReplEval",
+    "denoReplCall",
+    "denoReplClose",
     "envGet",
     "envSet",
     "envDelete",
@@ -77,15 +83,7 @@ const AGENT_METHODS: &[&str] = &[
 
 /// Protocol methods airlock does not serve yet: answered with a clear
 /// application error rather than "method not found".
-const NOT_YET: &[&str] = &[
-    "spawnDeno",
-    "denoHttpWait",
-    "spawnDenoRepl",
-    "denoReplEval",
-    "denoReplCall",
-    "denoReplClose",
-    "vscode",
-];
+const NOT_YET: &[&str] = &["vscode"];
 
 /// Whether `method` is one of the protocol's (for metric labels).
 pub(crate) fn is_known_method(method: &str) -> bool {
@@ -93,7 +91,15 @@ pub(crate) fn is_known_method(method: &str) -> bool {
         || NOT_YET.contains(&method)
         || matches!(
             method,
-            "spawn" | "processWait" | "walk" | "expandGlob" | "abort" | "fetch" | "exposeHttp"
+            "spawn"
+                | "spawnDeno"
+                | "spawnDenoRepl"
+                | "processWait"
+                | "walk"
+                | "expandGlob"
+                | "abort"
+                | "fetch"
+                | "exposeHttp"
         )
 }
 
@@ -238,7 +244,9 @@ impl Rpc {
         // The Python SDK nests options; the agent reads them flat too, but
         // stream ids must be found where the SDK put them.
         match method {
-            "spawn" => self.spawn(params).await,
+            // Spawn-like: results carry output stream ids to translate
+            // (`spawnDeno`'s `watcherId` passes through).
+            "spawn" | "spawnDeno" | "spawnDenoRepl" => self.spawn(method, params).await,
             "processWait" => self.process_wait(params).await,
             "writeFile" | "writeTextFile" => Ok(self.forward(method, params).await),
             "walk" | "expandGlob" => {
@@ -265,8 +273,12 @@ impl Rpc {
             }
             m if AGENT_METHODS.contains(&m) => {
                 let result = self.forward(method, params).await;
-                // A process of an ended sandbox is gone: killing it is done.
-                if m == "processKill" && result.is_err() && self.sandbox_gone() {
+                // A process of an ended sandbox is gone: killing it (or
+                // closing its REPL) is done.
+                if matches!(m, "processKill" | "denoReplClose")
+                    && result.is_err()
+                    && self.sandbox_gone()
+                {
                     return Ok(Ok(Value::Null));
                 }
                 Ok(result)
@@ -352,9 +364,10 @@ impl Rpc {
 
     async fn spawn(
         &self,
+        method: &str,
         params: Map<String, Value>,
     ) -> Result<Result<Value, ErrorObject>, RpcError> {
-        let mut result = match self.forward("spawn", params).await {
+        let mut result = match self.forward(method, params).await {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
