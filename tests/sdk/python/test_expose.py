@@ -163,3 +163,19 @@ def _get(airlock, path: str) -> bytes:
 
 def _inspect(airlock, sandbox_id: str) -> dict:
     return json.loads(_get(airlock, f"/api/v3/sandbox/{sandbox_id}"))
+
+
+def test_expose_by_pid_of_a_deno_runtime(client, airlock):
+    with client.sandbox.create() as sb:
+        p = sb.deno.run(
+            code="Deno.serve({ port: 8126, onListen() {} }, (r) => new Response('deno ' + new URL(r.url).pathname))",
+            stdout="null",
+        )
+        assert p.wait_http_ready() is True
+        url = sb.expose_http(pid=p.pid)
+        assert curl(airlock, url + "/x") == (200, "deno /x")
+        # A process that serves nothing cannot be exposed by pid.
+        idle = sb.spawn("sleep", args=["30"])
+        with pytest.raises(Exception) as e:
+            sb.expose_http(pid=idle.pid)
+        assert "not listening" in str(e.value), e.value
