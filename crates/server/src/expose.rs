@@ -142,7 +142,8 @@ pub(crate) fn pid_param(params: &Map<String, Value>, what: &str) -> Result<Optio
     }
 }
 
-/// The port process `pid` listens on, asked of the agent.
+/// The port process `pid` serves HTTP on, asked of the agent (for
+/// `exposeHttp {pid}` and `fetch {pid}`).
 pub(crate) async fn port_of_pid(live: &Live, pid: i64) -> Result<u16, ErrorObject> {
     let reply = match live.client.call("httpPort", json!({ "pid": pid })).await {
         Ok(r) => r?,

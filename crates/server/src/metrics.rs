@@ -186,24 +186,12 @@ impl Collector for SandboxCollector {
             let c = ConstCounter::new(t.ended[i].load(Ordering::Relaxed));
             c.encode(family.encode_family(&labels)?)?;
         }
-        let labelled = |enc: &mut DescriptorEncoder,
-                        name: &str,
-                        help: &str,
-                        label: &str,
-                        values: [(&str, u64); 2]| {
-            let mut family =
-                enc.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
-            for (value, n) in values {
-                ConstCounter::new(n).encode(family.encode_family(&[(label, value)])?)?;
-            }
-            Ok::<(), std::fmt::Error>(())
-        };
         labelled(
             &mut encoder,
             "egress_connections",
             "TCP connections from sandboxes through the egress gateway, by verdict",
             "verdict",
-            [
+            &[
                 ("allowed", t.net_allowed.load(Ordering::Relaxed)),
                 ("denied", t.net_denied.load(Ordering::Relaxed)),
             ],
@@ -213,7 +201,7 @@ impl Collector for SandboxCollector {
             "egress_bytes",
             "Bytes through the egress gateway (out: from sandboxes), of ended connections",
             "direction",
-            [
+            &[
                 ("out", t.net_bytes_out.load(Ordering::Relaxed)),
                 ("in", t.net_bytes_in.load(Ordering::Relaxed)),
             ],
@@ -230,34 +218,30 @@ impl Collector for ExposeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let m = &self.0;
         let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        let mut family = encoder.encode_descriptor(
+        labelled(
+            &mut encoder,
             "expose_connections",
             "Connections to exposed HTTPS domains, by outcome",
-            None,
-            ConstCounter::new(0u64).metric_type(),
+            "outcome",
+            &[
+                ("proxied", n(&m.proxied)),
+                ("not_found", n(&m.not_found)),
+                ("pending", n(&m.pending)),
+                ("backend_failed", n(&m.backend_failed)),
+                ("tls_failed", n(&m.tls_failed)),
+                ("overloaded", n(&m.rejected_overload)),
+            ],
         )?;
-        for (outcome, v) in [
-            ("proxied", n(&m.proxied)),
-            ("not_found", n(&m.not_found)),
-            ("pending", n(&m.pending)),
-            ("backend_failed", n(&m.backend_failed)),
-            ("tls_failed", n(&m.tls_failed)),
-            ("overloaded", n(&m.rejected_overload)),
-        ] {
-            ConstCounter::new(v).encode(family.encode_family(&[("outcome", outcome)])?)?;
-        }
-        let mut family = encoder.encode_descriptor(
+        labelled(
+            &mut encoder,
             "expose_bytes",
             "Bytes through exposed domains (in: to sandboxes), of ended connections",
-            None,
-            ConstCounter::new(0u64).metric_type(),
+            "direction",
+            &[
+                ("in", n(&m.bytes_to_backend)),
+                ("out", n(&m.bytes_from_backend)),
+            ],
         )?;
-        for (direction, v) in [
-            ("in", n(&m.bytes_to_backend)),
-            ("out", n(&m.bytes_from_backend)),
-        ] {
-            ConstCounter::new(v).encode(family.encode_family(&[("direction", direction)])?)?;
-        }
         let g = ConstGauge::new(n(&m.active) as i64);
         g.encode(encoder.encode_descriptor(
             "expose_active_connections",
@@ -266,4 +250,20 @@ impl Collector for ExposeCollector {
             g.metric_type(),
         )?)
     }
+}
+
+/// A counter family with one label, one value per label value.
+fn labelled(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[(&str, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family =
+        enc.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+    for (value, n) in values {
+        ConstCounter::new(*n).encode(family.encode_family(&[(label, *value)])?)?;
+    }
+    Ok(())
 }

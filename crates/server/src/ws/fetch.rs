@@ -16,7 +16,7 @@ use futures_util::stream;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper_util::rt::TokioIo;
 use manager::Live;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -149,7 +149,7 @@ pub(super) async fn run(
     mut body: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
 ) -> Result<Response, ErrorObject> {
     let pid_port = match req.pid {
-        Some(pid) => Some(http_port(live, pid).await?),
+        Some(pid) => Some(crate::expose::port_of_pid(live, pid).await?),
         None => None,
     };
     for _ in 0..=MAX_REDIRECTS {
@@ -194,30 +194,6 @@ pub(super) async fn run(
         "fetch: more than {MAX_REDIRECTS} redirects, last to {}",
         req.url
     )))
-}
-
-/// The port process `pid` serves HTTP on (asked of the agent).
-async fn http_port(live: &Live, pid: i64) -> Result<u16, ErrorObject> {
-    let reply = match live.client.call("httpPort", json!({"pid": pid})).await {
-        Ok(r) => r?,
-        Err(e) => {
-            return Err(ErrorObject::new(
-                "Error",
-                format!("sandbox agent: {e:#}"),
-                None,
-            ))
-        }
-    };
-    reply
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
-        .ok_or_else(|| {
-            ErrorObject::new(
-                "ConnectionRefused",
-                format!("fetch: process {pid} is not listening for HTTP"),
-                Some("ECONNREFUSED"),
-            )
-        })
 }
 
 fn resolve_location(base: &Uri, location: &str) -> Result<Uri, ErrorObject> {
