@@ -208,9 +208,13 @@ fn bad_requests_get_the_documented_errors() {
     ws.send(Message::text("{not json")).unwrap();
     assert_eq!(close_code(&mut ws), Some(CloseCode::Library(4000)));
     let (mut ws, _) = d.create(json!({}));
-    // Over MAX_MESSAGE (32 MiB): closed with 1009.
-    ws.send(Message::text("x".repeat(33 << 20))).unwrap();
-    assert_eq!(close_code(&mut ws), Some(CloseCode::Size));
+    // Over MAX_MESSAGE (32 MiB): closed with 1009. The daemon closes as soon
+    // as it reads the frame's length, while the client is still writing, so
+    // the client may see a reset instead of the close frame; a daemon that
+    // took the message would close with 4000 (it is not JSON).
+    let _ = ws.send(Message::text("x".repeat(33 << 20)));
+    let code = close_code(&mut ws);
+    assert!(matches!(code, Some(CloseCode::Size) | None), "{code:?}");
     let (mut ws, _) = d.create(json!({}));
     assert_eq!(
         call(&mut ws, 1, "envGet", json!({"key": "HOME"}))["result"]["ok"],
