@@ -9,24 +9,23 @@
 //! behaviour never depends on which provider (if any) some other part of the
 //! process installed as the default.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use leafcert::{LeafConfig, LeafError, LeafIssuer, NewCaError, MAX_CN_LEN};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints, SanType,
+    CertificateParams, DistinguishedName, DnType, GeneralSubtree, Issuer, KeyPair, NameConstraints,
 };
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
@@ -39,25 +38,23 @@ pub const CA_CERT_FILE: &str = "expose-ca.pem";
 /// The CA private key's file name in the CA directory (mode 0600).
 pub const CA_KEY_FILE: &str = "expose-ca-key.pem";
 
-/// Backdating of every certificate's notBefore, so a client whose clock lags
-/// the host's a little still accepts them.
-const BACKDATE: Duration = Duration::from_secs(60 * 60);
 /// CA lifetime. Users install this CA by hand, so it should not need
 /// re-installing often; its name constraint limits a leaked key's reach to
 /// names under the base domain.
 const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
-/// Leaf lifetime (capped by the CA's own notAfter). Leaves live only in
-/// memory, so a long one costs nothing; 90 days stays under what clients
-/// cap server certificates at.
-const LEAF_LIFETIME: Duration = Duration::from_secs(90 * 24 * 60 * 60);
-/// A cached leaf is re-issued once it is this close to expiring, so no
-/// connection is served a certificate about to lapse.
-const LEAF_REFRESH_MARGIN: Duration = Duration::from_secs(24 * 60 * 60);
-/// Most leaves kept. A client can make the ingress issue for any name under
-/// the base, so the cache must be bounded; a miss costs about a millisecond.
-const MAX_CACHED_LEAVES: usize = 4096;
-/// RFC 5280's upper bound for a commonName.
-const MAX_CN_LEN: usize = 64;
+/// The leaves the ingress presents.
+const LEAF_CONFIG: LeafConfig = LeafConfig {
+    // Capped by the CA's own notAfter. Leaves live only in memory, so a long
+    // one costs nothing; 90 days stays under what clients cap server
+    // certificates at.
+    lifetime: Duration::from_secs(90 * 24 * 60 * 60),
+    // Re-issued this close to expiring, so no connection is served a
+    // certificate about to lapse.
+    refresh_margin: Duration::from_secs(24 * 60 * 60),
+    // A client can make the ingress issue for any name under the base, so
+    // the cache must be bounded; a miss costs about a millisecond.
+    max_cached: 4096,
+};
 
 const ALPN_HTTP1: &[u8] = b"http/1.1";
 
@@ -84,15 +81,8 @@ pub enum CertError {
         error: rcgen::Error,
     },
 
-    #[error("leaf certificate for {name:?}: {step}: {error}")]
-    Leaf {
-        name: String,
-        step: &'static str,
-        error: rcgen::Error,
-    },
-
-    #[error("leaf certificate for {name:?}: rustls rejected its key: {error}")]
-    LeafKey { name: String, error: rustls::Error },
+    #[error(transparent)]
+    Leaf(LeafError),
 
     #[error("the expose CA has expired; delete it to have a new one made")]
     CaExpired,
@@ -107,6 +97,15 @@ pub enum CertError {
 /// The ring provider, the only one this crate builds rustls configs with.
 fn ring_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// `err` from issuing a leaf, as this crate reports it.
+fn leaf_error(err: LeafError) -> CertError {
+    match err {
+        LeafError::CaExpired { .. } => CertError::CaExpired,
+        LeafError::Clock(_) => CertError::Clock,
+        err @ (LeafError::Certificate { .. } | LeafError::Key { .. }) => CertError::Leaf(err),
+    }
 }
 
 /// The ingress's certificates and the TLS server config presenting them.
@@ -164,24 +163,17 @@ impl ExposeCerts {
 
         let (issuer, ca_not_after) = load_ca(&cert_path, &cert_pem, &key_path, &key_pem)?;
         warn_if_key_readable_by_others(&key_path);
-        let issuer = LeafIssuer {
-            issuer,
-            ca_not_after,
-            provider: ring_provider(),
-            cache: Mutex::new(HashMap::new()),
-        };
-        issuer
-            .self_check(&cert_pem, &base_domain)
-            .map_err(|reason| CertError::BadFile {
-                path: cert_path.clone(),
-                reason: format!(
-                    "this CA cannot issue certificates that clients accept for names under \
-                     {base_domain} ({reason}); if the base domain changed, delete {} and {} \
-                     to have a new CA made",
-                    cert_path.display(),
-                    key_path.display()
-                ),
-            })?;
+        let issuer = LeafIssuer::new(issuer, ca_not_after, ring_provider(), LEAF_CONFIG);
+        self_check(&issuer, &cert_pem, &base_domain).map_err(|reason| CertError::BadFile {
+            path: cert_path.clone(),
+            reason: format!(
+                "this CA cannot issue certificates that clients accept for names under \
+                 {base_domain} ({reason}); if the base domain changed, delete {} and {} \
+                 to have a new CA made",
+                cert_path.display(),
+                key_path.display()
+            ),
+        })?;
         tracing::info!(ca = %cert_path.display(), %base_domain, "expose CA ready");
         Self::build(
             base_domain,
@@ -370,25 +362,6 @@ fn write_atomically(path: &Path, contents: &str, mode: u32) -> Result<(), CertEr
     Ok(())
 }
 
-/// Sets `params`' validity to `[not_before, not_after]`.
-///
-/// rcgen takes `time::OffsetDateTime`, a crate this one does not depend on;
-/// deriving the values from rcgen's own epoch keeps that type unnamed here.
-fn set_validity(
-    params: &mut CertificateParams,
-    not_before: SystemTime,
-    not_after: SystemTime,
-) -> Result<(), CertError> {
-    let epoch = rcgen::date_time_ymd(1970, 1, 1);
-    let convert = |t: SystemTime| {
-        let since_epoch = t.duration_since(UNIX_EPOCH).ok()?;
-        epoch.checked_add(since_epoch.try_into().ok()?)
-    };
-    params.not_before = convert(not_before).ok_or(CertError::Clock)?;
-    params.not_after = convert(not_after).ok_or(CertError::Clock)?;
-    Ok(())
-}
-
 /// Generates a CA for `base_domain` and writes it: key first, certificate
 /// last (see [`ExposeCerts::load_or_create`] for why that order). Returns
 /// (certificate PEM, key PEM).
@@ -397,11 +370,6 @@ fn create_ca(
     cert_path: &Path,
     key_path: &Path,
 ) -> Result<(String, String), CertError> {
-    let gen_err = |step: &'static str| move |error| CertError::Generate { step, error };
-    let now = SystemTime::now();
-    let not_before = now.checked_sub(BACKDATE).ok_or(CertError::Clock)?;
-    let not_after = now.checked_add(CA_LIFETIME).ok_or(CertError::Clock)?;
-
     let mut params = CertificateParams::default();
     let mut cn = format!("airlock expose CA for {base_domain}");
     if cn.len() > MAX_CN_LEN {
@@ -411,9 +379,6 @@ fn create_ca(
     dn.push(DnType::CommonName, cn);
     dn.push(DnType::OrganizationName, "airlock");
     params.distinguished_name = dn;
-    // Path length 0: this CA signs leaves only, never another CA.
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     // Users add this CA to their trust stores; the constraint makes clients
     // refuse anything it signs outside the base domain, so its key (on the
     // daemon's disk) cannot be used to impersonate other sites.
@@ -421,14 +386,13 @@ fn create_ca(
         permitted_subtrees: vec![GeneralSubtree::DnsName(base_domain.to_owned())],
         excluded_subtrees: vec![],
     });
-    set_validity(&mut params, not_before, not_after)?;
-
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(gen_err("generating the key"))?;
-    let cert = params
-        .self_signed(&key)
-        .map_err(gen_err("self-signing the certificate"))?;
-    let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+    let ca = leafcert::new_ca(params, CA_LIFETIME).map_err(|err| match err {
+        NewCaError::Certificate { step, error } => CertError::Generate { step, error },
+        NewCaError::Clock(_) => CertError::Clock,
+    })?;
+    // The issuer is dropped: the files just written are loaded like any
+    // others, so a new CA is checked the same way as a persisted one.
+    let (cert_pem, key_pem) = (ca.cert.pem(), ca.issuer.key().serialize_pem());
 
     write_atomically(key_path, &key_pem, 0o600)?;
     write_atomically(cert_path, &cert_pem, 0o644)?;
@@ -539,6 +503,7 @@ impl ResolvesServerCert for ExposeResolver {
             Source::Ca(issuer) => match issuer.leaf_for(&name) {
                 Ok(key) => Some(key),
                 Err(err) => {
+                    let err = leaf_error(err);
                     tracing::warn!("cannot issue a leaf certificate: {err}");
                     None
                 }
@@ -547,156 +512,31 @@ impl ResolvesServerCert for ExposeResolver {
     }
 }
 
-struct CachedLeaf {
-    key: Arc<CertifiedKey>,
-    /// When to stop serving this leaf and issue a fresh one.
-    refresh_at: SystemTime,
-}
-
-/// Issues and caches leaf certificates signed by the CA.
-struct LeafIssuer {
-    issuer: Issuer<'static, KeyPair>,
-    ca_not_after: SystemTime,
-    provider: Arc<CryptoProvider>,
-    /// Keyed by lower-cased SNI name.
-    cache: Mutex<HashMap<String, CachedLeaf>>,
-}
-
-impl LeafIssuer {
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedLeaf>> {
-        // Every mutation is a single insert or remove, so a poisoned lock
-        // still holds a consistent map.
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+/// Issues a leaf for a name under `base_domain` and verifies it the way a
+/// client would, against the CA alone: catches a key that does not sign for
+/// the certificate and a name constraint for another base domain.
+fn self_check(issuer: &LeafIssuer, ca_pem: &str, base_domain: &str) -> Result<(), String> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let cert = cert.map_err(|e| e.to_string())?;
+        roots.add(cert).map_err(|e| e.to_string())?;
     }
-
-    fn cached_len(&self) -> usize {
-        self.cache().len()
-    }
-
-    /// Issues a leaf for a name under `base_domain` and verifies it the way a
-    /// client would, against the CA alone: catches a key that does not sign
-    /// for the certificate and a name constraint for another base domain.
-    fn self_check(&self, ca_pem: &str, base_domain: &str) -> Result<(), String> {
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            let cert = cert.map_err(|e| e.to_string())?;
-            roots.add(cert).map_err(|e| e.to_string())?;
-        }
-        let verifier = WebPkiServerVerifier::builder_with_provider(
-            Arc::new(roots),
-            Arc::clone(&self.provider),
-        )
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), ring_provider())
         .build()
         .map_err(|e| e.to_string())?;
-        let name = format!("check.{base_domain}");
-        let leaf = self
-            .issue(&name, SystemTime::now())
-            .map_err(|e| e.to_string())?;
-        let server_name = ServerName::try_from(name).map_err(|e| e.to_string())?;
-        verifier
-            .verify_server_cert(
-                leaf.key.end_entity_cert().map_err(|e| e.to_string())?,
-                &[],
-                &server_name,
-                &[],
-                UnixTime::now(),
-            )
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-
-    /// The leaf for `name` (already normalised), from the cache or freshly
-    /// issued.
-    fn leaf_for(&self, name: &str) -> Result<Arc<CertifiedKey>, CertError> {
-        let now = SystemTime::now();
-        if let Some(hit) = self.cache().get(name) {
-            if now < hit.refresh_at {
-                return Ok(Arc::clone(&hit.key));
-            }
-        }
-
-        // Issue outside the lock so handshakes for other names are not held
-        // up by key generation. Two racing handshakes for the same new name
-        // may both issue; the later insert wins, both leaves are valid.
-        let fresh = self.issue(name, now)?;
-        let key = Arc::clone(&fresh.key);
-        let mut cache = self.cache();
-        if !cache.contains_key(name) && cache.len() >= MAX_CACHED_LEAVES {
-            // Arbitrary victim (HashMap order is randomised per process).
-            // Connections using it hold their own Arc and are unaffected.
-            if let Some(victim) = cache.keys().next().cloned() {
-                cache.remove(&victim);
-            }
-        }
-        cache.insert(name.to_owned(), fresh);
-        Ok(key)
-    }
-
-    /// Issues a leaf for DNS name `name`, signed by the CA.
-    fn issue(&self, name: &str, now: SystemTime) -> Result<CachedLeaf, CertError> {
-        let leaf_err = |step: &'static str| {
-            move |error: rcgen::Error| CertError::Leaf {
-                name: name.to_owned(),
-                step,
-                error,
-            }
-        };
-
-        // A leaf must not outlive its CA: clients reject such chains anyway.
-        let wanted_not_after = now.checked_add(LEAF_LIFETIME).ok_or(CertError::Clock)?;
-        let not_after = wanted_not_after.min(self.ca_not_after);
-        if not_after <= now {
-            return Err(CertError::CaExpired);
-        }
-        let not_before = now.checked_sub(BACKDATE).ok_or(CertError::Clock)?;
-        // Re-issuing helps only while the CA outlives the current leaf; once
-        // the leaf is capped by the CA, keep serving it until it lapses.
-        let refresh_at = if not_after < self.ca_not_after {
-            not_after.checked_sub(LEAF_REFRESH_MARGIN).unwrap_or(now)
-        } else {
-            not_after
-        };
-
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        // Clients match on the SAN; the CN is only for humans, and is left
-        // out when the name would exceed the CN length bound.
-        if name.len() <= MAX_CN_LEN {
-            dn.push(DnType::CommonName, name);
-        }
-        dn.push(DnType::OrganizationName, "airlock");
-        params.distinguished_name = dn;
-        let dns_name = name.try_into().map_err(leaf_err("encoding the name"))?;
-        params.subject_alt_names = vec![SanType::DnsName(dns_name)];
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        // Lets clients match the leaf to the CA by key id, not just by name.
-        params.use_authority_key_identifier_extension = true;
-        set_validity(&mut params, not_before, not_after)?;
-
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(leaf_err("generating the key"))?;
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .map_err(leaf_err("signing the certificate"))?;
-
-        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let signing_key = self
-            .provider
-            .key_provider
-            .load_private_key(key_der)
-            .map_err(|error| CertError::LeafKey {
-                name: name.to_owned(),
-                error,
-            })?;
-        // Clients trust the CA as a root, so the chain is the leaf alone.
-        let certified = CertifiedKey::new(vec![cert.der().clone()], signing_key);
-        Ok(CachedLeaf {
-            key: Arc::new(certified),
-            refresh_at,
-        })
-    }
+    let name = format!("check.{base_domain}");
+    let leaf = issuer.issue(&name).map_err(|e| leaf_error(e).to_string())?;
+    let server_name = ServerName::try_from(name).map_err(|e| e.to_string())?;
+    verifier
+        .verify_server_cert(
+            leaf.end_entity_cert().map_err(|e| e.to_string())?,
+            &[],
+            &server_name,
+            &[],
+            UnixTime::now(),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -726,10 +566,10 @@ mod tests {
         let Source::Ca(issuer) = &certs.resolver.source else {
             unreachable!()
         };
-        for i in 0..MAX_CACHED_LEAVES + 3 {
+        for i in 0..LEAF_CONFIG.max_cached + 3 {
             issuer.leaf_for(&format!("n{i}.sandbox.localhost")).unwrap();
         }
-        assert_eq!(issuer.cached_len(), MAX_CACHED_LEAVES);
+        assert_eq!(issuer.cached_len(), LEAF_CONFIG.max_cached);
     }
 
     #[test]

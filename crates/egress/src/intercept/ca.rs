@@ -10,40 +10,35 @@
 //! behaviour never depends on which provider (if any) some other part of the
 //! process installed as the default.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
+use leafcert::{LeafConfig, LeafError, NewCaError, MAX_CN_LEN};
+use rcgen::{CertificateParams, DistinguishedName, DnType};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::CertificateDer;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-/// Backdating of every certificate's notBefore, so a sandbox whose clock
-/// lags the host's a little still accepts them.
-const BACKDATE: Duration = Duration::from_secs(60 * 60);
 /// CA lifetime: sandboxes live at most hours, so a month is generous while
 /// still bounding the damage of a CA key that somehow leaked.
 const CA_LIFETIME: Duration = Duration::from_secs(30 * 24 * 60 * 60);
-/// Leaf lifetime (capped by the CA's own notAfter).
-const LEAF_LIFETIME: Duration = Duration::from_secs(7 * 24 * 60 * 60);
-/// A cached leaf is re-issued once it is this close to expiring, so no
-/// handshake is ever served a certificate about to lapse mid-connection.
-const LEAF_REFRESH_MARGIN: Duration = Duration::from_secs(60 * 60);
-/// Most leaf certificates kept per sandbox. A sandbox talking to more
-/// intercepted hosts than this just pays for re-issuing (about a millisecond).
-const MAX_CACHED_LEAVES: usize = 1024;
-/// RFC 5280's upper bound for a commonName.
-const MAX_CN_LEN: usize = 64;
+/// The leaves the sandbox is served.
+const LEAF_CONFIG: LeafConfig = LeafConfig {
+    // Capped by the CA's own notAfter.
+    lifetime: Duration::from_secs(7 * 24 * 60 * 60),
+    // Re-issued this close to expiring, so no handshake is ever served a
+    // certificate about to lapse mid-connection.
+    refresh_margin: Duration::from_secs(60 * 60),
+    // Per sandbox. A sandbox talking to more intercepted hosts than this
+    // just pays for re-issuing (about a millisecond).
+    max_cached: 1024,
+};
 
 const ALPN_H2: &[u8] = b"h2";
 const ALPN_HTTP1: &[u8] = b"http/1.1";
@@ -59,15 +54,8 @@ pub enum CaError {
         error: rcgen::Error,
     },
 
-    #[error("leaf certificate for {name:?}: {step}: {error}")]
-    Leaf {
-        name: String,
-        step: &'static str,
-        error: rcgen::Error,
-    },
-
-    #[error("leaf certificate for {name:?}: rustls rejected its key: {error}")]
-    LeafKey { name: String, error: rustls::Error },
+    #[error(transparent)]
+    Leaf(LeafError),
 
     #[error("sandbox CA for {label:?} has expired; the sandbox needs a new CA")]
     CaExpired { label: String },
@@ -115,23 +103,16 @@ fn ring_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Sets `params`' validity to `[not_before, not_after]`.
-///
-/// rcgen takes `time::OffsetDateTime`, a crate this one does not depend on;
-/// deriving the values from rcgen's own epoch keeps that type unnamed here.
-fn set_validity(
-    params: &mut CertificateParams,
-    not_before: SystemTime,
-    not_after: SystemTime,
-) -> Result<(), CaError> {
-    let epoch = rcgen::date_time_ymd(1970, 1, 1);
-    let convert = |t: SystemTime| {
-        let since_epoch = t.duration_since(UNIX_EPOCH).ok()?;
-        epoch.checked_add(since_epoch.try_into().ok()?)
-    };
-    params.not_before = convert(not_before).ok_or(CaError::Clock)?;
-    params.not_after = convert(not_after).ok_or(CaError::Clock)?;
-    Ok(())
+/// `err` from issuing a leaf for the CA labelled `label`, as this crate
+/// reports it.
+fn leaf_error(label: &str, err: LeafError) -> CaError {
+    match err {
+        LeafError::CaExpired { .. } => CaError::CaExpired {
+            label: label.to_owned(),
+        },
+        LeafError::Clock(_) => CaError::Clock,
+        err @ (LeafError::Certificate { .. } | LeafError::Key { .. }) => CaError::Leaf(err),
+    }
 }
 
 /// Truncates `s` to at most `max` bytes on a character boundary.
@@ -153,7 +134,7 @@ fn truncate_chars(s: &str, max: usize) -> &str {
 /// `Debug` prints only the label.
 pub struct SandboxCa {
     cert_pem: String,
-    issuer: Arc<LeafIssuer>,
+    issuer: Arc<SniResolver>,
     server_config: Arc<ServerConfig>,
 }
 
@@ -161,18 +142,6 @@ impl SandboxCa {
     /// Generates a fresh ECDSA P-256 CA named after `label` (typically the
     /// sandbox id), valid from an hour ago for 30 days.
     pub fn generate(label: &str) -> Result<SandboxCa, CaError> {
-        let ca_err = |step: &'static str| {
-            move |error: rcgen::Error| CaError::Ca {
-                label: label.to_owned(),
-                step,
-                error,
-            }
-        };
-
-        let now = SystemTime::now();
-        let not_before = now.checked_sub(BACKDATE).ok_or(CaError::Clock)?;
-        let not_after = now.checked_add(CA_LIFETIME).ok_or(CaError::Clock)?;
-
         let mut params = CertificateParams::default();
         // Keep the CN within RFC 5280's bound by shortening the label, not
         // the fixed part that tells a human what this certificate is.
@@ -185,24 +154,24 @@ impl SandboxCa {
         );
         dn.push(DnType::OrganizationName, "airlock");
         params.distinguished_name = dn;
-        // Path length 0: this CA signs leaves only, never another CA.
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        set_validity(&mut params, not_before, not_after)?;
-
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(ca_err("generating the key"))?;
-        let cert = params
-            .self_signed(&key)
-            .map_err(ca_err("self-signing the certificate"))?;
+        let ca = leafcert::new_ca(params, CA_LIFETIME).map_err(|err| match err {
+            NewCaError::Certificate { step, error } => CaError::Ca {
+                label: label.to_owned(),
+                step,
+                error,
+            },
+            NewCaError::Clock(_) => CaError::Clock,
+        })?;
 
         let provider = ring_provider();
-        let issuer = Arc::new(LeafIssuer {
+        let issuer = Arc::new(SniResolver {
             label: label.to_owned(),
-            issuer: Issuer::new(params, key),
-            ca_not_after: not_after,
-            provider: Arc::clone(&provider),
-            cache: Mutex::new(HashMap::new()),
+            leaves: leafcert::LeafIssuer::new(
+                ca.issuer,
+                ca.not_after,
+                Arc::clone(&provider),
+                LEAF_CONFIG,
+            ),
         });
 
         let mut server_config = ServerConfig::builder_with_provider(provider)
@@ -217,7 +186,7 @@ impl SandboxCa {
         server_config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
 
         Ok(SandboxCa {
-            cert_pem: cert.pem(),
+            cert_pem: ca.cert.pem(),
             issuer,
             server_config: Arc::new(server_config),
         })
@@ -245,146 +214,37 @@ impl fmt::Debug for SandboxCa {
     }
 }
 
-struct CachedLeaf {
-    key: Arc<CertifiedKey>,
-    /// When to stop serving this leaf and issue a fresh one.
-    refresh_at: SystemTime,
-}
-
-/// Issues and caches leaf certificates; the rustls cert resolver of
-/// [`SandboxCa::server_config`].
-struct LeafIssuer {
+/// The rustls cert resolver of [`SandboxCa::server_config`]: a leaf per SNI
+/// name, issued and cached by the CA.
+struct SniResolver {
     label: String,
-    issuer: Issuer<'static, KeyPair>,
-    ca_not_after: SystemTime,
-    provider: Arc<CryptoProvider>,
-    /// Keyed by lower-cased SNI name.
-    cache: Mutex<HashMap<String, CachedLeaf>>,
+    leaves: leafcert::LeafIssuer,
 }
 
-impl LeafIssuer {
+impl SniResolver {
     fn cached_len(&self) -> usize {
-        // A panic while holding the lock cannot leave the map inconsistent
-        // (every mutation is a single insert or remove), so poison is moot.
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.leaves.cached_len()
     }
 
     /// The leaf for `name` (already normalised), from the cache or freshly
     /// issued.
     fn leaf_for(&self, name: &str) -> Result<Arc<CertifiedKey>, CaError> {
-        let now = SystemTime::now();
-        {
-            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(hit) = cache.get(name) {
-                if now < hit.refresh_at {
-                    return Ok(Arc::clone(&hit.key));
-                }
-            }
-        }
-
-        // Issue outside the lock so handshakes for other names are not held
-        // up by key generation. Two racing handshakes for the same new name
-        // may both issue; the first insert wins and both get its leaf.
-        let fresh = self.issue(name, now)?;
-
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(hit) = cache.get(name) {
-            if now < hit.refresh_at {
-                return Ok(Arc::clone(&hit.key));
-            }
-        } else if cache.len() >= MAX_CACHED_LEAVES {
-            // Arbitrary victim (HashMap order is randomised per process).
-            // Connections using it hold their own Arc and are unaffected.
-            if let Some(victim) = cache.keys().next().cloned() {
-                cache.remove(&victim);
-            }
-        }
-        let key = Arc::clone(&fresh.key);
-        cache.insert(name.to_owned(), fresh);
-        Ok(key)
-    }
-
-    /// Issues a leaf for DNS name `name`, signed by the CA.
-    fn issue(&self, name: &str, now: SystemTime) -> Result<CachedLeaf, CaError> {
-        let leaf_err = |step: &'static str| {
-            move |error: rcgen::Error| CaError::Leaf {
-                name: name.to_owned(),
-                step,
-                error,
-            }
-        };
-
-        // A leaf must not outlive its CA: clients reject such chains anyway.
-        let wanted_not_after = now.checked_add(LEAF_LIFETIME).ok_or(CaError::Clock)?;
-        let not_after = wanted_not_after.min(self.ca_not_after);
-        if not_after <= now {
-            return Err(CaError::CaExpired {
-                label: self.label.clone(),
-            });
-        }
-        let not_before = now.checked_sub(BACKDATE).ok_or(CaError::Clock)?;
-        // Re-issuing helps only while the CA outlives the current leaf; once
-        // the leaf is capped by the CA, keep serving it until it lapses.
-        let refresh_at = if not_after < self.ca_not_after {
-            not_after.checked_sub(LEAF_REFRESH_MARGIN).unwrap_or(now)
-        } else {
-            not_after
-        };
-
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        // Clients match on the SAN; the CN is only for humans, and is left out
-        // when the name would exceed the CN length bound.
-        if name.len() <= MAX_CN_LEN {
-            dn.push(DnType::CommonName, name);
-        }
-        dn.push(DnType::OrganizationName, "airlock");
-        params.distinguished_name = dn;
-        let dns_name = name.try_into().map_err(leaf_err("encoding the name"))?;
-        params.subject_alt_names = vec![SanType::DnsName(dns_name)];
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        // Lets clients match the leaf to the CA by key id, not just by name.
-        params.use_authority_key_identifier_extension = true;
-        set_validity(&mut params, not_before, not_after)?;
-
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(leaf_err("generating the key"))?;
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .map_err(leaf_err("signing the certificate"))?;
-
-        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let signing_key = self
-            .provider
-            .key_provider
-            .load_private_key(key_der)
-            .map_err(|error| CaError::LeafKey {
-                name: name.to_owned(),
-                error,
-            })?;
-        // The sandbox trusts the CA as a root, so the chain is the leaf alone.
-        let certified = CertifiedKey::new(vec![cert.der().clone()], signing_key);
-        Ok(CachedLeaf {
-            key: Arc::new(certified),
-            refresh_at,
-        })
+        self.leaves
+            .leaf_for(name)
+            .map_err(|err| leaf_error(&self.label, err))
     }
 }
 
-impl fmt::Debug for LeafIssuer {
+impl fmt::Debug for SniResolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LeafIssuer")
+        f.debug_struct("SniResolver")
             .field("label", &self.label)
+            .field("leaves", &self.leaves)
             .finish_non_exhaustive()
     }
 }
 
-impl ResolvesServerCert for LeafIssuer {
+impl ResolvesServerCert for SniResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         // Without SNI there is no name to issue for; returning None makes
         // rustls abort the handshake.
@@ -575,7 +435,10 @@ fn add_pem_file(roots: &mut RootCertStore, path: &Path) -> Result<(), CaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustls::pki_types::ServerName;
+    use rcgen::{
+        BasicConstraints, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
     use rustls::CertificateError;
     use std::time::Instant;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -749,10 +612,10 @@ mod tests {
     #[test]
     fn leaf_cache_is_bounded() {
         let ca = SandboxCa::generate("sbx-bound").unwrap();
-        for i in 0..MAX_CACHED_LEAVES + 5 {
+        for i in 0..LEAF_CONFIG.max_cached + 5 {
             ca.issuer.leaf_for(&format!("h{i}.test")).unwrap();
         }
-        assert_eq!(ca.issuer.cached_len(), MAX_CACHED_LEAVES);
+        assert_eq!(ca.issuer.cached_len(), LEAF_CONFIG.max_cached);
     }
 
     #[test]
@@ -785,9 +648,7 @@ mod tests {
         const N: u32 = 50;
         let start = Instant::now();
         for i in 0..N {
-            ca.issuer
-                .issue(&format!("n{i}.test"), SystemTime::now())
-                .unwrap();
+            ca.issuer.leaves.issue(&format!("n{i}.test")).unwrap();
         }
         let per_leaf = start.elapsed() / N;
 
