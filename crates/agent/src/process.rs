@@ -254,8 +254,22 @@ pub fn resolve(cwd: &Path, path: &str) -> PathBuf {
     }
 }
 
+/// Sees every chunk a process writes to stderr (e.g. `spawnDeno` looking
+/// for `--watch` restarts), whether or not the caller wants the stream.
+pub type StderrTap = Box<dyn FnMut(&[u8]) + Send>;
+
 /// `spawn`: starts a process; returns `{pid, stdoutStreamId, stderrStreamId}`.
 pub fn spawn(ctx: &Ctx, params: &Value) -> Result<Value, ErrorObject> {
+    spawn_tapped(ctx, params, None)
+}
+
+/// [`spawn`], with `tap` reading the process's stderr (piped for it even
+/// when the caller asked for `"null"`; not used with a PTY).
+pub fn spawn_tapped(
+    ctx: &Ctx,
+    params: &Value,
+    mut tap: Option<StderrTap>,
+) -> Result<Value, ErrorObject> {
     let command = params
         .get("command")
         .and_then(Value::as_str)
@@ -327,7 +341,7 @@ pub fn spawn(ctx: &Ctx, params: &Value) -> Result<Value, ErrorObject> {
         } else {
             Stdio::null()
         });
-        cmd.stderr(if stderr == Mode::Piped {
+        cmd.stderr(if stderr == Mode::Piped || tap.is_some() {
             Stdio::piped()
         } else {
             Stdio::null()
@@ -344,14 +358,15 @@ pub fn spawn(ctx: &Ctx, params: &Value) -> Result<Value, ErrorObject> {
     };
     let pid = child.id() as i32;
 
-    let mut outputs: Vec<(u32, OwnedFd)> = Vec::new();
+    // (stream id, or None: read only for the tap).
+    let mut outputs: Vec<(Option<u32>, OwnedFd, Option<StderrTap>)> = Vec::new();
     let mut stdout_id = Value::Null;
     let mut stderr_id = Value::Null;
     if let Some(master) = &pty_master {
         let id = ctx.streams.new_outbound();
         stdout_id = json!(id);
         let fd = master.try_clone().map_err(|e| ErrorObject::from_io(&e))?;
-        outputs.push((id, fd));
+        outputs.push((Some(id), fd, None));
         if let Some(sid) = stdin_stream {
             let fd = master.try_clone().map_err(|e| ErrorObject::from_io(&e))?;
             pump_stdin(ctx, sid, fd);
@@ -360,12 +375,14 @@ pub fn spawn(ctx: &Ctx, params: &Value) -> Result<Value, ErrorObject> {
         if let Some(out) = child.stdout.take() {
             let id = ctx.streams.new_outbound();
             stdout_id = json!(id);
-            outputs.push((id, OwnedFd::from(out)));
+            outputs.push((Some(id), OwnedFd::from(out), None));
         }
         if let Some(err) = child.stderr.take() {
-            let id = ctx.streams.new_outbound();
-            stderr_id = json!(id);
-            outputs.push((id, OwnedFd::from(err)));
+            let id = (stderr == Mode::Piped).then(|| ctx.streams.new_outbound());
+            if let Some(id) = id {
+                stderr_id = json!(id);
+            }
+            outputs.push((id, OwnedFd::from(err), tap.take()));
         }
         if let (Some(stdin), Some(sid)) = (child.stdin.take(), stdin_stream) {
             pump_stdin(ctx, sid, OwnedFd::from(stdin));
@@ -373,8 +390,8 @@ pub fn spawn(ctx: &Ctx, params: &Value) -> Result<Value, ErrorObject> {
     }
     let (open_tx, open_rx) = watch::channel(outputs.len());
     let open_tx = Arc::new(open_tx);
-    for (id, fd) in outputs {
-        pump_output(ctx, id, fd, open_tx.clone());
+    for (id, fd, tap) in outputs {
+        pump_output(ctx, id, fd, open_tx.clone(), tap);
     }
     ctx.table.procs.lock().expect("table lock").insert(
         pid,
@@ -397,8 +414,16 @@ fn spawn_error(command: &str, err: &io::Error) -> ErrorObject {
     e
 }
 
-/// Copies an output fd (pipe or PTY master) to an outbound stream until EOF.
-fn pump_output(ctx: &Ctx, id: u32, fd: OwnedFd, open: Arc<watch::Sender<usize>>) {
+/// Copies an output fd (pipe or PTY master) to an outbound stream until EOF
+/// (`id` None: nobody wants it, only `tap` reads it), showing `tap` each
+/// chunk.
+fn pump_output(
+    ctx: &Ctx,
+    id: Option<u32>,
+    fd: OwnedFd,
+    open: Arc<watch::Sender<usize>>,
+    mut tap: Option<StderrTap>,
+) {
     let out = ctx.out.clone();
     let streams = ctx.streams.clone();
     tokio::spawn(async move {
@@ -409,6 +434,10 @@ fn pump_output(ctx: &Ctx, id: u32, fd: OwnedFd, open: Arc<watch::Sender<usize>>)
                 match reader.read(&mut buf).await {
                     Ok(0) | Err(_) => break, // EIO is a PTY's EOF
                     Ok(n) => {
+                        if let Some(tap) = &mut tap {
+                            tap(&buf[..n]);
+                        }
+                        let Some(id) = id else { continue };
                         if streams.is_cancelled(id) {
                             continue; // keep draining so the writer never blocks
                         }
@@ -419,10 +448,12 @@ fn pump_output(ctx: &Ctx, id: u32, fd: OwnedFd, open: Arc<watch::Sender<usize>>)
                 }
             }
         }
-        if !streams.is_cancelled(id) {
-            out.end(id).await;
+        if let Some(id) = id {
+            if !streams.is_cancelled(id) {
+                out.end(id).await;
+            }
+            streams.done_outbound(id);
         }
-        streams.done_outbound(id);
         open.send_modify(|n| *n = n.saturating_sub(1));
     });
 }

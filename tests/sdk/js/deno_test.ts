@@ -31,6 +31,9 @@ test("deno.run: watch restarts the module when its file changes", async () => {
   await using sb = await Sandbox.create();
   await sb.fs.writeTextFile("/tmp/w.ts", "console.log('v1')");
   const p = await sb.deno.run({ entrypoint: "/tmp/w.ts", watch: true, stdout: "piped", stderr: "null" });
+  // The daemon relays Deno's restarts as `$sandbox.deno.watcher.restart`.
+  let restarts = 0;
+  p.addEventListener("restart", () => restarts++);
   const reader = p.stdout!.pipeThrough(new TextDecoderStream()).getReader();
   let seen = "";
   const until = async (text: string) => {
@@ -52,7 +55,14 @@ test("deno.run: watch restarts the module when its file changes", async () => {
   } finally {
     clearInterval(toucher);
   }
+  const deadline = Date.now() + 5_000;
+  while (restarts === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  assert(restarts >= 1, "no restart event for the restart");
   await p.kill("SIGKILL");
+  // With a watcher id the SDK chains `status.finally(...)` without a catch,
+  // so a status still pending when the client closes its socket becomes an
+  // unhandled rejection (README): settle it first.
+  assertEquals((await p.status).signal, "SIGKILL");
   reader.releaseLock();
 });
 

@@ -10,6 +10,7 @@ mod link;
 mod listen;
 mod repl;
 mod run;
+mod watch;
 
 use crate::env::Env;
 use crate::process::{self, Ctx, ExitInfo};

@@ -3,9 +3,10 @@
 //! `entrypoint` or their `code`, written to a fresh private file with the
 //! caller's `extension` (removed when the process exits).
 //!
-//! `watcherId` is always null: restarts under `--watch` happen inside the
-//! Deno process, and the `$sandbox.deno.watcher.restart` notification is
-//! not sent (the JS SDK then simply fires no `restart` events).
+//! Under `watch`, the result also has `watcherStreamId`: a stream with a
+//! byte per restart (see `watch.rs`), which the daemon turns into the
+//! `watcherId` and `$sandbox.deno.watcher.restart` notifications of the
+//! protocol. `watcherId` itself is null from the agent.
 
 use super::{deno_binary, private_dir, remove_after_exit, spawn_params, string_list};
 use crate::process::{self, Ctx};
@@ -144,10 +145,18 @@ pub fn spawn_deno(ctx: &Ctx, params: &Value) -> Result<Value, ErrorObject> {
         }
     };
     let mut args = vec!["run".to_string(), "-A".to_string()];
+    let (tap, restarts) = match plan.watch.is_some() {
+        true => {
+            let (tap, pending) = super::watch::restart_tap();
+            (Some(tap), Some(pending))
+        }
+        false => (None, None),
+    };
     args.extend(plan.watch);
     args.push(module);
     args.extend(plan.script_args);
-    let spawned = spawn_params(params, &deno, args, &[]).and_then(|p| process::spawn(ctx, &p));
+    let spawned =
+        spawn_params(params, &deno, args, &[]).and_then(|p| process::spawn_tapped(ctx, &p, tap));
     let mut result = match spawned {
         Ok(r) => r,
         Err(e) => {
@@ -161,6 +170,9 @@ pub fn spawn_deno(ctx: &Ctx, params: &Value) -> Result<Value, ErrorObject> {
         remove_after_exit(ctx, pid as i32, dir);
     }
     result["watcherId"] = Value::Null;
+    if let Some(restarts) = restarts {
+        result["watcherStreamId"] = restarts.start(ctx).into();
+    }
     Ok(result)
 }
 

@@ -126,6 +126,8 @@ pub struct Rpc {
     live: Arc<Live>,
     out: mpsc::UnboundedSender<Message>,
     inner: Arc<Mutex<Inner>>,
+    /// Requests not answered yet: 0 wakes `drain`.
+    in_flight: watch::Sender<usize>,
 }
 
 impl Rpc {
@@ -142,7 +144,18 @@ impl Rpc {
             live,
             out,
             inner: Arc::new(Mutex::new(inner)),
+            in_flight: watch::channel(0).0,
         }
+    }
+
+    /// Waits (at most `limit`) until every request has its answer queued.
+    /// When a sandbox ends its pending calls fail or settle at once (a
+    /// `processWait` becomes a SIGKILL exit), and a client should get those
+    /// answers before the close: the JS SDK leaves some promises of a
+    /// process unhandled, so a call cut off by the close can crash it.
+    pub async fn drain(&self, limit: Duration) {
+        let mut rx = self.in_flight.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|n| *n == 0)).await;
     }
 
     /// Releases held output so forwarding tasks can finish.
@@ -176,11 +189,13 @@ impl Rpc {
                 // this loop and may follow at once.
                 let body = self.bind_client_stream(&method, &mut params).await;
                 let rpc = self.clone();
+                self.in_flight.send_modify(|n| *n += 1);
                 tokio::spawn(async move {
                     let started = std::time::Instant::now();
                     let response = rpc.request(&method, params, body).await;
                     rpc.count(&method, &response, started);
                     rpc.respond(id, response);
+                    rpc.in_flight.send_modify(|n| *n -= 1);
                 });
                 Ok(())
             }
@@ -379,7 +394,38 @@ impl Rpc {
                 result[key] = json!(sid);
             }
         }
+        if let Some(agent_id) = result
+            .as_object_mut()
+            .and_then(|r| r.remove("watcherStreamId"))
+            .and_then(|v| v.as_u64())
+        {
+            result["watcherId"] = json!(self.relay_restarts(agent_id as u32));
+        }
         Ok(Ok(result))
+    }
+
+    /// `deno.run({watch})`: the agent reports each restart as a byte on a
+    /// stream; each becomes a `$sandbox.deno.watcher.restart` notification
+    /// for the process's watcher id (the JS SDK fires `restart` on it).
+    fn relay_restarts(&self, agent_id: u32) -> String {
+        let watcher_id = format!(
+            "w{}",
+            self.state.next_stream_id.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut rx = self.live.client.take_stream(agent_id);
+        let (rpc, id) = (self.clone(), watcher_id.clone());
+        tokio::spawn(async move {
+            let Some(rx) = rx.as_mut() else { return };
+            while let Some(chunk) = rx.recv().await {
+                for _ in 0..chunk.len() {
+                    rpc.send(notification(
+                        "$sandbox.deno.watcher.restart",
+                        json!({ "watcherId": id }),
+                    ));
+                }
+            }
+        });
+        watcher_id
     }
 
     async fn process_wait(

@@ -14,6 +14,9 @@ use tokio::sync::mpsc;
 /// How long a socket of a sandbox killed through the console route stays
 /// open, so the Python SDK's `close()` can send its `processKill`s.
 const CONSOLE_KILL_GRACE: Duration = Duration::from_secs(2);
+/// How long an ended sandbox's socket waits for its pending calls to be
+/// answered before it closes (they fail fast once the agent is gone).
+const DRAIN_ON_END: Duration = Duration::from_millis(500);
 
 pub async fn run(state: Arc<AppState>, live: Arc<Live>, socket: WebSocket, primary: bool) {
     let (mut sink, mut stream) = socket.split();
@@ -73,6 +76,7 @@ pub async fn run(state: Arc<AppState>, live: Arc<Live>, socket: WebSocket, prima
                 if console {
                     close_at = Some(tokio::time::Instant::now() + CONSOLE_KILL_GRACE);
                 } else {
+                    rpc.drain(DRAIN_ON_END).await;
                     let _ = tx.send(close(1001, &format!("sandbox {reason}")));
                     break;
                 }
