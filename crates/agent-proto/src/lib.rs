@@ -20,7 +20,9 @@
 //!
 //! Stream ids are chosen by the side that sends the data, so the two
 //! directions have separate id spaces: `Data`/`End` name a stream of the
-//! sender, `Cancel` and `Credit` name a stream of the receiver.
+//! sender, `Cancel` and `Credit` name a stream of the receiver. After a
+//! `Cancel` the sender stops sending data but still sends `End`, so the
+//! receiver knows when it may forget the stream.
 //!
 //! Most streams are unwindowed (process output, file contents). Tunnel
 //! streams (`tcpConnect`) are windowed: their sender keeps at most

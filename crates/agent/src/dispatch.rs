@@ -247,9 +247,8 @@ impl Agent {
                     return;
                 }
             }
-            if !streams.is_cancelled(id) {
-                out.end(id).await;
-            }
+            // Ended after a cancel too, so the host can forget the stream.
+            out.end(id).await;
             streams.done_outbound(id);
         });
         Ok(json!({ "streamId": id }))

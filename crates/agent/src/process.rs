@@ -449,9 +449,8 @@ fn pump_output(
             }
         }
         if let Some(id) = id {
-            if !streams.is_cancelled(id) {
-                out.end(id).await;
-            }
+            // Ended after a cancel too, so the host can forget the stream.
+            out.end(id).await;
             streams.done_outbound(id);
         }
         open.send_modify(|n| *n = n.saturating_sub(1));

@@ -4,7 +4,10 @@ Written against deno-sandbox 0.16.0 (see /work/shared/PROTOCOL.md). Known SDK
 bugs are avoided on purpose, not tested (PROTOCOL.md §9.2):
   * FsFile.read at EOF raises TypeError (fileRead -> data:null), so reads
     below never go past the end of a file;
-  * fs.walk / fs.expand_glob cannot work against a JS-compatible server;
+  * fs.walk / fs.expand_glob return the RPC result as the list, unlike the
+    JS schema's stream; airlock answers the Python SDK (known by its
+    `websockets` User-Agent) with lists, so they work (test below), but
+    their `match`/`skip` patterns are not JSON and fail client-side;
   * dict keys are camel-cased on the way out and snake-cased on the way back,
     so env names read back through env.as_dict() and labels use lower-case
     names without underscores;
@@ -571,3 +574,32 @@ async def test_fifty_sandboxes_concurrently(aclient):
     assert len({r[0] for r in results}) == 50, "sandbox ids are not unique"
     for i, (_, status, out, err) in enumerate(results):
         assert (status["code"], out, err) == (0, f"{i}\n".encode(), b""), (i, status, out, err)
+
+
+def test_walk_and_expand_glob_return_lists(client):
+    with client.sandbox.create() as sb:
+        sb.fs.mkdir("/tmp/w/a/b", recursive=True)
+        for path in ("/tmp/w/one.txt", "/tmp/w/a/two.txt", "/tmp/w/a/b/three.md"):
+            sb.fs.write_text_file(path, "x")
+        entries = sb.fs.walk("/tmp/w")
+        assert isinstance(entries, list), entries
+        by_path = {e["path"]: e for e in entries}
+        assert set(by_path) == {
+            "/tmp/w", "/tmp/w/one.txt", "/tmp/w/a", "/tmp/w/a/two.txt",
+            "/tmp/w/a/b", "/tmp/w/a/b/three.md",
+        }, sorted(by_path)
+        assert by_path["/tmp/w/a"]["is_directory"] and by_path["/tmp/w/one.txt"]["is_file"]
+        assert by_path["/tmp/w/a/b/three.md"]["name"] == "three.md"
+        # Nested options (the SDK's shape) are honoured.
+        shallow = {e["path"] for e in sb.fs.walk("/tmp/w", max_depth=1, include_dirs=False)}
+        assert shallow == {"/tmp/w/one.txt"}, shallow
+        assert sorted(sb.fs.expand_glob("**/*.txt", root="/tmp/w")) == [
+            "/tmp/w/a/two.txt", "/tmp/w/one.txt",
+        ]
+        # A list too big for the SDK's 1 MiB messages is a clear error, and
+        # the connection lives on.
+        sb.spawn("sh", args=["-c", "mkdir -p /tmp/many && cd /tmp/many && seq 1 20000 | xargs touch"]).wait()
+        with pytest.raises(Exception) as e:
+            sb.fs.walk("/tmp/many")
+        assert "narrow it" in str(e.value), e.value
+        assert sb.fs.read_text_file("/tmp/w/one.txt") == "x"

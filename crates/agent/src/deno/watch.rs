@@ -63,9 +63,7 @@ impl PendingStream {
                     break;
                 }
             }
-            if !streams.is_cancelled(id) {
-                out.end(id).await;
-            }
+            out.end(id).await;
             streams.done_outbound(id);
         });
         id

@@ -32,7 +32,7 @@ pub async fn create(
                 .metrics
                 .create_seconds
                 .observe(started.elapsed().as_secs_f64());
-            upgrade(state, live, ws, true)
+            upgrade(state, live, ws, true, ClientKind::of(&headers))
         }
         Err(e) => e.into_response(),
     }
@@ -122,13 +122,44 @@ pub async fn connect(
     match state.manager.get(&id) {
         Some(live) if !live.is_ended() => {
             state.manager.record_event(&id, "connected", "");
-            upgrade(state, live, ws, false)
+            upgrade(state, live, ws, false, ClientKind::of(&headers))
         }
         _ => ApiError::not_found(&id).into_response(),
     }
 }
 
-fn upgrade(state: Arc<AppState>, live: Arc<Live>, ws: WebSocketUpgrade, primary: bool) -> Response {
+/// Which SDK is on the other end, where the server must answer the two
+/// differently (PROTOCOL.md §9.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientKind {
+    /// The Python SDK (its `websockets` library names itself in the
+    /// User-Agent): `walk`/`expandGlob` must answer with lists.
+    Python,
+    /// The JS SDK, and anything else: the protocol as the JS schema has it.
+    Standard,
+}
+
+impl ClientKind {
+    fn of(headers: &HeaderMap) -> Self {
+        let ua = headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if ua.contains("websockets/") {
+            ClientKind::Python
+        } else {
+            ClientKind::Standard
+        }
+    }
+}
+
+fn upgrade(
+    state: Arc<AppState>,
+    live: Arc<Live>,
+    ws: WebSocketUpgrade,
+    primary: bool,
+    kind: ClientKind,
+) -> Response {
     let id = live.id.clone();
     let on_fail = (state.clone(), live.clone());
     let mut resp = ws
@@ -140,7 +171,7 @@ fn upgrade(state: Arc<AppState>, live: Arc<Live>, ws: WebSocketUpgrade, primary:
                 tokio::spawn(async move { state.manager.kill(&live.id, EndReason::Closed).await });
             }
         })
-        .on_upgrade(move |socket| session::run(state, live, socket, primary));
+        .on_upgrade(move |socket| session::run(state, live, socket, primary, kind));
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-deno-sandbox-id", v);
     }

@@ -11,6 +11,7 @@
 
 use super::fetch;
 use super::session::notification;
+use super::ClientKind;
 use crate::AppState;
 use agent_proto::ErrorObject;
 use axum::extract::ws::Message;
@@ -103,6 +104,10 @@ pub(crate) fn is_known_method(method: &str) -> bool {
         )
 }
 
+/// Most JSON a walk list for the Python SDK may hold: its `websockets`
+/// client refuses messages over 1 MiB and closes the connection.
+const PY_MAX_LIST_BYTES: usize = 900 << 10;
+
 /// How long a process's output waits for the client's `processWait` before
 /// it is sent anyway.
 const OUTPUT_HOLD_LIMIT: Duration = Duration::from_secs(5);
@@ -128,10 +133,16 @@ pub struct Rpc {
     inner: Arc<Mutex<Inner>>,
     /// Requests not answered yet: 0 wakes `drain`.
     in_flight: watch::Sender<usize>,
+    kind: ClientKind,
 }
 
 impl Rpc {
-    pub fn new(state: Arc<AppState>, live: Arc<Live>, out: mpsc::UnboundedSender<Message>) -> Self {
+    pub fn new(
+        state: Arc<AppState>,
+        live: Arc<Live>,
+        out: mpsc::UnboundedSender<Message>,
+        kind: ClientKind,
+    ) -> Self {
         let inner = Inner {
             client_streams: HashMap::new(),
             aborts: HashMap::new(),
@@ -145,6 +156,7 @@ impl Rpc {
             out,
             inner: Arc::new(Mutex::new(inner)),
             in_flight: watch::channel(0).0,
+            kind,
         }
     }
 
@@ -266,14 +278,19 @@ impl Rpc {
             "writeFile" | "writeTextFile" => Ok(self.forward(method, params).await),
             "walk" | "expandGlob" => {
                 let result = self.forward(method, params).await;
-                Ok(
-                    result.map(|v| match v.get("streamId").and_then(Value::as_u64) {
-                        Some(agent_id) => {
-                            json!({"streamId": self.forward_stream(agent_id as u32, None)})
-                        }
-                        None => v,
-                    }),
-                )
+                let agent_id = match result {
+                    Ok(v) => match v.get("streamId").and_then(Value::as_u64) {
+                        Some(id) => id as u32,
+                        None => return Ok(Ok(v)),
+                    },
+                    Err(e) => return Ok(Err(e)),
+                };
+                Ok(match self.kind {
+                    ClientKind::Python => self.collect_walk(method, agent_id).await,
+                    ClientKind::Standard => {
+                        Ok(json!({"streamId": self.forward_stream(agent_id, None)}))
+                    }
+                })
             }
             "fetch" => Ok(self.fetch(params, body).await),
             "exposeHttp" => Ok(crate::expose::bind_rpc(&self.state, &self.live, &params).await),
@@ -350,6 +367,44 @@ impl Rpc {
             "headers": resp.headers,
             "bodyStreamId": body_id,
         }))
+    }
+
+    /// `walk`/`expandGlob` for the Python SDK, which returns the RPC's
+    /// result as the list itself (PROTOCOL.md §9.2 item 4): the entries,
+    /// gathered from the agent's stream (one JSON document per frame) —
+    /// for `expandGlob` their paths, as the SDK's `list[str]` says. The SDK
+    /// takes messages up to 1 MiB, so a bigger list is an error that says
+    /// how to narrow it rather than a closed connection.
+    async fn collect_walk(&self, method: &str, agent_id: u32) -> Result<Value, ErrorObject> {
+        let Some(mut rx) = self.live.client.take_stream(agent_id) else {
+            return Ok(json!([]));
+        };
+        let mut entries = Vec::new();
+        let mut size = 0usize;
+        while let Some(chunk) = rx.recv().await {
+            size += chunk.len();
+            if size > PY_MAX_LIST_BYTES {
+                let _ = self.live.client.send_cancel(agent_id).await;
+                while rx.recv().await.is_some() {}
+                return Err(ErrorObject::new(
+                    "RangeError",
+                    format!(
+                        "{method}: the result exceeds the {} KiB the Python SDK can receive in one \
+                         message; narrow it (max_depth, exts, include_dirs, exclude)",
+                        PY_MAX_LIST_BYTES >> 10
+                    ),
+                    None,
+                ));
+            }
+            let Ok(entry) = serde_json::from_slice::<Value>(&chunk) else {
+                continue;
+            };
+            entries.push(match method {
+                "expandGlob" => entry.get("path").cloned().unwrap_or(Value::Null),
+                _ => entry,
+            });
+        }
+        Ok(Value::Array(entries))
     }
 
     /// The sandbox ended, or is being torn down (its agent is gone).

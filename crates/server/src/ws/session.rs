@@ -18,7 +18,13 @@ const CONSOLE_KILL_GRACE: Duration = Duration::from_secs(2);
 /// answered before it closes (they fail fast once the agent is gone).
 const DRAIN_ON_END: Duration = Duration::from_millis(500);
 
-pub async fn run(state: Arc<AppState>, live: Arc<Live>, socket: WebSocket, primary: bool) {
+pub async fn run(
+    state: Arc<AppState>,
+    live: Arc<Live>,
+    socket: WebSocket,
+    primary: bool,
+    kind: super::ClientKind,
+) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
     let writer = tokio::spawn(async move {
@@ -30,7 +36,7 @@ pub async fn run(state: Arc<AppState>, live: Arc<Live>, socket: WebSocket, prima
         }
         let _ = sink.close().await;
     });
-    let rpc = Rpc::new(state.clone(), live.clone(), tx.clone());
+    let rpc = Rpc::new(state.clone(), live.clone(), tx.clone(), kind);
     let mut ended = live.ended();
     let mut close_at: Option<tokio::time::Instant> = None;
     loop {
