@@ -29,6 +29,7 @@ fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
 fn nothing_leaks() {
     sequential_runs_leave_nothing();
     killed_owner_is_reaped();
+    lockless_state_dir_is_reaped_once_stale();
 }
 
 fn sequential_runs_leave_nothing() {
@@ -99,4 +100,35 @@ fn killed_owner_is_reaped() {
     let o = run(&["reap"], None);
     assert!(o.status.success(), "{}", describe(&o));
     assert!(!stdout(&o).contains(&id), "{}", describe(&o));
+}
+
+/// A state dir whose owner died before it made the lock: reaped once it is
+/// older than the grace an owner removing its dir gets, not before.
+fn lockless_state_dir_is_reaped_once_stale() {
+    let stale = Path::new(STATE_DIR).join(format!("test-lockless-old-{}", std::process::id()));
+    let fresh = Path::new(STATE_DIR).join(format!("test-lockless-new-{}", std::process::id()));
+    for dir in [&stale, &fresh] {
+        std::fs::create_dir_all(dir.join("rootfs")).unwrap();
+    }
+    let touched = std::process::Command::new("touch")
+        .args(["-d", "5 minutes ago"])
+        .arg(&stale)
+        .status()
+        .unwrap();
+    assert!(touched.success());
+
+    let o = run(&["reap"], None);
+    assert!(o.status.success(), "{}", describe(&o));
+    assert!(
+        !stale.exists(),
+        "a stale lockless state dir was left\n{}",
+        describe(&o)
+    );
+    assert!(fresh.exists(), "a fresh lockless state dir was removed");
+    assert!(
+        stdout(&o).contains("test-lockless-old-"),
+        "{}",
+        describe(&o)
+    );
+    std::fs::remove_dir_all(&fresh).unwrap();
 }

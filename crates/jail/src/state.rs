@@ -145,7 +145,18 @@ pub fn reap_leftovers(paths: &JailPaths) -> Result<ReapReport, JailError> {
             // Never create the lock here: the owner may be removing the dir.
             let lock = match File::open(path.join("owner.lock")) {
                 Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // Creators make the dir and its lock under the shared
+                    // reap lock, so none is half-made now: this is an owner
+                    // removing its dir, or one that died before the lock
+                    // existed. Only the second outlives a short while.
+                    if stale(&path) {
+                        release(&id)?;
+                        remove_dir(&path)?;
+                        report.reaped.push(id);
+                    }
+                    continue;
+                }
                 Err(e) => return Err(JailError::path("opening", path.join("owner.lock"), e)),
             };
             if !try_lock(&lock) {
@@ -167,6 +178,19 @@ pub fn reap_leftovers(paths: &JailPaths) -> Result<ReapReport, JailError> {
     }
     report.reaped.sort();
     Ok(report)
+}
+
+/// A state dir without its lock is left alone this long: its owner may be
+/// removing it right now.
+const LOCKLESS_GRACE: Duration = Duration::from_secs(60);
+
+/// Whether a lockless state dir is older than [`LOCKLESS_GRACE`].
+fn stale(dir: &Path) -> bool {
+    fs::metadata(dir)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > LOCKLESS_GRACE)
 }
 
 fn release(id: &str) -> Result<(), JailError> {
