@@ -16,9 +16,7 @@ same client measures both:
 usage: target/sdk/venv/bin/python bench/http_bench.py [--airlock target/release/airlock]
            [--requests 500] [--mib 64] [--runs 3]
 """
-import argparse
 import http.client
-import os
 import socket
 import ssl
 import statistics
@@ -31,7 +29,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from sdk_bench import Daemon, pct, set_env  # noqa: E402
+from sdk_bench import Daemon, pct, request_bench_args, set_env  # noqa: E402
 
 SERVER = r'''
 import http.server, socket, sys
@@ -119,14 +117,7 @@ def row(name, ref, ours, unit, lower_is_better=True):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--airlock", default="target/release/airlock")
-    ap.add_argument("--requests", type=int, default=500)
-    ap.add_argument("--mib", type=int, default=64)
-    ap.add_argument("--runs", type=int, default=3)
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench/http_bench.py needs root (airlock serve creates namespaces)")
+    args = request_bench_args("http_bench.py")
     from deno_sandbox import DenoDeploy
 
     daemon = Daemon(args.airlock, pool=1)

@@ -37,6 +37,20 @@ def pct(samples, p):
     return s[min(len(s) - 1, int(round(p / 100.0 * (len(s) - 1))))]
 
 
+def request_bench_args(name):
+    """The flags of the request/download benchmarks (secrets, http), parsed;
+    exits unless root, which `airlock serve` needs."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--airlock", default="target/release/airlock")
+    ap.add_argument("--requests", type=int, default=500)
+    ap.add_argument("--mib", type=int, default=64)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit(f"bench/{name} needs root (airlock serve creates namespaces)")
+    return args
+
+
 def ms_since(start):
     return (time.perf_counter() - start) * 1000.0
 

@@ -19,9 +19,7 @@ and prints the interception/splice ratios.
 usage: target/sdk/venv/bin/python bench/secrets_bench.py [--airlock target/release/airlock]
            [--requests 500] [--mib 64] [--runs 3]
 """
-import argparse
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -29,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests/sdk/python"))
-from sdk_bench import Daemon, pct, set_env  # noqa: E402
+from sdk_bench import Daemon, pct, request_bench_args, set_env  # noqa: E402
 import upstreams as up  # noqa: E402
 
 CLIENT = r'''
@@ -66,14 +64,7 @@ print(json.dumps(out))
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--airlock", default="target/release/airlock")
-    ap.add_argument("--requests", type=int, default=500)
-    ap.add_argument("--mib", type=int, default=64)
-    ap.add_argument("--runs", type=int, default=3)
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench/secrets_bench.py needs root (airlock serve creates namespaces)")
+    args = request_bench_args("secrets_bench.py")
     servers = up.start()
     daemon = Daemon(args.airlock, 1, extra=servers.daemon_args())
     try:
