@@ -4,13 +4,13 @@
 
 use super::api::ApiArgs;
 use super::client::{Client, RpcError, StreamEvent};
+use super::forward;
 use super::term::{parse_env, terminal_size, RawMode};
 use anyhow::{anyhow, Result};
 use clap::Args;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 #[derive(Args, Debug)]
@@ -154,12 +154,12 @@ pub async fn run(client: &Client, spec: &ExecSpec) -> Result<Ran> {
     }
     let mut side = Vec::new();
     if let Some(id) = stdin_id {
-        side.push(tokio::spawn(forward_stdin(client.clone(), id)));
+        side.push(tokio::spawn(forward::stdin(client.clone(), id)));
     }
     if spec.tty {
-        side.push(tokio::spawn(forward_resizes(client.clone(), pid)));
+        side.push(tokio::spawn(forward::resizes(client.clone(), pid)));
     } else {
-        side.push(tokio::spawn(forward_signals(client.clone(), pid)));
+        side.push(tokio::spawn(forward::signals(client.clone(), pid)));
     }
     let status = client
         .call("processWait", json!({"pid": pid}))
@@ -234,62 +234,6 @@ async fn copy_out(
         }
     }
     let _ = out.flush().await;
-}
-
-async fn forward_stdin(client: Client, id: u64) {
-    let mut stdin = tokio::io::stdin();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match stdin.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if client.send_data(id, &buf[..n]).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-    let _ = client.end_stream(id).await;
-}
-
-/// Ctrl-C and friends go to the command, as if it ran locally (with `-t`
-/// the terminal sends them as bytes instead).
-async fn forward_signals(client: Client, pid: i64) {
-    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        return;
-    };
-    loop {
-        let name = tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-            _ = hup.recv() => "SIGHUP",
-        };
-        let _ = client
-            .call("processKill", json!({"pid": pid, "signal": name}))
-            .await;
-    }
-}
-
-/// Window size changes go to the PTY (`ptyResize`). Best effort: a daemon
-/// that does not serve the method leaves the size as it was at spawn.
-async fn forward_resizes(client: Client, pid: i64) {
-    let Ok(mut winch) = signal(SignalKind::window_change()) else {
-        return;
-    };
-    while winch.recv().await.is_some() {
-        if let Some((rows, cols)) = terminal_size() {
-            if let Err(RpcError::Protocol { code: -32601, .. }) = client
-                .call("ptyResize", json!({"pid": pid, "rows": rows, "cols": cols}))
-                .await
-            {
-                return;
-            }
-        }
-    }
 }
 
 #[cfg(test)]

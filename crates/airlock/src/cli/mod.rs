@@ -4,6 +4,7 @@ pub mod client;
 pub mod cp;
 pub mod events;
 pub mod exec;
+pub mod forward;
 pub mod image;
 pub mod inspect;
 pub mod ls;

@@ -1,6 +1,7 @@
 //! `airlock run`: one command in a fresh sandbox, streamed like a local
 //! process, then the sandbox is removed.
 
+use super::forward;
 use super::term::{parse_env, terminal_size, RawMode};
 use crate::{agent_exe, sandbox_env};
 use agent_client::AgentClient;
@@ -11,8 +12,6 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
-use tokio::signal::unix::{signal, SignalKind};
 
 /// Exit code when `--timeout` kills the sandbox (as GNU `timeout` does).
 pub const EXIT_TIMEOUT: i32 = 124;
@@ -191,11 +190,11 @@ async fn drive(
             }));
         }
     }
-    tokio::spawn(forward_stdin(client.clone(), stdin_id));
+    tokio::spawn(forward::stdin(client.clone(), stdin_id));
     if args.tty {
-        tokio::spawn(forward_resizes(client.clone(), pid));
+        tokio::spawn(forward::resizes(client.clone(), pid));
     }
-    tokio::spawn(forward_signals(client.clone(), pid));
+    tokio::spawn(forward::signals(client.clone(), pid));
 
     let waited = tokio::time::timeout(
         args.timeout,
@@ -214,54 +213,4 @@ async fn drive(
         code: status["code"].as_i64().unwrap_or(1) as i32,
         signal: status["signal"].as_str().map(str::to_string),
     })
-}
-
-async fn forward_stdin(client: AgentClient, id: u32) {
-    let mut stdin = tokio::io::stdin();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match stdin.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if client.send_data(id, &buf[..n]).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-    let _ = client.send_end(id).await;
-}
-
-/// Ctrl-C and friends go to the command, as if it ran locally.
-async fn forward_signals(client: AgentClient, pid: i64) {
-    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        return;
-    };
-    loop {
-        let name = tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-            _ = hup.recv() => "SIGHUP",
-        };
-        let _ = client
-            .call("processKill", json!({"pid": pid, "signal": name}))
-            .await;
-    }
-}
-
-async fn forward_resizes(client: AgentClient, pid: i64) {
-    let Ok(mut winch) = signal(SignalKind::window_change()) else {
-        return;
-    };
-    while winch.recv().await.is_some() {
-        if let Some((rows, cols)) = terminal_size() {
-            let _ = client
-                .call("ptyResize", json!({"pid": pid, "rows": rows, "cols": cols}))
-                .await;
-        }
-    }
 }
