@@ -356,66 +356,46 @@ fn cp_errors() {
     let work = tempdir("err");
     let f = work.join("f.txt");
     write(&f, b"x");
-
-    let o = d.airlock(
-        &[
-            "cp",
-            &format!("{sbx}:/missing/dir/"),
-            work.join("x").to_str().unwrap(),
-        ],
-        None,
-    );
-    assert_eq!(code(&o), 1, "{}", common::describe(&o));
-    assert!(
-        common::stderr(&o).contains("/missing/dir/"),
-        "{}",
-        common::describe(&o)
-    );
-
-    let o = d.airlock(
-        &[
-            "cp",
-            f.to_str().unwrap(),
-            &format!("{sbx}:/no/such/dir/f.txt"),
-        ],
-        None,
-    );
-    assert_eq!(code(&o), 1, "{}", common::describe(&o));
-    assert!(
-        common::stderr(&o).contains("no such directory: /no/such/dir"),
-        "{}",
-        common::describe(&o)
-    );
-
-    let o = d.airlock(
-        &[
-            "cp",
-            &format!("{sbx}:/etc/hostname"),
-            work.join("nope/x").to_str().unwrap(),
-        ],
-        None,
-    );
-    assert_eq!(code(&o), 1, "{}", common::describe(&o));
-    assert!(
-        common::stderr(&o).contains("no such directory:"),
-        "{}",
-        common::describe(&o)
-    );
-    assert!(
-        common::stderr(&o).contains("nope"),
-        "{}",
-        common::describe(&o)
-    );
-
-    let o = d.airlock(&["cp", &format!("{sbx}:/a"), &format!("{sbx}:/b")], None);
-    assert_eq!(code(&o), 2, "{}", common::describe(&o));
-    assert!(
-        common::stderr(&o).contains("usage"),
-        "{}",
-        common::describe(&o)
-    );
-    let o = d.airlock(&["cp", "/tmp/a", "/tmp/b"], None);
-    assert_eq!(code(&o), 2, "{}", common::describe(&o));
+    let local = |p: &Path| p.to_str().unwrap().to_string();
+    // (source, destination, exit code, what stderr must say)
+    let cases: [(String, String, i32, &[&str]); 5] = [
+        (
+            format!("{sbx}:/missing/dir/"),
+            local(&work.join("x")),
+            1,
+            &["/missing/dir/"],
+        ),
+        (
+            local(&f),
+            format!("{sbx}:/no/such/dir/f.txt"),
+            1,
+            &["no such directory: /no/such/dir"],
+        ),
+        (
+            format!("{sbx}:/etc/hostname"),
+            local(&work.join("nope/x")),
+            1,
+            &["no such directory:", "nope"],
+        ),
+        (format!("{sbx}:/a"), format!("{sbx}:/b"), 2, &["usage"]),
+        ("/tmp/a".into(), "/tmp/b".into(), 2, &[]),
+    ];
+    for (src, dst, want_code, says) in cases {
+        let o = d.airlock(&["cp", &src, &dst], None);
+        assert_eq!(
+            code(&o),
+            want_code,
+            "cp {src} {dst}: {}",
+            common::describe(&o)
+        );
+        for text in says {
+            assert!(
+                common::stderr(&o).contains(text),
+                "cp {src} {dst}: no {text:?} in {}",
+                common::describe(&o)
+            );
+        }
+    }
     let _ = std::fs::remove_dir_all(&work);
 }
 
