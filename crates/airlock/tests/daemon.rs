@@ -5,7 +5,7 @@
 mod common;
 
 use base64::Engine;
-use common::daemon::{set_timeout, Daemon, Ws};
+use common::daemon::{call, set_timeout, Daemon, Ws};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
@@ -19,22 +19,6 @@ fn daemon() -> Daemon {
 
 fn daemon_with(extra: &[&str]) -> Daemon {
     Daemon::options("daemon").args(extra).start()
-}
-
-fn call(ws: &mut Ws, id: u64, method: &str, params: Value) -> Value {
-    ws.send(Message::text(
-        json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string(),
-    ))
-    .unwrap();
-    loop {
-        let msg = ws.read().expect("reading a response");
-        if let Message::Text(t) = msg {
-            let v: Value = serde_json::from_str(&t).unwrap();
-            if v.get("id") == Some(&json!(id)) {
-                return v;
-            }
-        }
-    }
 }
 
 /// Reads until the socket closes; returns the close code.

@@ -3,33 +3,12 @@
 
 mod common;
 
-use common::daemon::{Daemon, Ws};
+use common::daemon::{call, reply, Daemon, Ws};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 use tungstenite::Message;
-
-fn call(ws: &mut Ws, id: u64, method: &str, params: Value) -> Value {
-    ws.send(Message::text(
-        json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string(),
-    ))
-    .unwrap();
-    reply(ws, id)
-}
-
-/// Reads until the response to `id` arrives.
-fn reply(ws: &mut Ws, id: u64) -> Value {
-    loop {
-        let msg = ws.read().expect("reading a response");
-        if let Message::Text(t) = msg {
-            let v: Value = serde_json::from_str(&t).unwrap();
-            if v.get("id") == Some(&json!(id)) {
-                return v;
-            }
-        }
-    }
-}
 
 struct Py {
     ws: Ws,

@@ -266,3 +266,27 @@ pub fn set_timeout(ws: &Ws) {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     }
 }
+
+/// Sends request `method` with `id` and returns its response (other
+/// messages on the way are skipped).
+pub fn call(ws: &mut Ws, id: u64, method: &str, params: Value) -> Value {
+    ws.send(tungstenite::Message::text(
+        serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+            .to_string(),
+    ))
+    .unwrap();
+    reply(ws, id)
+}
+
+/// Reads until the response to `id` arrives.
+pub fn reply(ws: &mut Ws, id: u64) -> Value {
+    loop {
+        let msg = ws.read().expect("reading a response");
+        if let tungstenite::Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v.get("id") == Some(&serde_json::json!(id)) {
+                return v;
+            }
+        }
+    }
+}
