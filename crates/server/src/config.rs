@@ -186,15 +186,7 @@ pub fn parse(
         }
     }
     reject_unsupported(map)?;
-    let port = match map.get("port") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_u64()
-                .and_then(|p| u16::try_from(p).ok())
-                .filter(|p| *p > 0)
-                .ok_or_else(|| ApiError::bad_config(format!("port must be 1..65535, got {v}")))?,
-        ),
-    };
+    let port = crate::sandbox_port::port_param(map).map_err(ApiError::bad_config)?;
     let region = match map.get("region") {
         Some(Value::String(r)) => r.clone(),
         _ => "ord".to_string(),

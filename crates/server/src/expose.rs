@@ -6,6 +6,7 @@
 //! A sandbox's domains are dropped, and their open connections closed, when
 //! it ends.
 
+use crate::sandbox_port;
 use crate::{ApiError, AppState};
 use agent_client::AgentClient;
 use agent_proto::ErrorObject;
@@ -117,56 +118,6 @@ impl Backend for AgentBackend {
     }
 }
 
-/// A `port` (1..65535) from request params, if present.
-pub(crate) fn port_param(params: &Map<String, Value>, what: &str) -> Result<Option<u16>, String> {
-    match params.get("port") {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p > 0)
-            .map(Some)
-            .ok_or_else(|| format!("{what}: port must be 1..65535, got {v}")),
-    }
-}
-
-/// A `pid` (positive) from request params, if present.
-pub(crate) fn pid_param(params: &Map<String, Value>, what: &str) -> Result<Option<i64>, String> {
-    match params.get("pid") {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_i64()
-            .filter(|p| *p > 0)
-            .map(Some)
-            .ok_or_else(|| format!("{what}: pid must be a positive integer, got {v}")),
-    }
-}
-
-/// The port process `pid` serves HTTP on, asked of the agent (for
-/// `exposeHttp {pid}` and `fetch {pid}`).
-pub(crate) async fn port_of_pid(live: &Live, pid: i64) -> Result<u16, ErrorObject> {
-    let reply = match live.client.call("httpPort", json!({ "pid": pid })).await {
-        Ok(r) => r?,
-        Err(e) => {
-            return Err(ErrorObject::new(
-                "Error",
-                format!("sandbox agent: {e:#}"),
-                None,
-            ))
-        }
-    };
-    reply
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
-        .ok_or_else(|| {
-            ErrorObject::new(
-                "ConnectionRefused",
-                format!("process {pid} is not listening for HTTP (yet: wait for httpReady)"),
-                Some("ECONNREFUSED"),
-            )
-        })
-}
-
 /// The `exposeHttp` RPC: `{domain, port}` or `{domain, pid}`.
 pub(crate) async fn bind_rpc(
     state: &AppState,
@@ -180,11 +131,12 @@ pub(crate) async fn bind_rpc(
         .get("domain")
         .and_then(Value::as_str)
         .ok_or_else(|| ErrorObject::type_error("exposeHttp: domain must be a string"))?;
-    let port = port_param(params, "exposeHttp").map_err(ErrorObject::type_error)?;
-    let pid = pid_param(params, "exposeHttp").map_err(ErrorObject::type_error)?;
+    let bad = |m: String| ErrorObject::type_error(format!("exposeHttp: {m}"));
+    let port = sandbox_port::port_param(params).map_err(bad)?;
+    let pid = sandbox_port::pid_param(params).map_err(bad)?;
     let port = match (port, pid) {
         (Some(port), None) => port,
-        (None, Some(pid)) => port_of_pid(live, pid).await?,
+        (None, Some(pid)) => sandbox_port::port_of_pid(live, pid).await?,
         _ => {
             return Err(ErrorObject::type_error(
                 "exposeHttp: give exactly one of port and pid",

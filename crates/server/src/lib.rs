@@ -9,6 +9,7 @@ mod error;
 pub mod expose;
 pub mod metrics;
 mod rest;
+mod sandbox_port;
 mod ws;
 
 use axum::routing::{delete, get, post};

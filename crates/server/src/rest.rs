@@ -326,8 +326,9 @@ pub async fn expose(
             )))
         }
     };
-    let port = crate::expose::port_param(&params, "expose").map_err(ApiError::bad_config)?;
-    let pid = crate::expose::pid_param(&params, "expose").map_err(ApiError::bad_config)?;
+    let bad = |m: String| ApiError::bad_config(format!("expose: {m}"));
+    let port = crate::sandbox_port::port_param(&params).map_err(bad)?;
+    let pid = crate::sandbox_port::pid_param(&params).map_err(bad)?;
     if port.is_some() && pid.is_some() {
         return Err(ApiError::bad_config(
             "expose: give one of port and pid, not both",

@@ -123,14 +123,7 @@ pub(super) fn parse(params: &Map<String, Value>) -> Result<Request, ErrorObject>
             )))
         }
     };
-    let pid = match params.get("pid") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_i64()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| type_error("pid must be a positive integer"))?,
-        ),
-    };
+    let pid = crate::sandbox_port::pid_param(params).map_err(type_error)?;
     Ok(Request {
         url,
         method,
@@ -149,7 +142,7 @@ pub(super) async fn run(
     mut body: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
 ) -> Result<Response, ErrorObject> {
     let pid_port = match req.pid {
-        Some(pid) => Some(crate::expose::port_of_pid(live, pid).await?),
+        Some(pid) => Some(crate::sandbox_port::port_of_pid(live, pid).await?),
         None => None,
     };
     for _ in 0..=MAX_REDIRECTS {

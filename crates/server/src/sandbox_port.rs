@@ -1,0 +1,58 @@
+//! A port inside a sandbox, as requests name it: a `port` param, a `pid`
+//! param, or the port a process listens on (asked of the agent). Shared by
+//! the create config's `port`, `POST .../expose/http`, `exposeHttp` and
+//! `fetch`; callers add their own context to the messages.
+
+use agent_proto::ErrorObject;
+use manager::Live;
+use serde_json::{json, Map, Value};
+
+/// `port` (1..65535) from request params, if present.
+pub(crate) fn port_param(params: &Map<String, Value>) -> Result<Option<u16>, String> {
+    match params.get("port") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .map(Some)
+            .ok_or_else(|| format!("port must be 1..65535, got {v}")),
+    }
+}
+
+/// `pid` (positive) from request params, if present.
+pub(crate) fn pid_param(params: &Map<String, Value>) -> Result<Option<i64>, String> {
+    match params.get("pid") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .filter(|p| *p > 0)
+            .map(Some)
+            .ok_or_else(|| format!("pid must be a positive integer, got {v}")),
+    }
+}
+
+/// The port process `pid` serves HTTP on, asked of the agent (for
+/// `exposeHttp {pid}` and `fetch {pid}`).
+pub(crate) async fn port_of_pid(live: &Live, pid: i64) -> Result<u16, ErrorObject> {
+    let reply = match live.client.call("httpPort", json!({ "pid": pid })).await {
+        Ok(r) => r?,
+        Err(e) => {
+            return Err(ErrorObject::new(
+                "Error",
+                format!("sandbox agent: {e:#}"),
+                None,
+            ))
+        }
+    };
+    reply
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| {
+            ErrorObject::new(
+                "ConnectionRefused",
+                format!("process {pid} is not listening for HTTP (yet: wait for httpReady)"),
+                Some("ECONNREFUSED"),
+            )
+        })
+}
