@@ -674,12 +674,7 @@ impl Rpc {
         };
         match method {
             "$sandbox.stream.start" => {
-                let mut inner = self.inner.lock().expect("rpc lock");
-                if !inner.client_streams.contains_key(&sid)
-                    && inner.client_streams.len() < MAX_CLIENT_STREAMS
-                {
-                    inner.client_streams.insert(sid, Sink::pending());
-                }
+                self.inner.lock().expect("rpc lock").sink(sid);
             }
             "$sandbox.stream.enqueue" => {
                 let data = params.get("data").and_then(Value::as_str).unwrap_or("");
@@ -689,42 +684,28 @@ impl Rpc {
                 if bytes.is_empty() {
                     return;
                 }
-                let agent_id = {
-                    let mut inner = self.inner.lock().expect("rpc lock");
-                    let streams = inner.client_streams.len();
-                    let sink = match inner.client_streams.entry(sid) {
-                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(e) => {
-                            if streams >= MAX_CLIENT_STREAMS {
-                                return;
-                            }
-                            e.insert(Sink::pending())
+                let agent_id = match self.inner.lock().expect("rpc lock").sink(sid) {
+                    None => return,
+                    Some(Sink::Agent(id)) => *id,
+                    Some(Sink::Local(tx)) => {
+                        let _ = tx.send(bytes);
+                        return;
+                    }
+                    Some(Sink::Pending {
+                        queued,
+                        bytes: held,
+                        ..
+                    }) => {
+                        // A client streaming into a stream no request
+                        // names is capped, not buffered without end.
+                        if *held + bytes.len() <= MAX_HELD {
+                            *held += bytes.len();
+                            queued.push(bytes);
                         }
-                    };
-                    match sink {
-                        Sink::Agent(id) => Some(*id),
-                        Sink::Local(tx) => {
-                            let _ = tx.send(bytes);
-                            return;
-                        }
-                        Sink::Pending {
-                            queued,
-                            bytes: held,
-                            ..
-                        } => {
-                            // A client streaming into a stream no request
-                            // names is capped, not buffered without end.
-                            if *held + bytes.len() <= MAX_HELD {
-                                *held += bytes.len();
-                                queued.push(bytes);
-                            }
-                            return;
-                        }
+                        return;
                     }
                 };
-                if let Some(agent_id) = agent_id {
-                    let _ = self.live.client.send_data(agent_id, &bytes).await;
-                }
+                let _ = self.live.client.send_data(agent_id, &bytes).await;
             }
             "$sandbox.stream.end" | "$sandbox.stream.error" => {
                 let agent_id = {
@@ -733,26 +714,13 @@ impl Rpc {
                         Some(Sink::Agent(id)) => Some(id),
                         // Dropping the sender ends a local reader.
                         Some(Sink::Local(_)) => None,
-                        Some(Sink::Pending { queued, bytes, .. }) => {
-                            inner.client_streams.insert(
-                                sid,
-                                Sink::Pending {
-                                    queued,
-                                    bytes,
-                                    ended: true,
-                                },
-                            );
-                            None
-                        }
-                        None => {
-                            inner.client_streams.insert(
-                                sid,
-                                Sink::Pending {
-                                    queued: Vec::new(),
-                                    bytes: 0,
-                                    ended: true,
-                                },
-                            );
+                        // The end may come before the request naming it.
+                        held => {
+                            let mut sink = held.unwrap_or_else(Sink::pending);
+                            if let Sink::Pending { ended, .. } = &mut sink {
+                                *ended = true;
+                            }
+                            inner.client_streams.insert(sid, sink);
                             None
                         }
                     }
@@ -793,6 +761,19 @@ enum Sink {
     Agent(u32),
     /// Read by the daemon itself (a `fetch` body).
     Local(mpsc::UnboundedSender<Vec<u8>>),
+}
+
+impl Inner {
+    /// Client stream `sid`'s sink, made (pending) on first sight unless the
+    /// client already has [`MAX_CLIENT_STREAMS`] open.
+    fn sink(&mut self, sid: u64) -> Option<&mut Sink> {
+        let full = self.client_streams.len() >= MAX_CLIENT_STREAMS;
+        match self.client_streams.entry(sid) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(_) if full => None,
+            std::collections::hash_map::Entry::Vacant(e) => Some(e.insert(Sink::pending())),
+        }
+    }
 }
 
 impl Sink {
