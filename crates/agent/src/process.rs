@@ -183,20 +183,20 @@ fn mode(params: &Value, key: &str, default: Mode) -> Result<Mode, ErrorObject> {
     }
 }
 
-fn string_list(params: &Value, key: &str) -> Result<Vec<String>, ErrorObject> {
+/// `["a", "b"]` from an optional string-array param of `method`.
+pub(crate) fn string_list(
+    method: &str,
+    params: &Value,
+    key: &str,
+) -> Result<Vec<String>, ErrorObject> {
+    let bad = || ErrorObject::type_error(format!("{method}: {key} must be an array of strings"));
     match params.get(key) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| {
-                v.as_str().map(str::to_string).ok_or_else(|| {
-                    ErrorObject::type_error(format!("spawn: {key} must be an array of strings"))
-                })
-            })
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(bad))
             .collect(),
-        Some(_) => Err(ErrorObject::type_error(format!(
-            "spawn: {key} must be an array of strings"
-        ))),
+        Some(_) => Err(bad()),
     }
 }
 
@@ -275,7 +275,7 @@ pub fn spawn_tapped(
         .and_then(Value::as_str)
         .filter(|c| !c.is_empty())
         .ok_or_else(|| ErrorObject::type_error("spawn: missing string param \"command\""))?;
-    let args = string_list(params, "args")?;
+    let args = string_list("spawn", params, "args")?;
     let overrides = env_overrides(params)?;
     let clear_env = params
         .get("clearEnv")

@@ -136,19 +136,6 @@ fn spawn_params(
     Ok(Value::Object(p))
 }
 
-/// `["a", "b"]` from an optional string-array param.
-fn string_list(method: &str, params: &Value, key: &str) -> Result<Vec<String>, ErrorObject> {
-    let bad = || ErrorObject::type_error(format!("{method}: {key} must be an array of strings"));
-    match params.get(key) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_str().map(str::to_string).ok_or_else(bad))
-            .collect(),
-        Some(_) => Err(bad()),
-    }
-}
-
 /// "exited with code 1" / "was killed by SIGKILL", for messages.
 fn describe_exit(exit: Option<ExitInfo>) -> String {
     match exit {

@@ -17,7 +17,8 @@
 //! on one REPL may overlap; each gets its own reply.
 
 use super::link::Link;
-use super::{deno_binary, describe_exit, private_dir, spawn_params, string_list};
+use super::{deno_binary, describe_exit, private_dir, spawn_params};
+use crate::process::string_list;
 use crate::process::{self, Ctx, ExitInfo};
 use agent_proto::ErrorObject;
 use serde_json::{json, Value};

@@ -8,7 +8,8 @@
 //! `watcherId` and `$sandbox.deno.watcher.restart` notifications of the
 //! protocol. `watcherId` itself is null from the agent.
 
-use super::{deno_binary, private_dir, remove_after_exit, spawn_params, string_list};
+use super::{deno_binary, private_dir, remove_after_exit, spawn_params};
+use crate::process::string_list;
 use crate::process::{self, Ctx};
 use agent_proto::ErrorObject;
 use serde_json::Value;
