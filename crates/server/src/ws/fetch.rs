@@ -189,21 +189,13 @@ pub(super) async fn run(
     )))
 }
 
+/// A redirect's `Location` resolved against the request's URL, as the URL
+/// standard says (absolute, `/path`, `path`, `../path`, `?query`, `//host`).
 fn resolve_location(base: &Uri, location: &str) -> Result<Uri, ErrorObject> {
     let bad = || ErrorObject::type_error(format!("fetch: bad redirect location {location:?}"));
-    let loc: Uri = location.parse().map_err(|_| bad())?;
-    if loc.scheme().is_some() {
-        return Ok(loc);
-    }
-    let mut parts = base.clone().into_parts();
-    let path = if location.starts_with('/') {
-        location.to_string()
-    } else {
-        let dir = base.path().rsplit_once('/').map_or("", |(d, _)| d);
-        format!("{dir}/{location}")
-    };
-    parts.path_and_query = Some(path.parse().map_err(|_| bad())?);
-    Uri::from_parts(parts).map_err(|_| bad())
+    let base = url::Url::parse(&base.to_string()).map_err(|_| bad())?;
+    let joined = base.join(location).map_err(|_| bad())?;
+    joined.as_str().parse().map_err(|_| bad())
 }
 
 async fn send(
@@ -361,5 +353,33 @@ fn into_response(method: &Method, response: hyper::Response<hyper::body::Incomin
         status_text: status.canonical_reason().unwrap_or("").to_string(),
         headers,
         body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_locations_resolve_like_a_browser() {
+        let base: Uri = "http://localhost:8000/a/b?x=1".parse().unwrap();
+        for (location, want) in [
+            (
+                "/hello?from=moved",
+                "http://localhost:8000/hello?from=moved",
+            ),
+            ("c", "http://localhost:8000/a/c"),
+            ("../c", "http://localhost:8000/c"),
+            ("?y=2", "http://localhost:8000/a/b?y=2"),
+            ("//other:9/p", "http://other:9/p"),
+            ("https://example.com/z", "https://example.com/z"),
+        ] {
+            assert_eq!(
+                resolve_location(&base, location).unwrap().to_string(),
+                want,
+                "{location}"
+            );
+        }
+        assert!(resolve_location(&base, "http://[bad").is_err());
     }
 }
