@@ -286,6 +286,13 @@ call("clone_newuser", 56, 0x10000000 | 17, 0, 0, 0, 0)
 call("clone_newns", 56, 0x00020000 | 17, 0, 0, 0, 0)
 call("clone3", 435, addr, 88)
 call("getpid", 39)
+# int arguments with high bits set: the kernel reads only the low 32 bits,
+# so these are the refused calls in disguise (fd 0 is not a terminal: the
+# kernel itself would answer ENOTTY, the filter EPERM).
+call("vsock_high_bit", 41, 40 | 1 << 32, 1, 0)
+call("vsock_high_half", 41, 40 | 0xffffffff << 32, 1, 0)
+call("tiocsti_high_bit", 16, 0, 0x5412 | 1 << 32, addr)
+call("tioclinux_high_bit", 16, 0, 0x541C | 1 << 32, addr)
 try:
     socket.socket(40, socket.SOCK_STREAM)
     print("R vsock 0 -", flush=True)
@@ -443,6 +450,17 @@ fn unknown_syscalls_are_enosys() {
 #[test]
 fn vsock_socket_refused() {
     assert_refused("vsock", "EPERM");
+}
+
+/// The kernel reads `socket`'s family and `ioctl`'s request as `int`s: a
+/// filter comparing all 64 bits would let `40 | 1 << 32` through as an
+/// AF_VSOCK socket.
+#[test]
+fn int_arguments_with_high_bits_are_still_refused() {
+    assert_refused("vsock_high_bit", "EPERM");
+    assert_refused("vsock_high_half", "EPERM");
+    assert_refused("tiocsti_high_bit", "EPERM");
+    assert_refused("tioclinux_high_bit", "EPERM");
 }
 
 #[test]

@@ -5,7 +5,10 @@
 //! (EPERM), plus a few Docker allows but a multi-tenant host should not
 //! (io_uring, AF_VSOCK sockets, TIOCSTI). Namespace-creating `clone` flags
 //! are refused, and `clone3` answers ENOSYS so libc falls back to `clone`,
-//! whose flags a filter can see.
+//! whose flags a filter can see. Argument checks are a table
+//! ([`ARG_RULES`]) whose rows state the width the kernel reads: `int`
+//! arguments are compared on their low 32 bits only, so high bits cannot
+//! disguise a refused value.
 //!
 //! A deny-list lets new, unknown syscalls through, so a second, tiny filter
 //! (hand-assembled: seccompiler cannot express ranges) answers ENOSYS to
@@ -94,20 +97,85 @@ const DENIED: &[(&str, libc::c_long)] = &[
     ("open_tree_attr", 467),
 ];
 
-const NAMESPACE_FLAGS: [u64; 8] = [
-    libc::CLONE_NEWNS as u64,
-    libc::CLONE_NEWCGROUP as u64,
-    libc::CLONE_NEWUTS as u64,
-    libc::CLONE_NEWIPC as u64,
-    libc::CLONE_NEWUSER as u64,
-    libc::CLONE_NEWPID as u64,
-    libc::CLONE_NEWNET as u64,
-    0x80, // CLONE_NEWTIME
-];
+/// How many bits of a syscall argument the kernel reads. The BPF program
+/// sees all 64 bits of every argument register, but for an `int` or
+/// `unsigned int` parameter the kernel ignores the upper half: a rule that
+/// compared 64 bits could be dodged by setting any high bit
+/// (`socket(AF_VSOCK | 1 << 32, ...)` is still an AF_VSOCK socket to the
+/// kernel). So every rule states the width of the parameter it inspects,
+/// copied from the kernel's `SYSCALL_DEFINE` for that call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Width {
+    /// `int` / `unsigned int`: only the low 32 bits are compared.
+    Int,
+    /// `long` / `unsigned long` / pointers: all 64 bits.
+    Long,
+}
+
+/// What a rule checks in its argument.
+#[derive(Debug, Clone, Copy)]
+enum Test {
+    /// The argument equals the value.
+    Equals(u64),
+    /// Every bit of the mask is set in the argument.
+    HasBits(u64),
+}
+
+/// One argument-filtered refusal: the syscall is refused (EPERM) when its
+/// argument `arg` passes `test`. A syscall may have several rows; any match
+/// refuses it.
+struct ArgRule {
+    name: &'static str,
+    nr: libc::c_long,
+    /// Zero-based argument index.
+    arg: u8,
+    width: Width,
+    test: Test,
+}
 
 const AF_VSOCK: u64 = 40;
 const TIOCSTI: u64 = 0x5412;
 const TIOCLINUX: u64 = 0x541C;
+const CLONE_NEWTIME: u64 = 0x80;
+
+/// The argument-filtered refusals, one row each.
+///
+/// * `socket(int family, ...)`: AF_VSOCK has no network namespace, so a
+///   vsock socket would reach the hypervisor around the egress gateway.
+/// * `ioctl(unsigned int fd, unsigned int cmd, unsigned long arg)`:
+///   TIOCSTI pushes input into a terminal another process reads; TIOCLINUX
+///   reaches the console.
+/// * `clone(unsigned long flags, ...)`: namespace-creating flags (64-bit:
+///   the kernel reads all of `flags`, and every flag tested is in the low
+///   half anyway).
+#[rustfmt::skip]
+const ARG_RULES: &[ArgRule] = &[
+    ArgRule { name: "socket(AF_VSOCK)", nr: libc::SYS_socket, arg: 0, width: Width::Int, test: Test::Equals(AF_VSOCK) },
+    ArgRule { name: "ioctl(TIOCSTI)", nr: libc::SYS_ioctl, arg: 1, width: Width::Int, test: Test::Equals(TIOCSTI) },
+    ArgRule { name: "ioctl(TIOCLINUX)", nr: libc::SYS_ioctl, arg: 1, width: Width::Int, test: Test::Equals(TIOCLINUX) },
+    ArgRule { name: "clone(CLONE_NEWNS)", nr: libc::SYS_clone, arg: 0, width: Width::Long, test: Test::HasBits(libc::CLONE_NEWNS as u64) },
+    ArgRule { name: "clone(CLONE_NEWCGROUP)", nr: libc::SYS_clone, arg: 0, width: Width::Long, test: Test::HasBits(libc::CLONE_NEWCGROUP as u64) },
+    ArgRule { name: "clone(CLONE_NEWUTS)", nr: libc::SYS_clone, arg: 0, width: Width::Long, test: Test::HasBits(libc::CLONE_NEWUTS as u64) },
+    ArgRule { name: "clone(CLONE_NEWIPC)", nr: libc::SYS_clone, arg: 0, width: Width::Long, test: Test::HasBits(libc::CLONE_NEWIPC as u64) },
+    ArgRule { name: "clone(CLONE_NEWUSER)", nr: libc::SYS_clone, arg: 0, width: Width::Long, test: Test::HasBits(libc::CLONE_NEWUSER as u64) },
+    ArgRule { name: "clone(CLONE_NEWPID)", nr: libc::SYS_clone, arg: 0, width: Width::Long, test: Test::HasBits(libc::CLONE_NEWPID as u64) },
+    ArgRule { name: "clone(CLONE_NEWNET)", nr: libc::SYS_clone, arg: 0, width: Width::Long, test: Test::HasBits(libc::CLONE_NEWNET as u64) },
+    ArgRule { name: "clone(CLONE_NEWTIME)", nr: libc::SYS_clone, arg: 0, width: Width::Long, test: Test::HasBits(CLONE_NEWTIME) },
+];
+
+impl ArgRule {
+    fn condition(&self) -> Result<SeccompCondition, seccompiler::BackendError> {
+        let len = match self.width {
+            Width::Int => SeccompCmpArgLen::Dword,
+            Width::Long => SeccompCmpArgLen::Qword,
+        };
+        let (op, value) = match self.test {
+            Test::Equals(v) => (SeccompCmpOp::Eq, v),
+            Test::HasBits(mask) => (SeccompCmpOp::MaskedEq(mask), mask),
+        };
+        SeccompCondition::new(self.arg, len, op, value)
+    }
+}
 
 /// The compiled filters, in the order they must be installed.
 pub struct Policy {
@@ -117,39 +185,21 @@ pub struct Policy {
 impl Policy {
     pub fn build() -> Result<Self, JailError> {
         let err = |e: seccompiler::BackendError| JailError::Seccomp(e.to_string());
-        let eq = |arg: u8, value: u64| {
-            SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value)
-                .map_err(err)
-        };
         let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
         for &(_, nr) in DENIED {
             if nr >= 0 {
                 rules.insert(nr, vec![]);
             }
         }
-        let mut clone_rules = Vec::new();
-        for flag in NAMESPACE_FLAGS {
-            let cond = SeccompCondition::new(
-                0,
-                SeccompCmpArgLen::Qword,
-                SeccompCmpOp::MaskedEq(flag),
-                flag,
-            )
-            .map_err(err)?;
-            clone_rules.push(SeccompRule::new(vec![cond]).map_err(err)?);
+        for rule in ARG_RULES {
+            let cond = rule
+                .condition()
+                .map_err(|e| JailError::Seccomp(format!("{}: {e}", rule.name)))?;
+            rules
+                .entry(rule.nr)
+                .or_default()
+                .push(SeccompRule::new(vec![cond]).map_err(err)?);
         }
-        rules.insert(libc::SYS_clone, clone_rules);
-        rules.insert(
-            libc::SYS_socket,
-            vec![SeccompRule::new(vec![eq(0, AF_VSOCK)?]).map_err(err)?],
-        );
-        rules.insert(
-            libc::SYS_ioctl,
-            vec![
-                SeccompRule::new(vec![eq(1, TIOCSTI)?]).map_err(err)?,
-                SeccompRule::new(vec![eq(1, TIOCLINUX)?]).map_err(err)?,
-            ],
-        );
         let deny = SeccompFilter::new(
             rules,
             SeccompAction::Allow,
@@ -237,5 +287,106 @@ mod tests {
         nrs.dedup();
         assert_eq!(nrs.len(), len);
         assert!(nrs.iter().all(|n| *n as u32 <= MAX_REVIEWED_SYSCALL));
+    }
+
+    #[test]
+    fn argument_rules_never_soften_an_outright_denial() {
+        // A syscall with an empty rule list is refused outright; adding an
+        // argument rule to it would make the refusal conditional.
+        for rule in ARG_RULES {
+            assert!(
+                DENIED.iter().all(|(_, nr)| *nr != rule.nr),
+                "{} is also denied outright",
+                rule.name
+            );
+        }
+    }
+
+    /// Runs `syscall(nr, args...)` in a forked child under the policy and
+    /// returns its errno (0 when the call succeeded).
+    fn errno_under_policy(nr: libc::c_long, args: [u64; 3]) -> i32 {
+        let policy = Policy::build().unwrap();
+        // SAFETY: the child only makes raw syscalls (prctl, seccomp, the
+        // probed call) and `_exit`s; it never returns into the test harness
+        // or touches locks other threads may hold.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            // SAFETY: plain syscalls in the child, see above.
+            unsafe {
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                    || install(&policy).is_err()
+                {
+                    libc::_exit(255);
+                }
+                let rc = libc::syscall(nr, args[0], args[1], args[2]);
+                if rc == 0 && nr == libc::SYS_clone {
+                    // The clone's own child: it exists only if the rule failed.
+                    libc::_exit(254);
+                }
+                let errno = *libc::__errno_location();
+                libc::_exit(if rc < 0 { errno } else { 0 });
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for the child forked above.
+        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(waited, pid);
+        assert!(libc::WIFEXITED(status), "probe child died: {status:#x}");
+        let code = libc::WEXITSTATUS(status);
+        assert_ne!(code, 255, "the probe child could not install the policy");
+        code
+    }
+
+    /// Each argument rule, tried through the kernel with the refused value
+    /// as written and with high bits set: an `int` argument the kernel
+    /// truncates must be refused however its upper half is filled.
+    #[test]
+    fn every_argument_rule_holds_with_high_bits_set() {
+        for rule in ARG_RULES {
+            let value = match rule.test {
+                Test::Equals(v) | Test::HasBits(v) => v,
+            };
+            let mut variants = vec![value];
+            if rule.width == Width::Int {
+                variants.extend([value | 1 << 32, value | 0xffff_ffff_0000_0000]);
+            } else {
+                variants.push(value | 1 << 63);
+            }
+            for v in variants {
+                let mut args = [0u64; 3];
+                args[rule.arg as usize] = v;
+                if rule.nr == libc::SYS_clone {
+                    args[0] |= libc::SIGCHLD as u64;
+                }
+                if rule.nr == libc::SYS_socket {
+                    args[1] = libc::SOCK_STREAM as u64;
+                }
+                assert_eq!(
+                    errno_under_policy(rule.nr, args),
+                    libc::EPERM,
+                    "{} with argument {v:#x} was not refused",
+                    rule.name
+                );
+            }
+        }
+    }
+
+    /// The other side of the same coin: high bits on an allowed value do
+    /// not turn it into a refused one (the filter reads what the kernel
+    /// reads, no more).
+    #[test]
+    fn allowed_values_with_high_bits_still_work() {
+        let unix = libc::AF_UNIX as u64 | 1 << 32;
+        assert_eq!(
+            errno_under_policy(libc::SYS_socket, [unix, libc::SOCK_STREAM as u64, 0]),
+            0
+        );
+        // FIONREAD on a bad fd: refused by the kernel (EBADF), not the filter.
+        let fionread = libc::FIONREAD | 1 << 32;
+        assert_eq!(
+            errno_under_policy(libc::SYS_ioctl, [u64::MAX >> 1, fionread, 0]),
+            libc::EBADF
+        );
     }
 }
