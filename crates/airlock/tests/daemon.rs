@@ -315,11 +315,26 @@ fn kill_9_of_the_daemon_leaves_nothing_after_restart() {
     // Let the meter write a sample (every METER_INTERVAL) and the audit
     // writer its batch.
     std::thread::sleep(Duration::from_millis(1200));
+    for id in &ids {
+        assert!(
+            !common::sandbox_pids(id).is_empty(),
+            "{id} has no processes"
+        );
+    }
     d.kill9();
-    // The sandboxes outlive the daemon until the next daemon starts. That is
-    // not asserted here: other tests start daemons in parallel, and any
-    // daemon's start reaps sandboxes whose owner is gone (by design), so it
-    // may be theirs that does it. What a restart leaves is asserted below.
+    // With the daemon gone, each agent (PID 1) reads EOF on its control
+    // socket and exits, which ends every process of the sandbox and with
+    // them its network namespace; no restart is needed for that. (Other
+    // tests start daemons in parallel, and any daemon's start reaps the
+    // directories and cgroups of sandboxes whose owner is gone, so who
+    // removes those is not asserted until our own restart below.)
+    for id in &ids {
+        wait_until(
+            "the sandbox's processes to end with the daemon",
+            Duration::from_secs(30),
+            || common::sandbox_pids(id).is_empty(),
+        );
+    }
     d.spawn();
     for id in &ids {
         assert_eq!(sandbox_leftovers(id), Vec::<String>::new(), "{id}");

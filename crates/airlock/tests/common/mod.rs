@@ -161,6 +161,29 @@ pub fn cgroup_exists(id: &str) -> bool {
     .any(|p| Path::new(p).join(id).exists())
 }
 
+/// Host pids of every process in sandbox `id`'s cgroups (v1 or v2, with
+/// any child cgroups); empty once the sandbox's processes are gone or its
+/// cgroups removed.
+pub fn sandbox_pids(id: &str) -> Vec<u32> {
+    fn walk(dir: &Path, pids: &mut Vec<u32>) {
+        if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+        }
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&entry.path(), pids);
+            }
+        }
+    }
+    let mut pids = Vec::new();
+    for root in ["/sys/fs/cgroup/airlock", "/sys/fs/cgroup/pids/airlock"] {
+        walk(&Path::new(root).join(id), &mut pids);
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
 pub const STATE_DIR: &str = "/run/airlock/sandboxes";
 
 /// Ids with a state dir under /run/airlock/sandboxes.
