@@ -11,6 +11,19 @@ want file file                  # checks that the agent is static
 want bwrap bubblewrap           # the reference in bench/startup.py
 want python3 python3            # benchmarks
 want cc gcc                     # linker for cargo
+# A compiler alone cannot link: Rust binaries need crt1.o and libc from
+# libc6-dev, which `gcc` only recommends (and recommends are not installed
+# below). So check that a program actually links, not that `cc` exists.
+can_link() {
+  command -v cc >/dev/null 2>&1 || return 1
+  local out
+  out=$(mktemp)
+  printf 'int main(void) { return 0; }\n' | cc -x c - -o "$out" >/dev/null 2>&1
+  local rc=$?
+  rm -f "$out"
+  return $rc
+}
+can_link || need+=(libc6-dev)
 want git git                    # the network tests serve a repository to clone
 want openssl openssl            # the JS suite makes its test CA with it
 want curl curl                  # crates/expose tests verify the ingress with a real curl
@@ -22,3 +35,4 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${need[@]}" ca-certificates
 fi
+can_link || { echo "cc cannot link a C program even after installing libc6-dev; cargo builds will fail" >&2; exit 1; }
