@@ -560,11 +560,26 @@ impl Daemon {
             .trim()
             .to_string();
         let log = std::fs::File::create(dir.path().join("daemon.log"))?;
+        // The exposed-HTTP ingress defaults to port 8443, which another
+        // daemon on this host may hold: give it a free port, as the tests
+        // do. A reference build older than the ingress has no such flag.
+        let help = tokio::process::Command::new(airlock)
+            .args(["serve", "--help"])
+            .output()
+            .await
+            .with_context(|| format!("running {} serve --help", airlock.display()))?;
+        let expose_args: &[&str] =
+            if String::from_utf8_lossy(&help.stdout).contains("--expose-listen") {
+                &["--expose-listen", "127.0.0.1:0"]
+            } else {
+                &[]
+            };
         let mut child = tokio::process::Command::new(airlock)
             .arg("serve")
             .arg("--store")
             .arg(&store)
             .args(["--listen", "127.0.0.1:0", "--pool", &pool.to_string()])
+            .args(expose_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
