@@ -41,10 +41,21 @@ for host, port in {targets}:
     except OSError as e:
         out[key] = f"error {{e.errno}}"
         continue
+    # The test servers speak first; an HTTP server (the daemon's) is
+    # asked for its metrics, to show what a reached listener gives away.
+    s.settimeout(1)
     try:
-        out[key] = "connected: " + s.recv(200).decode(errors="replace").strip()
+        data = s.recv(200)
+    except socket.timeout:
+        s.settimeout(5)
+        try:
+            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            data = s.recv(200)
+        except OSError as e:
+            data = f"(recv {{e}})".encode()
     except OSError as e:
-        out[key] = f"connected: (recv {{e}})"
+        data = f"(recv {{e}})".encode()
+    out[key] = "connected: " + data.decode(errors="replace").strip()
     s.close()
 open("/tmp/out.json", "w").write(json.dumps(out))
 "#,
