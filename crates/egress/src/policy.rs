@@ -137,14 +137,6 @@ impl AllowList {
             .find(|rule| rule.host == Host::Ip(ip) && rule.port_matches(port))
     }
 
-    /// Whether some rule names `ip` literally (on any port). The gateway uses
-    /// this to let an explicitly listed address through the internal-address
-    /// check if it chooses to.
-    pub fn names_ip_literally(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.rules.iter().any(|rule| rule.host == Host::Ip(ip))
-    }
-
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
@@ -418,13 +410,43 @@ impl fmt::Display for AddressClass {
 }
 
 /// Classifies an address. IPv6 forms that embed an IPv4 address a host
-/// would actually reach (IPv4-mapped, NAT64, 6to4) are classified by that
-/// IPv4 address.
+/// would actually reach (see [`canonical`], and 6to4) are classified by
+/// that IPv4 address.
 pub fn classify(ip: IpAddr) -> AddressClass {
-    match ip {
+    match canonical(ip) {
         IpAddr::V4(v4) => classify_v4(v4),
         IpAddr::V6(v6) => classify_v6(v6),
     }
+}
+
+/// The address a connection to `ip` really reaches: the IPv4 address inside
+/// an IPv4-mapped (`::ffff:a.b.c.d`, which a dual-stack socket dials as
+/// IPv4), IPv4-compatible (`::a.b.c.d`, tunnelled by `sit`) or NAT64
+/// (`64:ff9b::a.b.c.d`, translated by the network) address; any other
+/// address as it is. Every check that compares or classifies an address
+/// does it on this form, so no spelling of an address slips past a check
+/// written for another. `::` and `::1` stay as they are (they are not
+/// IPv4-compatible addresses but the unspecified and loopback ones).
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => embedded_v4(v6).map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let bits = u128::from(ip);
+    if bits >> 32 == 0 && bits > 1 {
+        return Some(Ipv4Addr::from(bits as u32));
+    }
+    // NAT64 (RFC 6052 well-known prefix): the host's network may translate it.
+    if in_v6(ip, Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96) {
+        return Some(Ipv4Addr::from(bits as u32));
+    }
+    None
 }
 
 fn in_v4(ip: Ipv4Addr, net: [u8; 4], prefix: u32) -> bool {
@@ -480,14 +502,7 @@ fn classify_v6(ip: Ipv6Addr) -> AddressClass {
     if ip == Ipv6Addr::LOCALHOST {
         return Loopback;
     }
-    // ::ffff:a.b.c.d reaches a.b.c.d.
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return classify_v4(v4);
-    }
-    // NAT64 (RFC 6052 well-known prefix): the gateway's host may translate it.
-    if in_v6(ip, Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96) {
-        return classify_v4(Ipv4Addr::from(bits as u32));
-    }
+    // IPv4-mapped, -compatible and NAT64 forms were made IPv4 by `classify`.
     // 6to4: 2002:AABB:CCDD::/48 tunnels to AA.BB.CC.DD.
     if in_v6(ip, Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16) {
         return classify_v4(Ipv4Addr::from((bits >> 80) as u32));
@@ -531,9 +546,8 @@ fn classify_v6(ip: Ipv6Addr) -> AddressClass {
     {
         return *class;
     }
-    // Only 2000::/3 is allocated for global unicast; anything else
-    // (including deprecated IPv4-compatible ::a.b.c.d) is not a public
-    // destination.
+    // Only 2000::/3 is allocated for global unicast; anything else is not
+    // a public destination.
     if in_v6(ip, Ipv6Addr::new(0x2000, 0, 0, 0, 0, 0, 0, 0), 3) {
         Public
     } else {
@@ -636,8 +650,6 @@ mod tests {
         assert!(l.allows_ip(ip("2001:db8::3"), 443).is_some());
         // The mapped spelling reaches the same host, so it matches too.
         assert!(l.allows_ip(ip("::ffff:203.0.113.110"), 1).is_some());
-        assert!(l.names_ip_literally(ip("2001:db8::1")));
-        assert!(!l.names_ip_literally(ip("2001:db8::4")));
         let l = list(&["[::ffff:198.51.100.1]:443"]);
         assert!(l.allows_ip(ip("198.51.100.1"), 443).is_some());
     }
@@ -659,7 +671,6 @@ mod tests {
         assert!(l.allows_ip(ip("10.0.0.1"), 80).is_some());
         // Name rules never match by address.
         assert!(l.allows_ip(ip("93.184.216.34"), 80).is_none());
-        assert!(!l.names_ip_literally(ip("93.184.216.34")));
     }
 
     #[test]
@@ -840,12 +851,39 @@ mod tests {
             ("2002:7f00:0001::1", Loopback),
             ("2002:a9fe:a9fe::", Metadata),
             ("2002:0808:0808::1", Public),
-            ("::10.0.0.1", Reserved),
+            ("::10.0.0.1", Private),
+            ("::ffff:0.0.0.0", Unspecified),
+            ("::ffff:10.1.2.3", Private),
+            ("::ffff:100.64.0.1", SharedCgnat),
+            ("::169.254.169.254", Metadata),
+            ("64:ff9b::127.0.0.1", Loopback),
+            ("64:ff9b::a9fe:a9fe", Metadata),
+            ("::2", Reserved),
             ("4000::1", Reserved),
             ("2606:4700:4700::1111", Public),
             ("2a00:1450:4001::200e", Public),
         ] {
             assert_eq!(classify(ip(addr)), class, "{addr}");
+        }
+    }
+
+    #[test]
+    fn canonical_unwraps_every_ipv4_in_ipv6_form() {
+        for (addr, want) in [
+            ("::ffff:127.0.0.1", "127.0.0.1"),
+            ("::ffff:0.0.0.0", "0.0.0.0"),
+            ("::ffff:169.254.169.254", "169.254.169.254"),
+            ("::127.0.0.1", "127.0.0.1"),
+            ("64:ff9b::10.0.0.1", "10.0.0.1"),
+            // Not IPv4 forms: unchanged.
+            ("::", "::"),
+            ("::1", "::1"),
+            ("2002:7f00:1::1", "2002:7f00:1::1"),
+            ("64:ff9b:1::1", "64:ff9b:1::1"),
+            ("2606:4700:4700::1111", "2606:4700:4700::1111"),
+            ("10.0.0.1", "10.0.0.1"),
+        ] {
+            assert_eq!(canonical(ip(addr)), ip(want), "{addr}");
         }
     }
 

@@ -447,9 +447,7 @@ impl Stack {
             let upstream = if literal {
                 resolver.upstream_for_ip(IpAddr::V4(dst_ip), port)
             } else {
-                resolver
-                    .upstream_for_name(&lookup_name, port, &policy)
-                    .await
+                resolver.upstream_for_name(&lookup_name, port).await
             };
             let result = match upstream {
                 Ok(up) => resolve::connect(&up).await,

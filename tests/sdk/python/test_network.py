@@ -186,17 +186,58 @@ def test_allow_net_rule_forms(client, upstreams):
         assert code == 0, out
 
 
-def test_ip_literal_rule(client, upstreams):
-    ip = host_ipv4()
-    if ip is None:
-        pytest.skip("the host has no non-loopback IPv4 address")
-    port = upstreams.wide_port
+def test_ip_literal_rule(client, upstreams, airlock):
+    """An IP literal in allowNet is an allow rule like a name; whether an
+    internal address may be reached at all is the operator's to say (the
+    suite's daemon allows exactly `private.allowed`)."""
+    net = upstreams.private
+    if airlock["bin"] is None or net is None:
+        pytest.skip("needs the suite's own daemon, started with --egress-allow-cidr")
+    ip, port = net.allowed, net.allowed_port
     with client.sandbox.create(allow_net=[f"{ip}:{port}"]) as sb:
         status, out, err = sh(sb, f"curl -sS -m 10 http://{ip}:{port}/hello")
         assert out == f"hello from {ip}:{port} over http".encode(), err
         # The same address on another port is not allowed.
-        status, out, err = sh(sb, f"curl -sS -m 10 http://{ip}:{upstreams.http_port}/hello")
+        status, out, err = sh(sb, f"curl -sS -m 10 http://{ip}:{net.other_port}/hello")
         assert status["code"] == 7, err
+
+
+def test_a_tenant_cannot_name_its_way_to_internal_addresses(client, upstreams, airlock):
+    """ATTACK: allowNet comes from the tenant, so naming an internal address
+    there must not reach it: another address of the same private network
+    (listening, and reachable from the host), the cloud metadata address,
+    and the host's own address with a service on it."""
+    net = upstreams.private
+    if net is None:
+        pytest.skip("the private network needs root to make")
+    other = f"{net.other}:{net.other_port}"
+    with urllib.request.urlopen(f"http://{other}/hello", timeout=5) as resp:
+        assert resp.read() == f"hello from {other} over http".encode()
+    targets = {"private": other, "metadata": "169.254.169.254:80"}
+    host = host_ipv4()
+    if host is not None:
+        targets["host"] = f"{host}:{upstreams.wide_port}"
+    allow = [t.rsplit(":", 1)[0] for t in targets.values()]
+    with client.sandbox.create(allow_net=allow) as sb:
+        for what, target in targets.items():
+            status, out, err = sh(sb, f"curl -sS -m 10 http://{target}/hello")
+            assert status["code"] == 7, (what, out, err)  # refused
+        want = {
+            "private": "is a private address; the operator can allow it with --egress-allow-cidr",
+            "metadata": "is a link-local cloud metadata address",
+            "host": "of the daemon's host",
+        }
+
+        def complete(ev):
+            return all(has(ev, name=t.rsplit(":", 1)[0], verdict="denied") for t in targets.values())
+
+        events = audit(airlock, sb.id, complete)
+        for what, target in targets.items():
+            name, port = target.rsplit(":", 1)
+            assert has(events, kind="tcp", name=name, port=port, verdict="denied", reason=want[what]), (
+                what,
+                events,
+            )
 
 
 # --------------------------------------------------------------------------- denied

@@ -12,11 +12,18 @@ Routes (GET unless noted):
 Every request is also appended to `Upstreams.received` (host, path,
 headers, body), so tests can see exactly what reached the upstream.
   /git/...        -> static files of a bare git repository (dumb HTTP protocol)
+
+A private network (PrivateNet) stands in for an operator's internal network:
+a network namespace this suite makes, joined to the host by a veth pair,
+with the same plain HTTP server on two of its addresses. The daemon is
+started with `--egress-allow-cidr` for exactly one of them. Removed again
+in `close()`, even after a failed start.
 """
 
 from __future__ import annotations
 
 import base64
+import ctypes
 import hashlib
 import http.server
 import json
@@ -186,16 +193,108 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     request_queue_size = 512
 
 
+CLONE_NEWNET = 0x40000000
+
+
+def _ip(*args: str, check: bool = True) -> str:
+    out = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if check and out.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {out.stderr.strip()}")
+    return out.stdout
+
+
+def _bind_in_netns(ns: str, addr: str, handler) -> "_Server":
+    """A server bound inside namespace `ns`. A thread of its own enters the
+    namespace (setns moves only the calling thread), so the rest of this
+    process stays in the host's; the socket stays where it was made."""
+    result: dict = {}
+
+    def enter():
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns into {ns}")
+            result["server"] = _Server((addr, 0), handler)
+        except BaseException as e:  # handed to the caller
+            result["error"] = e
+        finally:
+            os.close(fd)
+
+    t = threading.Thread(target=enter)
+    t.start()
+    t.join()
+    if "error" in result:
+        raise result["error"]
+    return result["server"]
+
+
+@dataclass
+class PrivateNet:
+    """10.213.N.0/24 in a namespace: `allowed` (the daemon's only
+    --egress-allow-cidr) and `other`, each with the plain HTTP server."""
+
+    ns: str
+    host_if: str
+    allowed: str
+    other: str
+    allowed_port: int = 0
+    other_port: int = 0
+
+    @staticmethod
+    def start(handler, servers: list) -> "PrivateNet":
+        pid = os.getpid()
+        # 220..250: the Rust tests (crates/airlock/tests/common/netns.rs)
+        # pick from 20..219, so the two never race for a /24.
+        for n in [(pid + i) % 31 + 220 for i in range(31)]:
+            if not _ip("-o", "addr", "show", "to", f"10.213.{n}.0/24").strip():
+                break
+        else:
+            raise RuntimeError("no free 10.213.N.0/24 for the private network")
+        net = PrivateNet(
+            ns=f"airlock-sdk-{pid}",
+            host_if=f"alks{pid % 100000}h",
+            allowed=f"10.213.{n}.2",
+            other=f"10.213.{n}.3",
+        )
+        try:
+            peer = f"alks{pid % 100000}p"
+            _ip("netns", "add", net.ns)
+            _ip("link", "add", net.host_if, "type", "veth", "peer", "name", peer)
+            _ip("link", "set", peer, "netns", net.ns)
+            _ip("addr", "add", f"10.213.{n}.1/24", "dev", net.host_if)
+            _ip("link", "set", net.host_if, "up")
+            for a in (net.allowed, net.other):
+                _ip("-n", net.ns, "addr", "add", f"{a}/24", "dev", peer)
+            _ip("-n", net.ns, "link", "set", peer, "up")
+            allowed = _bind_in_netns(net.ns, net.allowed, handler)
+            servers.append(allowed)
+            other = _bind_in_netns(net.ns, net.other, handler)
+            servers.append(other)
+        except BaseException:
+            net.close()
+            raise
+        net.allowed_port = allowed.server_address[1]
+        net.other_port = other.server_address[1]
+        return net
+
+    def close(self) -> None:
+        # The host end takes the namespace end (and its addresses) with it.
+        _ip("link", "del", self.host_if, check=False)
+        _ip("netns", "del", self.ns, check=False)
+
+
 @dataclass
 class Upstreams:
     http_port: int
     https_port: int
-    # Plain HTTP on 0.0.0.0: reachable at the host's own address, for the
-    # IP-literal allowNet rules.
+    # Plain HTTP on 0.0.0.0: a service on every address of the host, which
+    # no allowNet rule may reach.
     wide_port: int
     ca_pem: str
     ca_file: Path
     workdir: Path
+    private: PrivateNet | None = None
     servers: list = field(default_factory=list)
     received: list = field(default_factory=lambda: RECEIVED)
 
@@ -205,12 +304,18 @@ class Upstreams:
         args = ["--upstream-ca", str(self.ca_file)]
         for name in NAMES:
             args += ["--resolve", f"{name}=127.0.0.1"]
+        # Sandboxes may reach one address of the private network, nothing
+        # else internal.
+        if self.private is not None:
+            args += ["--egress-allow-cidr", f"{self.private.allowed}/32"]
         return args
 
     def close(self) -> None:
         for s in self.servers:
             s.shutdown()
             s.server_close()
+        if self.private is not None:
+            self.private.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -255,6 +360,15 @@ def start() -> Upstreams:
     tls.socket = ctx.wrap_socket(tls.socket, server_side=True, do_handshake_on_connect=False)
     wide = _Server(("0.0.0.0", 0), Plain)
     servers = [plain, tls, wide]
+    try:
+        # Only root makes namespaces; without it (a daemon already running,
+        # AIRLOCK_SDK_ENDPOINT) the tests that need the network skip.
+        private = PrivateNet.start(Plain, servers) if os.geteuid() == 0 else None
+    except BaseException:
+        for s in servers:
+            s.server_close()
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     for s in servers:
         threading.Thread(target=s.serve_forever, daemon=True).start()
     return Upstreams(
@@ -264,5 +378,6 @@ def start() -> Upstreams:
         ca_pem=ca_pem,
         ca_file=ca_file,
         workdir=workdir,
+        private=private,
         servers=servers,
     )

@@ -61,10 +61,19 @@ pub struct ServeArgs {
     memory_overcommit: f64,
     /// Answer NAME with IP for sandbox connections instead of asking the
     /// system resolver (repeatable; NAME may be `*.suffix`). Overrides are
-    /// trusted: they may point at loopback or private addresses, which
-    /// the gateway otherwise refuses to dial.
+    /// trusted: they may point at loopback, private or the host's own
+    /// addresses, which the gateway otherwise refuses to dial (never at
+    /// the daemon's own listeners).
     #[arg(long = "resolve", value_name = "NAME=IP", value_parser = parse_resolve)]
     resolve: Vec<(String, IpAddr)>,
+    /// Let sandboxes reach internal addresses in this range (repeatable;
+    /// e.g. 10.20.0.0/16, 169.254.169.254/32, fd00:1::/64). Without one a
+    /// sandbox reaches only public addresses, whatever its allowNet names:
+    /// private, loopback, link-local (cloud metadata), CGNAT and other
+    /// non-public destinations are refused. The host's own addresses and
+    /// the daemon's are never reachable this way (use --resolve).
+    #[arg(long = "egress-allow-cidr", value_name = "CIDR", value_parser = egress::resolve::parse_cidr)]
+    egress_allow_cidr: Vec<egress::resolve::IpNet>,
     /// Also trust the CA certificates in this PEM file when the gateway
     /// verifies an upstream it intercepts for secrets (repeatable; the
     /// host's system store is always used).
@@ -198,7 +207,10 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
         .context("loading the CAs for upstream TLS (--upstream-ca)")?;
     let network = manager::NetworkConfig {
         link: jail::NetworkSpec::default(),
-        resolver: Arc::new(egress::Resolver::new(overrides, protected)),
+        resolver: Arc::new(
+            egress::Resolver::new(overrides, protected)
+                .with_allowed(args.egress_allow_cidr.clone()),
+        ),
         upstream_tls: Arc::new(upstream_tls),
         shards: Arc::new(
             egress::Shards::start(std::thread::available_parallelism().map_or(2, |n| n.get()))

@@ -26,6 +26,11 @@ pub struct Daemon {
     pub store: PathBuf,
     /// `host:port` the daemon listens on.
     pub addr: String,
+    /// `host:port` of the token-less metrics listener, when
+    /// `--metrics-listen` was given.
+    pub metrics_addr: Option<String>,
+    /// `host:port` the HTTPS ingress for exposed ports listens on.
+    pub expose_addr: Option<String>,
     /// The token created before the daemon started (empty with
     /// [`DaemonOptions::no_token`]).
     pub token: String,
@@ -76,6 +81,8 @@ impl DaemonOptions {
             dir,
             store,
             addr: String::new(),
+            metrics_addr: None,
+            expose_addr: None,
             token,
             extra: self.extra,
         };
@@ -126,6 +133,15 @@ impl Daemon {
                 .unwrap();
             if let Some(url) = line.strip_prefix("listening on http://") {
                 break url.to_string();
+            }
+            if let Some(url) = line.strip_prefix("metrics on http://") {
+                self.metrics_addr = url.strip_suffix("/metrics").map(str::to_string);
+            }
+            if let Some((_, rest)) = line
+                .strip_prefix("exposed ports on ")
+                .and_then(|l| l.split_once("(listening on "))
+            {
+                self.expose_addr = rest.split([';', ')']).next().map(str::to_string);
             }
         };
         // Keep draining stdout so the daemon never blocks on it.

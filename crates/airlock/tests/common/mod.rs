@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod netns;
 
 use std::fs;
 use std::io::Write;
