@@ -4,6 +4,7 @@
 //! connection to the upstream, each response rewritten back.
 
 use super::body::{BoxError, ReplacingBody};
+use super::decode;
 use super::substitute::{substitute_header_value, Substitutions};
 use super::{InterceptStats, Interception};
 use bytes::Bytes;
@@ -11,7 +12,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::client::conn::{http1 as client1, http2 as client2};
 use hyper::server::conn::{http1 as server1, http2 as server2};
 use hyper::service::service_fn;
@@ -57,6 +58,10 @@ struct Conn {
     outbound: Vec<(String, Substitutions, Arc<AtomicU64>)>,
     inbound: Substitutions,
     requests: AtomicU64,
+    /// Responses refused because their coding could not be decoded (so
+    /// not masked): how many, and why the first was, for the audit event.
+    refused: AtomicU64,
+    first_refusal: std::sync::OnceLock<String>,
     /// Upgraded (WebSocket) tunnels: the connection lasts until they end.
     tunnels: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -118,6 +123,8 @@ where
         port,
         upstream,
         requests: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
+        first_refusal: std::sync::OnceLock::new(),
         tunnels: std::sync::Mutex::new(Vec::new()),
     });
     let svc_conn = conn.clone();
@@ -156,6 +163,8 @@ impl Conn {
                 .map(|(n, _, hits)| (n.clone(), hits.load(Ordering::Relaxed)))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
+            refused: self.refused.load(Ordering::Relaxed),
+            first_refusal: self.first_refusal.get().cloned(),
         }
     }
 
@@ -209,7 +218,8 @@ impl Conn {
             }
         }
         // Compressed responses would hide a real value from the masking
-        // of responses: ask for them uncompressed.
+        // of responses: ask for them uncompressed. An upstream may answer
+        // compressed all the same; `respond` decodes what it gets.
         parts.headers.insert(
             header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),
@@ -318,11 +328,33 @@ impl Conn {
             drop(body);
             return Ok(Response::from_parts(parts, empty()));
         }
+        // Before the hop-by-hop headers go: Transfer-Encoding may name a
+        // coding too.
+        let codings = match decode::codings(&parts.headers) {
+            Ok(codings) => codings,
+            Err(unknown) => {
+                let msg = format!("{}: {unknown}", self.host);
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                let _ = self.first_refusal.set(msg.clone());
+                return Err(msg);
+            }
+        };
         strip_hop_by_hop(&mut parts.headers);
         for (name, value) in parts.headers.iter_mut() {
             if let Some(new) = substitute_header_value(inbound, name.as_str(), value.as_bytes()) {
                 *value = HeaderValue::from_bytes(&new).map_err(|e| e.to_string())?;
             }
+        }
+        // A coded body is decoded before it is masked, and goes to the
+        // sandbox decoded: a real value must not ride past the masking
+        // inside compressed bytes that the sandbox then inflates. A body
+        // known to be empty (HEAD, 204, 304, Content-Length: 0) has nothing
+        // to mask and keeps its headers as they are.
+        if !codings.is_empty() && !body.is_end_stream() {
+            parts.headers.remove(header::CONTENT_ENCODING);
+            parts.headers.remove(header::CONTENT_LENGTH);
+            let body = ReplacingBody::new(decode::decoded(body, &codings)).stage(inbound, None);
+            return Ok(Response::from_parts(parts, body.boxed()));
         }
         let body: ProxyBody = match content_length(&parts.headers) {
             Some(n) if n <= BUFFER_LIMIT => {
