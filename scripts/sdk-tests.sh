@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY_SDK=deno-sandbox==0.16.0
-PY_TOOLS=(pytest==9.2.0 pytest-asyncio==1.5.0 pytest-timeout==2.4.0 prometheus-client==0.26.0 trustme==1.2.1)
+PY_TOOLS=(pytest==9.2.0 pytest-asyncio==1.5.0 pytest-timeout==2.4.0 prometheus-client==0.26.0 trustme==1.2.1 brotli==1.2.1 zstandard==0.25.0)
 JS_SDK=@deno/sandbox@0.13.2
 JS_DENO=@deno/linux-x64-glibc@2.9.6
 

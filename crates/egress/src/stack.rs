@@ -776,8 +776,15 @@ fn flow_event(flow: &Flow, note: &str) -> AuditEvent {
                 .iter()
                 .map(|(name, n)| format!("{name} in {n}"))
                 .collect();
+            let refused = match &stats.first_refusal {
+                Some(why) => format!(
+                    "; refused {} response(s) it could not mask, the first: {why}",
+                    stats.refused
+                ),
+                None => String::new(),
+            };
             format!(
-                "; intercepted: {} request(s){}",
+                "; intercepted: {} request(s){}{refused}",
                 stats.requests,
                 if used.is_empty() {
                     String::new()

@@ -240,3 +240,112 @@ print(got == payload)
     got = received_since(upstreams, mark)
     assert [e["path"] for e in got] == ["/echo-request", "/ws"], got
     assert all(e["headers"]["x-key"] == VALUE for e in got), got
+
+
+# Codings an upstream may answer with although the gateway asked for
+# `Accept-Encoding: identity` (the route /coded/ of upstreams.py ignores it),
+# each as a URL path and query: one coding and stacks, with Content-Length
+# and chunked, and in Transfer-Encoding.
+CODED = [
+    "gzip",
+    "gzip?chunked=1",
+    "x-gzip",
+    "deflate",
+    "deflate?chunked=1",
+    "deflate-raw",
+    "br",
+    "br?chunked=1",
+    "zstd",
+    "zstd?chunked=1",
+    "gzip,br?chunked=1",
+    "deflate-raw,zstd,gzip",
+    "gzip?te=1",
+]
+
+
+def test_a_compressed_echo_of_the_value_reaches_the_sandbox_masked(client, upstreams):
+    """Invariant: the real value never reaches the sandbox, whatever content
+    or transfer coding the upstream wraps it in; the gateway decodes, masks
+    and forwards the body decoded (attack: an upstream that ignores
+    `Accept-Encoding: identity` echoes the Authorization header gzip'd, and
+    the sandbox's client inflates it)."""
+    s = upstreams.https_port
+    secrets = {"API_KEY": {"hosts": ["api.test"], "value": VALUE}}
+    mark = len(upstreams.received)
+    # One shell for all the requests: each answer with its headers, between
+    # markers. --compressed makes curl ask for and decode every coding it
+    # knows; it speaks HTTP/2 to the gateway unless told HTTP/1.1 (the
+    # upstream speaks HTTP/1.1 either way).
+    cases = [(version, path) for version in ("--http1.1", "--http2") for path in CODED]
+    script = "".join(
+        f'echo "@@@ {version} {path}"; curl -sS -m 10 {version} --compressed -D - '
+        f'-H "Authorization: Bearer $API_KEY" "https://api.test:{s}/coded/{path}"; echo "@@@ rc $?"\n'
+        for version, path in cases
+    )
+    with client.sandbox.create(secrets=secrets) as sb:
+        status, out, err = sh(sb, "printf %s \"$API_KEY\"")
+        placeholder = out.decode()
+        # This curl decodes every coding under test.
+        status, out, err = sh(sb, "curl --version")
+        features = out.decode()
+        assert all(f in features for f in ("libz", "brotli", "zstd")), features
+
+        status, out, err = sh(sb, script)
+        assert status["code"] == 0, err
+        text = out.decode(errors="replace")
+        assert VALUE not in text
+        answers = text.split("@@@ ")[1:]
+        assert len(answers) == 2 * len(cases), text[:2000]
+        for case, (head, rc) in zip(cases, zip(answers[::2], answers[1::2])):
+            assert rc.strip() == "rc 0", (case, head[-500:], err)
+            headers, _, body = head.partition("\r\n\r\n")
+            want = "HTTP/1.1 200" if case[0] == "--http1.1" else "HTTP/2 200"
+            assert headers.split("\n", 2)[1].startswith(want), (case, headers)
+            # Decoded by the gateway: no coding left for the client to undo.
+            assert "content-encoding" not in headers.lower(), (case, headers)
+            assert placeholder in body and VALUE not in body, (case, body[-500:])
+
+        # Python requests and Node's fetch inflate gzip themselves.
+        url = f"https://api.test:{s}/coded/gzip?chunked=1"
+        status, out, err = py(
+            sb,
+            "import os, requests\n"
+            f"print(requests.get('{url}', headers={{'Authorization': 'Bearer ' + os.environ['API_KEY']}}).text)",
+        )
+        assert status["code"] == 0, err
+        assert VALUE.encode() not in out and placeholder.encode() in out, out[-300:]
+        status, out, err = sh(
+            sb,
+            f"node -e \"fetch('{url}', {{headers: {{authorization: 'Bearer ' + process.env.API_KEY}}}})"
+            ".then(r => r.text()).then(console.log)\"",
+        )
+        assert status["code"] == 0, err
+        assert VALUE.encode() not in out and placeholder.encode() in out, out[-300:]
+
+    # The upstream did get the value, and was asked for no coding.
+    got = received_since(upstreams, mark)
+    assert len(got) == len(cases) + 2, got
+    assert all(e["headers"]["authorization"] == f"Bearer {VALUE}" for e in got), got
+    assert all(e["headers"]["accept-encoding"] == "identity" for e in got), got
+
+
+@pytest.mark.parametrize("path", ["x-unknown", "gzip,compress?chunked=1", "aes128gcm", "x-unknown?te=1"])
+def test_a_coding_the_gateway_cannot_decode_is_refused(client, upstreams, airlock, path):
+    """Invariant: a response the gateway cannot decode, and so cannot mask,
+    never reaches the sandbox: a 502 that says why, and an audit event."""
+    s = upstreams.https_port
+    secrets = {"API_KEY": {"hosts": ["api.test"], "value": VALUE}}
+    with client.sandbox.create(secrets=secrets) as sb:
+        status, out, err = sh(
+            sb,
+            f'curl -sS -m 10 -w "\\n%{{http_code}}" -H "Authorization: Bearer $API_KEY" '
+            f'"https://api.test:{s}/coded/{path}"',
+        )
+        assert status["code"] == 0, err
+        text = out.decode(errors="replace")
+        assert text.endswith("\n502"), text[-300:]
+        assert "cannot decode" in text and "refused" in text, text
+        assert VALUE not in text
+        events = audit(airlock, sb.id, lambda ev: has(ev, reason="refused 1 response"))
+    assert has(events, name="api.test", reason="refused 1 response"), events
+    assert all(VALUE not in json.dumps(e) for e in events)

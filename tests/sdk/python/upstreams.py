@@ -9,6 +9,13 @@ Routes (GET unless noted):
   /slow/N         -> N bytes, 64 KiB at a time, forever-ish streaming for load
   POST /echo      -> the request body
   /echo-request   -> JSON of what arrived: method, path, headers, body
+  /coded/C1,C2    -> the /echo-request JSON (after 32 KiB of padding), coded
+                     with C1 then C2 whatever Accept-Encoding says, as
+                     `Content-Encoding: C1, C2`; codings: gzip, x-gzip,
+                     deflate (zlib), deflate-raw (sent as "deflate"), br, zstd;
+                     any other name labels the body without coding it.
+                     ?chunked=1: chunked, in 1000-byte chunks; &te=1: the
+                     codings go in Transfer-Encoding instead
 Every request is also appended to `Upstreams.received` (host, path,
 headers, body), so tests can see exactly what reached the upstream.
   /git/...        -> static files of a bare git repository (dumb HTTP protocol)
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import ctypes
+import gzip
 import hashlib
 import http.server
 import json
@@ -35,6 +43,7 @@ import ssl
 import subprocess
 import tempfile
 import threading
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +84,29 @@ def stream_sha256(n: int) -> str:
 
 
 RECEIVED: list[dict] = []
+
+
+def encode(coding: str, data: bytes) -> tuple[str, bytes]:
+    """`data` with one content coding applied, and the coding's name on
+    the wire. An unknown name labels `data` without coding it."""
+    if coding in ("gzip", "x-gzip"):
+        return coding, gzip.compress(data)
+    if coding == "deflate":
+        return coding, zlib.compress(data)
+    if coding == "deflate-raw":
+        c = zlib.compressobj(wbits=-15)
+        return "deflate", c.compress(data) + c.flush()
+    # Imported here: only the coded routes need them (pinned in
+    # scripts/sdk-tests.sh).
+    if coding == "br":
+        import brotli
+
+        return coding, brotli.compress(data)
+    if coding == "zstd":
+        import zstandard
+
+        return coding, zstandard.ZstdCompressor().compress(data)
+    return coding, data
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -130,6 +162,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._websocket_echo()
         if path == "/echo-request":
             return self._send(200, json.dumps(entry).encode(), "application/json")
+        if path.startswith("/coded/"):
+            return self._coded(path[len("/coded/"):], entry)
         if path == "/hello":
             host = self.headers.get("Host", "")
             return self._send(200, f"hello from {host} over {self.server_label}".encode())
@@ -152,6 +186,39 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return self._send(404, b"not found")
             return self._send(200, target.read_bytes(), "application/octet-stream")
         self._send(404, b"not found")
+
+    def _coded(self, codings: str, entry: dict):
+        """An upstream that ignores `Accept-Encoding: identity`."""
+        query = self.path.partition("?")[2].split("&")
+        chunked, te = "chunked=1" in query, "te=1" in query
+        # The echo starts past the first 32 KiB, so it is likely to span
+        # the boundary between two reads of the gateway's decoder.
+        body = b"." * (32 * 1024 - 20) + json.dumps(entry).encode()
+        names = []
+        for coding in codings.split(","):
+            name, body = encode(coding, body)
+            names.append(name)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if te:
+            self.send_header("Transfer-Encoding", ", ".join(names + ["chunked"]))
+        else:
+            self.send_header("Content-Encoding", ", ".join(names))
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if chunked or te:
+            parts = [body[i:i + 1000] for i in range(0, len(body), 1000)]
+            body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+        try:
+            # Chunks still go out one by one: the socket is unbuffered.
+            for i in range(0, len(body), 1009):
+                self.wfile.write(body[i:i + 1009])
+        except OSError:
+            # A client (or the gateway) that refuses the response hangs up.
+            self.close_connection = True
 
     def _websocket_echo(self):
         """A WebSocket handshake, then every byte echoed back as it is

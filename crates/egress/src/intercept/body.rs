@@ -1,6 +1,6 @@
 //! A message body passed through substitutions as it streams.
 
-use super::substitute::{StreamReplacer, Substitutions};
+use super::substitute::{substitute_header_value, StreamReplacer, Substitutions};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use std::pin::Pin;
@@ -22,6 +22,8 @@ pub struct ReplacingBody<B> {
 }
 
 struct Stage {
+    /// For trailers, which are header fields.
+    subs: Substitutions,
     replacer: StreamReplacer,
     /// Counts the requests in which this stage replaced something.
     hits: Option<Arc<AtomicU64>>,
@@ -42,6 +44,7 @@ impl<B> ReplacingBody<B> {
     pub fn stage(mut self, subs: &Substitutions, hits: Option<Arc<AtomicU64>>) -> Self {
         if !subs.is_empty() {
             self.stages.push(Stage {
+                subs: subs.clone(),
                 replacer: subs.stream(),
                 hits,
                 counted: false,
@@ -66,6 +69,25 @@ impl<B> ReplacingBody<B> {
             buf = out;
         }
         buf
+    }
+
+    /// Trailers are header fields: they get what headers get (an upstream
+    /// could echo a value in one as well as in the body).
+    fn trailers(&self, mut trailers: http::HeaderMap) -> http::HeaderMap {
+        for (name, value) in trailers.iter_mut() {
+            for stage in &self.stages {
+                if let Some(new) =
+                    substitute_header_value(&stage.subs, name.as_str(), value.as_bytes())
+                {
+                    // A value that would not be a valid header value after
+                    // substitution is dropped to an empty one rather than
+                    // passed on unchanged.
+                    *value = http::HeaderValue::from_bytes(&new)
+                        .unwrap_or_else(|_| http::HeaderValue::from_static(""));
+                }
+            }
+        }
+        trailers
     }
 }
 
@@ -98,7 +120,7 @@ where
                     }
                     Err(frame) => {
                         if let Ok(t) = frame.into_trailers() {
-                            this.trailers = Some(t);
+                            this.trailers = Some(this.trailers(t));
                         }
                     }
                 },
@@ -121,5 +143,51 @@ where
         // Substitution may change the length: only the inner body's lower
         // bound of zero is certain.
         SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::collections::VecDeque;
+
+    /// Frames handed out one per poll.
+    struct Frames(VecDeque<Frame<Bytes>>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    #[tokio::test]
+    async fn values_split_across_frames_and_in_trailers_are_masked() {
+        let mask = Substitutions::new(vec![(b"sk-real-value".to_vec(), b"PLACEHOLDER".to_vec())]);
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert(
+            "x-echo",
+            http::HeaderValue::from_static("Bearer sk-real-value"),
+        );
+        let body = Frames(VecDeque::from([
+            Frame::data(Bytes::from_static(b"a sk-re")),
+            Frame::data(Bytes::from_static(b"al-val")),
+            Frame::data(Bytes::from_static(b"ue z")),
+            Frame::trailers(trailers),
+        ]));
+        let got = ReplacingBody::new(body)
+            .stage(&mask, None)
+            .collect()
+            .await
+            .unwrap();
+        let trailers = got.trailers().cloned().expect("trailers kept");
+        assert_eq!(trailers["x-echo"], "Bearer PLACEHOLDER");
+        assert_eq!(got.to_bytes(), &b"a PLACEHOLDER z"[..]);
     }
 }

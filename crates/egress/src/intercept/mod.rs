@@ -8,6 +8,7 @@
 
 mod body;
 pub mod ca;
+mod decode;
 mod proxy;
 pub mod substitute;
 
@@ -191,4 +192,8 @@ pub struct InterceptStats {
     pub requests: u64,
     /// Secret names substituted, with the number of requests each was in.
     pub secrets: Vec<(String, u64)>,
+    /// Responses refused because the gateway could not decode them to
+    /// mask them, and why the first one was.
+    pub refused: u64,
+    pub first_refusal: Option<String>,
 }

@@ -4,6 +4,7 @@
 //! connection to the upstream, each response rewritten back.
 
 use super::body::{BoxError, ReplacingBody};
+use super::decode;
 use super::substitute::{substitute_header_value, Substitutions};
 use super::{InterceptStats, Interception};
 use bytes::Bytes;
@@ -11,7 +12,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::client::conn::{http1 as client1, http2 as client2};
 use hyper::server::conn::{http1 as server1, http2 as server2};
 use hyper::service::service_fn;
@@ -57,6 +58,10 @@ struct Conn {
     outbound: Vec<(String, Substitutions, Arc<AtomicU64>)>,
     inbound: Substitutions,
     requests: AtomicU64,
+    /// Responses refused because their coding could not be decoded (so
+    /// not masked): how many, and why the first was, for the audit event.
+    refused: AtomicU64,
+    first_refusal: std::sync::OnceLock<String>,
     /// Upgraded (WebSocket) tunnels: the connection lasts until they end.
     tunnels: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -118,6 +123,8 @@ where
         port,
         upstream,
         requests: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
+        first_refusal: std::sync::OnceLock::new(),
         tunnels: std::sync::Mutex::new(Vec::new()),
     });
     let svc_conn = conn.clone();
@@ -156,6 +163,8 @@ impl Conn {
                 .map(|(n, _, hits)| (n.clone(), hits.load(Ordering::Relaxed)))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
+            refused: self.refused.load(Ordering::Relaxed),
+            first_refusal: self.first_refusal.get().cloned(),
         }
     }
 
@@ -209,7 +218,8 @@ impl Conn {
             }
         }
         // Compressed responses would hide a real value from the masking
-        // of responses: ask for them uncompressed.
+        // of responses: ask for them uncompressed. An upstream may answer
+        // compressed all the same; `respond` decodes what it gets.
         parts.headers.insert(
             header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),
@@ -318,11 +328,33 @@ impl Conn {
             drop(body);
             return Ok(Response::from_parts(parts, empty()));
         }
+        // Before the hop-by-hop headers go: Transfer-Encoding may name a
+        // coding too.
+        let codings = match decode::codings(&parts.headers) {
+            Ok(codings) => codings,
+            Err(unknown) => {
+                let msg = format!("{}: {unknown}", self.host);
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                let _ = self.first_refusal.set(msg.clone());
+                return Err(msg);
+            }
+        };
         strip_hop_by_hop(&mut parts.headers);
         for (name, value) in parts.headers.iter_mut() {
             if let Some(new) = substitute_header_value(inbound, name.as_str(), value.as_bytes()) {
                 *value = HeaderValue::from_bytes(&new).map_err(|e| e.to_string())?;
             }
+        }
+        // A coded body is decoded before it is masked, and goes to the
+        // sandbox decoded: a real value must not ride past the masking
+        // inside compressed bytes that the sandbox then inflates. A body
+        // known to be empty (HEAD, 204, 304, Content-Length: 0) has nothing
+        // to mask and keeps its headers as they are.
+        if !codings.is_empty() && !body.is_end_stream() {
+            parts.headers.remove(header::CONTENT_ENCODING);
+            parts.headers.remove(header::CONTENT_LENGTH);
+            let body = ReplacingBody::new(decode::decoded(body, &codings)).stage(inbound, None);
+            return Ok(Response::from_parts(parts, body.boxed()));
         }
         let body: ProxyBody = match content_length(&parts.headers) {
             Some(n) if n <= BUFFER_LIMIT => {
@@ -397,4 +429,173 @@ fn error_response(status: StatusCode, msg: &str) -> Response<ProxyBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ca::{SandboxCa, UpstreamTls};
+    use super::super::SecretSpec;
+    use super::*;
+    use async_compression::tokio::bufread::{GzipEncoder, ZstdEncoder};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    const VALUE: &str = "sk-live-real-value-0123456789";
+
+    /// An upstream on loopback (HTTP/1.1 or HTTP/2, as ALPN decides) that
+    /// ignores Accept-Encoding: it echoes the Authorization header it got,
+    /// coded as the path says (`/gzip,zstd`, `/x-unknown`).
+    async fn upstream(ca: Arc<SandboxCa>) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let acceptor = TlsAcceptor::from(ca.server_config());
+                tokio::spawn(async move {
+                    let tls = acceptor.accept(tcp).await.unwrap();
+                    let service = service_fn(|req: Request<Incoming>| async move {
+                        let auth = req.headers()[header::AUTHORIZATION].as_bytes().to_vec();
+                        let mut body = format!("{:?} echo: ", req.version()).into_bytes();
+                        body.extend(auth);
+                        let codings = req.uri().path().trim_start_matches('/').to_string();
+                        for coding in codings.split(',') {
+                            let mut out = Vec::new();
+                            match coding {
+                                "gzip" => {
+                                    GzipEncoder::new(body.as_slice())
+                                        .read_to_end(&mut out)
+                                        .await
+                                }
+                                "zstd" => {
+                                    ZstdEncoder::new(body.as_slice())
+                                        .read_to_end(&mut out)
+                                        .await
+                                }
+                                // Labelled, not coded.
+                                _ => body.as_slice().read_to_end(&mut out).await,
+                            }
+                            .unwrap();
+                            body = out;
+                        }
+                        let mut resp = Response::new(Full::new(Bytes::from(body)));
+                        resp.headers_mut().insert(
+                            header::CONTENT_ENCODING,
+                            HeaderValue::from_str(&codings).unwrap(),
+                        );
+                        Ok::<_, std::convert::Infallible>(resp)
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        port
+    }
+
+    /// One request from the "sandbox" through `serve`, over `alpn`.
+    async fn through_gateway(path: &str, alpn: &[u8]) -> (Response<Bytes>, String, InterceptStats) {
+        let upstream_ca = Arc::new(SandboxCa::generate("upstream").unwrap());
+        let port = upstream(upstream_ca.clone()).await;
+        let upstream_tls = UpstreamTls::with_roots_only(&[upstream_ca.cert_pem()]).unwrap();
+        let spec = SecretSpec {
+            name: "API_KEY".into(),
+            hosts: vec!["api.test".into()],
+            value: VALUE.into(),
+        };
+        let (icpt, env) = Interception::new("sbx", &[spec], Arc::new(upstream_tls)).unwrap();
+        let placeholder = env[0].1.clone();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(icpt.ca_pem().as_bytes()).unwrap())
+            .unwrap();
+        let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        client.alpn_protocols = vec![alpn.to_vec()];
+
+        let (sandbox, gateway) = tokio::io::duplex(64 * 1024);
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let gateway = tokio::spawn(async move {
+            serve(gateway, tcp, "api.test", port, Arc::new(icpt))
+                .await
+                .unwrap()
+        });
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(ServerName::try_from("api.test").unwrap(), sandbox)
+            .await
+            .unwrap();
+        let req = Request::get(format!("https://api.test:{port}/{path}"))
+            .header(header::AUTHORIZATION, format!("Bearer {placeholder}"))
+            .header(header::ACCEPT_ENCODING, "gzip, deflate, br, zstd")
+            .body(empty())
+            .unwrap();
+        let resp = if alpn == b"h2" {
+            let (mut send, conn) = client2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            send.send_request(req).await.unwrap()
+        } else {
+            let (mut send, conn) = client1::handshake(TokioIo::new(tls)).await.unwrap();
+            tokio::spawn(conn);
+            let mut req = req;
+            *req.uri_mut() = format!("/{path}").parse().unwrap();
+            req.headers_mut()
+                .insert(header::HOST, HeaderValue::from_static("api.test"));
+            send.send_request(req).await.unwrap()
+        };
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        let stats = gateway.await.unwrap();
+        (Response::from_parts(parts, body), placeholder, stats)
+    }
+
+    /// Invariant: with HTTP/2 or HTTP/1.1 on either side, a real value an
+    /// upstream sends back compressed reaches the sandbox masked.
+    #[tokio::test]
+    async fn compressed_echoes_are_decoded_and_masked_over_h1_and_h2() {
+        for alpn in [&b"h2"[..], b"http/1.1"] {
+            for path in ["gzip", "zstd,gzip"] {
+                let (resp, placeholder, stats) = through_gateway(path, alpn).await;
+                let body = String::from_utf8_lossy(resp.body()).into_owned();
+                assert_eq!(resp.status(), StatusCode::OK, "{path}: {body}");
+                assert!(!resp.headers().contains_key(header::CONTENT_ENCODING));
+                let version = if alpn == b"h2" {
+                    "HTTP/2.0"
+                } else {
+                    "HTTP/1.1"
+                };
+                assert_eq!(
+                    body,
+                    format!("{version} echo: Bearer {placeholder}"),
+                    "{path}"
+                );
+                assert_eq!(stats.refused, 0);
+            }
+        }
+    }
+
+    /// Invariant: a response the gateway cannot decode is never passed on.
+    #[tokio::test]
+    async fn unknown_codings_are_refused() {
+        for alpn in [&b"h2"[..], b"http/1.1"] {
+            let (resp, _, stats) = through_gateway("x-unknown", alpn).await;
+            let body = String::from_utf8_lossy(resp.body()).into_owned();
+            assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "{body}");
+            assert!(
+                body.contains("cannot decode") && !body.contains(VALUE),
+                "{body}"
+            );
+            assert_eq!(stats.refused, 1);
+            assert!(stats.first_refusal.unwrap().contains("x-unknown"));
+        }
+    }
 }
