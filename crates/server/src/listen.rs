@@ -13,11 +13,16 @@
 //!   is not capped here.
 //!
 //! Established WebSockets get no idle timeout: the SDKs keep a sandbox's
-//! socket open and silent for as long as they hold the sandbox.
+//! socket open and silent for as long as they hold the sandbox. TCP
+//! keepalive ([`KEEPALIVE`]) still finds a peer that vanished without
+//! closing (its host gone, the network cut), whose session sandbox would
+//! otherwise live until its lifetime ends: a live peer's kernel answers the
+//! probes, so silence alone never ends a socket.
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use socket2::{SockRef, TcpKeepalive};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -33,6 +38,13 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// at once from one host, and a test makes 100 creates at once: each is an
 /// HTTP connection until its upgrade.
 pub const DEFAULT_PER_ADDRESS: usize = 128;
+
+/// Probes after 60 s of silence, every 10 s, 6 unanswered: a vanished
+/// peer's connection ends about two minutes after its last byte.
+const KEEPALIVE: TcpKeepalive = TcpKeepalive::new()
+    .with_time(Duration::from_secs(60))
+    .with_interval(Duration::from_secs(10))
+    .with_retries(6);
 
 /// How long shutdown waits for HTTP connections to finish their requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -127,6 +139,9 @@ pub async fn serve(
                 // algorithm: without TCP_NODELAY a spawn+wait round trip
                 // costs ~90 ms of delayed ACKs.
                 let _ = tcp.set_nodelay(true);
+                if let Err(e) = SockRef::from(&tcp).set_tcp_keepalive(&KEEPALIVE) {
+                    tracing::debug!(%peer, "setting TCP keepalive: {e}");
+                }
                 let Some(slot) = counts.acquire(peer.ip(), limits.per_address) else {
                     // Debug, not warn: a flood would flood the log too.
                     tracing::debug!(%peer, "per-address connection cap reached; refusing");
