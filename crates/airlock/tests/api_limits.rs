@@ -316,6 +316,25 @@ fn slow_headers_are_cut_and_one_address_is_capped() {
     assert_eq!(health(&mut good), "HTTP/1.1 200 OK");
     let mut other = connect_from(&d, "127.0.0.2");
     assert_eq!(health(&mut other), "HTTP/1.1 200 OK");
+    // Every API connection has TCP keepalive: a peer that vanished without
+    // closing is noticed even on a silent WebSocket, which has no timeout.
+    let port = d.addr.rsplit(':').next().unwrap();
+    let out = std::process::Command::new("ss")
+        .args(["-Htno", "state", "established"])
+        .arg(format!("( sport = :{port} )"))
+        .output()
+        .expect("ss");
+    let sockets = String::from_utf8_lossy(&out.stdout);
+    // The slow clients' sockets: nothing in flight, so the keepalive timer
+    // is the one armed.
+    for s in &slow {
+        let peer = s.local_addr().unwrap().to_string();
+        let line = sockets.lines().find(|l| l.contains(&format!("{peer} ")));
+        assert!(
+            line.is_some_and(|l| l.contains("timer:(keepalive")),
+            "{peer}: {sockets}"
+        );
+    }
     // The slow clients are disconnected (the header timeout), never served.
     for s in &mut slow {
         let got = read_until_closed(s);

@@ -25,7 +25,7 @@ use hyper_util::service::TowerToHyperService;
 use socket2::{SockRef, TcpKeepalive};
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -58,7 +58,8 @@ pub struct ConnLimits {
     /// Time to receive a whole request head, counted from the connection's
     /// start or, on a keep-alive connection, from the previous response.
     pub header_timeout: Duration,
-    /// HTTP connections one client IP address may hold at once (0: no cap).
+    /// HTTP connections one client may hold at once (0: no cap); a client
+    /// is an IPv4 address or an IPv6 /64.
     pub per_address: usize,
 }
 
@@ -71,7 +72,20 @@ impl Default for ConnLimits {
     }
 }
 
-/// Open HTTP connections per client address.
+/// The address a client's connections count against: an IPv6 client's
+/// /64 (one host usually holds a whole /64, so counting single addresses
+/// would give it billions of caps), an IPv4 client's address.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+        v4 => v4,
+    }
+}
+
+/// Open HTTP connections per client address ([`client_key`]).
 #[derive(Default)]
 struct AddressCounts(Mutex<HashMap<IpAddr, usize>>);
 
@@ -142,10 +156,11 @@ pub async fn serve(
                 if let Err(e) = SockRef::from(&tcp).set_tcp_keepalive(&KEEPALIVE) {
                     tracing::debug!(%peer, "setting TCP keepalive: {e}");
                 }
-                let Some(slot) = counts.acquire(peer.ip(), limits.per_address) else {
+                let client = client_key(peer.ip());
+                let Some(slot) = counts.acquire(client, limits.per_address) else {
                     // Debug, not warn: a flood would flood the log too.
                     tracing::debug!(%peer, "per-address connection cap reached; refusing");
-                    tokio::spawn(refuse(tcp, peer, limits.per_address));
+                    tokio::spawn(refuse(tcp, client, limits.per_address));
                     continue;
                 };
                 let router = router.clone();
@@ -199,13 +214,19 @@ async fn connection(
 }
 
 /// Answers a connection over the per-address cap with 429 and closes it.
-async fn refuse(mut tcp: TcpStream, peer: SocketAddr, cap: usize) {
-    let body = format!(
-        "{{\"code\":\"TOO_MANY_CONNECTIONS\",\"message\":\"{} already has {cap} HTTP connections \
-         open to this daemon; close some, or raise the limit (airlock serve \
-         --max-connections-per-ip)\"}}",
-        peer.ip()
-    );
+async fn refuse(mut tcp: TcpStream, client: IpAddr, cap: usize) {
+    let who = match client {
+        IpAddr::V6(_) => format!("{client}/64"),
+        IpAddr::V4(_) => client.to_string(),
+    };
+    let body = serde_json::json!({
+        "code": "TOO_MANY_CONNECTIONS",
+        "message": format!(
+            "{who} already has {cap} HTTP connections open to this daemon; close some, \
+             or raise the limit (airlock serve --max-connections-per-ip)"
+        ),
+    })
+    .to_string();
     let response = format!(
         "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
          content-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -221,4 +242,20 @@ async fn refuse(mut tcp: TcpStream, peer: SocketAddr, cap: usize) {
         std::io::Result::Ok(())
     };
     let _ = tokio::time::timeout(REFUSAL_LINGER, answered).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_key;
+    use std::net::IpAddr;
+
+    #[test]
+    fn clients_count_by_ipv4_address_and_ipv6_64() {
+        let key = |s: &str| client_key(s.parse::<IpAddr>().unwrap()).to_string();
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    }
 }

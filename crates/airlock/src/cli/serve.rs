@@ -54,8 +54,9 @@ pub struct ServeArgs {
     /// no idle timeout: the SDKs keep one open while they hold a sandbox.)
     #[arg(long, default_value = "10s", value_parser = jail::parse_duration)]
     header_timeout: Duration,
-    /// HTTP connections one client IP address may hold at once (0: no
-    /// limit); more are answered 429. Upgraded WebSockets do not count.
+    /// HTTP connections one client IP address (an IPv6 /64) may hold at
+    /// once (0: no limit); more are answered 429. Upgraded WebSockets do
+    /// not count: they are authenticated and bounded by token quotas.
     #[arg(long, default_value_t = server::listen::DEFAULT_PER_ADDRESS)]
     max_connections_per_ip: usize,
     /// Also serve `/metrics` without a token on this address (bind it to a
