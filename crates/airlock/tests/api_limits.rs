@@ -340,6 +340,12 @@ fn slow_headers_are_cut_and_one_address_is_capped() {
         let got = read_until_closed(s);
         assert!(!got.contains("200 OK"), "{got}");
     }
+    // So are idle keep-alive connections (the same timer, armed after
+    // each response).
+    for s in [&mut good, &mut other] {
+        let got = read_until_closed(s);
+        assert!(!got.contains("200 OK"), "{got}");
+    }
     // Their slots are free again.
     let mut again = connect_from(&d, "127.0.0.1");
     assert_eq!(health(&mut again), "HTTP/1.1 200 OK");
