@@ -7,6 +7,7 @@ mod auth;
 mod config;
 mod error;
 pub mod expose;
+pub mod listen;
 pub mod metrics;
 mod rest;
 mod sandbox_port;
@@ -26,7 +27,9 @@ pub use error::ApiError;
 /// Largest WebSocket message accepted from a client; bigger is refused by
 /// closing with 1009. The JS SDK sends a stream's chunk as one message in
 /// base64, and a `Uint8Array` body (`fetch`, `writeFile`) is one chunk, so
-/// this allows bodies of up to 24 MiB in one piece.
+/// this allows bodies of up to 24 MiB in one piece. It is also the largest
+/// frame: clients send a message as one frame (tungstenite's default frame
+/// limit of 16 MiB closed such messages with 1009 at half this size).
 pub const MAX_MESSAGE: usize = 32 << 20;
 
 pub struct AppState {

@@ -3,7 +3,6 @@
 
 use crate::{agent_exe, sandbox_env};
 use anyhow::{Context, Result};
-use axum::serve::ListenerExt;
 use clap::Args;
 use manager::{Manager, ManagerConfig};
 use server::{AppState, ConfigLimits};
@@ -50,6 +49,16 @@ pub struct ServeArgs {
     /// Concurrent sandboxes on this host.
     #[arg(long, default_value_t = 1000)]
     max_sandboxes: usize,
+    /// Time a client has to send a request's headers; also how long an idle
+    /// keep-alive HTTP connection stays open. (Established WebSockets have
+    /// no idle timeout: the SDKs keep one open while they hold a sandbox.)
+    #[arg(long, default_value = "10s", value_parser = jail::parse_duration)]
+    header_timeout: Duration,
+    /// HTTP connections one client IP address (an IPv6 /64) may hold at
+    /// once (0: no limit); more are answered 429. Upgraded WebSockets do
+    /// not count: they are authenticated and bounded by token quotas.
+    #[arg(long, default_value_t = server::listen::DEFAULT_PER_ADDRESS)]
+    max_connections_per_ip: usize,
     /// Also serve `/metrics` without a token on this address (bind it to a
     /// private interface). On the API address `/metrics` needs a token.
     #[arg(long)]
@@ -268,10 +277,19 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
         println!("export DENO_SANDBOX_ENDPOINT={url}");
         println!("export DENO_DEPLOY_ENDPOINT={url}");
     }
+    let conn_limits = server::listen::ConnLimits {
+        header_timeout: args.header_timeout,
+        per_address: args.max_connections_per_ip,
+    };
     if let Some(metrics) = metrics_listener {
         println!("metrics on http://{}/metrics", metrics.local_addr()?);
         let router = server::metrics_router(state.clone());
-        tokio::spawn(async move { axum::serve(metrics, router).await });
+        tokio::spawn(server::listen::serve(
+            metrics,
+            router,
+            conn_limits,
+            std::future::pending(),
+        ));
     }
     println!("listening on {url}");
     let shutdown = async {
@@ -282,14 +300,7 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
             _ = int.recv() => {},
         }
     };
-    // Small JSON-RPC messages must not wait for Nagle's algorithm: without
-    // TCP_NODELAY a spawn+wait round trip costs ~90 ms of delayed ACKs.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, server::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    server::listen::serve(listener, server::router(state), conn_limits, shutdown).await;
     eprintln!(
         "airlock: shutting down; ending {} sandbox(es)",
         manager.live_count()

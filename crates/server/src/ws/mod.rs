@@ -164,6 +164,7 @@ fn upgrade(
     let on_fail = (state.clone(), live.clone());
     let mut resp = ws
         .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
         .on_failed_upgrade(move |e| {
             tracing::warn!(sandbox = on_fail.1.id, "websocket upgrade failed: {e}");
             if primary && on_fail.1.stop_at_ms().is_none() {

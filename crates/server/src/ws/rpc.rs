@@ -178,12 +178,34 @@ impl Rpc {
         }
     }
 
-    /// Handles one text message. `Err(close_code)` when the message is not
-    /// JSON (4000) or not a JSON-RPC message (4001).
-    pub async fn on_message(&self, text: &str) -> Result<(), u16> {
-        let value: Value = serde_json::from_str(text).map_err(|_| 4000u16)?;
-        let Value::Object(msg) = value else {
-            return Err(4001);
+    /// Handles one text message. One that cannot be served gets a JSON-RPC
+    /// error reply and the connection stays open: closing it would end a
+    /// session sandbox over one bad message. The reply goes to the
+    /// request's id when one can be read, else to id `null` (JSON-RPC 2.0
+    /// §5: -32700 for what is not JSON, -32600 for JSON that is not a
+    /// request); a notification that cannot be read is dropped, logged.
+    pub async fn on_message(&self, text: &str) {
+        let msg = match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(msg)) => msg,
+            Ok(Value::Array(_)) => {
+                return self.respond(
+                    Value::Null,
+                    Err(RpcError::new(
+                        -32600,
+                        "Invalid Request: batches are not supported; send one request per message",
+                    )),
+                );
+            }
+            Ok(_) => {
+                return self.respond(
+                    Value::Null,
+                    Err(RpcError::new(
+                        -32600,
+                        "Invalid Request: a JSON-RPC message is a JSON object",
+                    )),
+                );
+            }
+            Err(e) => return self.unreadable(text, &e),
         };
         let method = msg
             .get("method")
@@ -209,18 +231,58 @@ impl Rpc {
                     rpc.respond(id, response);
                     rpc.in_flight.send_modify(|n| *n -= 1);
                 });
-                Ok(())
             }
-            (Some(method), None) => {
-                self.notification(&method, &params).await;
-                Ok(())
-            }
-            (None, Some(id)) => {
-                self.respond(id, Err(RpcError::new(-32600, "Invalid Request")));
-                Ok(())
-            }
-            (None, None) => Err(4001),
+            (Some(method), None) => self.notification(&method, &params).await,
+            (None, Some(id)) => self.respond(id, Err(RpcError::new(-32600, "Invalid Request"))),
+            (None, None) => self.respond(
+                Value::Null,
+                Err(RpcError::new(
+                    -32600,
+                    "Invalid Request: neither a method nor an id",
+                )),
+            ),
         }
+    }
+
+    /// A message serde_json refused. JSON whose only fault is in a value
+    /// (typically a string with a lone UTF-16 surrogate escape such as
+    /// `"\udc80"`, which JavaScript's `JSON.stringify` writes for a lone
+    /// surrogate but which is not Unicode text) still has a readable id
+    /// and method: serde skips unread values without decoding them.
+    fn unreadable(&self, text: &str, e: &serde_json::Error) {
+        match envelope(text) {
+            (Some(id), Some(method)) => {
+                let mut why = format!("the request is not valid JSON text: {e}");
+                if e.to_string().contains("surrogate") {
+                    why.push_str(
+                        "; strings must be Unicode text, and a lone UTF-16 surrogate \
+                         escape (such as \\udc80, without its pair) is not",
+                    );
+                }
+                let mut err = RpcError::invalid_params(&method, &why);
+                err.message = format!("Invalid params: {why}");
+                self.respond(id, Err(err));
+            }
+            (None, Some(method)) => {
+                tracing::warn!(
+                    sandbox = self.live.id,
+                    method,
+                    "dropped a notification that is not valid JSON: {e}"
+                );
+            }
+            (Some(id), None) => {
+                self.respond(id, Err(RpcError::new(-32700, &format!("Parse error: {e}"))))
+            }
+            _ => self.parse_error(&format!("not JSON: {e}")),
+        }
+    }
+
+    /// Answers a message that is not JSON: -32700 to id `null`.
+    pub fn parse_error(&self, why: &str) {
+        self.respond(
+            Value::Null,
+            Err(RpcError::new(-32700, &format!("Parse error: {why}"))),
+        );
     }
 
     fn count(
@@ -797,6 +859,20 @@ fn client_stream_param(method: &str) -> Option<&'static str> {
 }
 
 /// A JSON-RPC level error (`error` member), for protocol failures.
+/// The id (a number or string) and method of a message whose other values
+/// serde_json refuses: unread fields are skipped without decoding them.
+fn envelope(text: &str) -> (Option<Value>, Option<String>) {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        id: Option<Value>,
+        method: Option<String>,
+    }
+    match serde_json::from_str::<Envelope>(text) {
+        Ok(m) => (m.id.filter(|v| v.is_number() || v.is_string()), m.method),
+        Err(_) => (None, None),
+    }
+}
+
 pub struct RpcError {
     code: i64,
     message: String,
@@ -820,5 +896,35 @@ impl RpcError {
             message: "Invalid params".into(),
             data: Some(json!({"constructorName": "ZodError", "message": issues.to_string()})),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::envelope;
+    use serde_json::json;
+
+    #[test]
+    fn envelope_of_a_request_with_a_lone_surrogate() {
+        let text = r#"{"jsonrpc":"2.0","id":7,"method":"writeTextFile","params":{"path":"/tmp/x","content":"\udc80"}}"#;
+        assert!(serde_json::from_str::<serde_json::Value>(text).is_err());
+        assert_eq!(
+            envelope(text),
+            (Some(json!(7)), Some("writeTextFile".into()))
+        );
+        // A high surrogate without its low half, and an id after params.
+        let text = r#"{"method":"stat","params":{"path":"\ud800x"},"id":"a"}"#;
+        assert_eq!(envelope(text), (Some(json!("a")), Some("stat".into())));
+    }
+
+    #[test]
+    fn envelope_of_what_is_not_json() {
+        assert_eq!(envelope("{not json"), (None, None));
+        assert_eq!(envelope(r#"{"id":1,"method":"x","params":{"#), (None, None));
+        // An id that is not a number or string is no id.
+        assert_eq!(
+            envelope(r#"{"id":[1],"method":"x","params":"\udc80"}"#).0,
+            None
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! requests and stream notifications, writes responses and server streams.
 
 use super::rpc::Rpc;
-use crate::AppState;
+use crate::{AppState, MAX_MESSAGE};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use manager::{EndReason, Live};
@@ -50,29 +50,25 @@ pub async fn run(
             msg = stream.next() => match msg {
                 None | Some(Ok(Message::Close(_))) => break,
                 Some(Err(e)) => {
-                    // Oversized or broken frames: say so and stop.
-                    let _ = tx.send(close(1009, &format!("bad message: {e}")));
+                    // The library failed the connection (RFC 6455 §7.1.7):
+                    // tell the client why with the code §7.4.1 assigns.
+                    if let Some(frame) = close_for_read_error(e) {
+                        let _ = tx.send(frame);
+                    }
                     break;
                 }
                 Some(Ok(Message::Text(t))) => {
                     if t.as_str() == "ping" {
                         let _ = tx.send(Message::Text("pong".into()));
-                    } else if let Err(code) = rpc.on_message(t.as_str()).await {
-                        let _ = tx.send(close(code, "malformed JSON-RPC message"));
-                        break;
+                    } else {
+                        rpc.on_message(t.as_str()).await;
                     }
                 }
                 Some(Ok(Message::Binary(b))) => match std::str::from_utf8(&b) {
-                    Ok(t) => {
-                        if let Err(code) = rpc.on_message(t).await {
-                            let _ = tx.send(close(code, "malformed JSON-RPC message"));
-                            break;
-                        }
-                    }
-                    Err(_) => {
-                        let _ = tx.send(close(4000, "binary frame is not UTF-8 JSON"));
-                        break;
-                    }
+                    Ok(t) => rpc.on_message(t).await,
+                    // A bad message gets an error reply, not the loss of
+                    // the connection (and with it a session sandbox).
+                    Err(e) => rpc.parse_error(&format!("binary message is not UTF-8 text: {e}")),
                 },
                 Some(Ok(_)) => {} // ping/pong control frames are answered by the library
             },
@@ -115,8 +111,38 @@ pub async fn run(
     }
 }
 
+/// The close frame for an error reading the socket, by RFC 6455 §7.4.1:
+/// 1009 for a message over [`MAX_MESSAGE`], 1007 for a text message (or
+/// close reason) that is not UTF-8, 1002 for any other protocol violation
+/// (an unmasked client frame, RSV bits without an extension, a reserved
+/// opcode, a fragmented or oversized control frame). `None` when the
+/// connection itself is gone.
+fn close_for_read_error(e: axum::Error) -> Option<Message> {
+    use tungstenite::error::Error as WsError;
+    let e = e.into_inner();
+    let Some(e) = e.downcast_ref::<WsError>() else {
+        return Some(close(1011, &format!("reading the socket failed: {e}")));
+    };
+    match e {
+        WsError::Capacity(c) => Some(close(
+            1009,
+            &format!("message too big ({c}); the limit is {MAX_MESSAGE} bytes"),
+        )),
+        // The error's text holds the invalid bytes; the reason must be UTF-8.
+        WsError::Utf8(_) => Some(close(1007, "text message is not valid UTF-8")),
+        WsError::Protocol(p) => Some(close(1002, &format!("protocol error: {p}"))),
+        WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_) => None,
+        other => Some(close(1002, &other.to_string())),
+    }
+}
+
 fn close(code: u16, reason: &str) -> Message {
-    let reason: String = reason.chars().take(120).collect();
+    // A close reason is at most 123 bytes (RFC 6455 §5.5).
+    let mut end = reason.len().min(120);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let reason = &reason[..end];
     Message::Close(Some(CloseFrame {
         code,
         reason: reason.into(),
