@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the daemon (Deno Sandbox protocol; the official SDKs work against it).
-    Serve(cli::serve::ServeArgs),
+    Serve(Box<cli::serve::ServeArgs>),
     /// Manage the daemon's access tokens.
     #[command(subcommand)]
     Token(cli::token::TokenCommand),
@@ -85,7 +85,7 @@ fn main() {
         .clone()
         .unwrap_or_else(|| cli::serve::default_store(&cli.data_dir));
     let result = match cli.command {
-        Command::Serve(args) => cli::serve::main(&cli.data_dir, &store, args),
+        Command::Serve(args) => cli::serve::main(&cli.data_dir, &store, *args),
         Command::Token(cmd) => cli::token::main(&store, cmd),
         Command::Usage(args) => cli::usage::main(&store, args),
         Command::Audit(args) => cli::audit::main(&store, args),
