@@ -74,8 +74,25 @@ fn builds_default_image() {
     assert!(chroot(root, &["/usr/local/bin/deno", "--version"]).starts_with("deno "));
     assert_eq!(chroot(root, &["python3", "-c", "print(1)"]), "1\n");
     assert!(chroot(root, &["node", "-e", "console.log(process.version)"]).starts_with('v'));
+    // npm from its tarball, linked from /usr/local/bin as `npm i -g` would.
+    for (bin, cli) in [("npm", "npm-cli.js"), ("npx", "npx-cli.js")] {
+        let link = std::fs::read_link(root.join("usr/local/bin").join(bin)).expect(bin);
+        assert_eq!(link, Path::new("../lib/node_modules/npm/bin").join(cli));
+    }
+    assert!(chroot(root, &["npm", "--version"]).starts_with("10."));
+    assert_eq!(
+        chroot(root, &["npm", "config", "get", "prefix"]),
+        "/usr/local\n"
+    );
+    assert!(!root.join("usr/local/lib/node_modules/npm/docs").exists());
+    assert!(chroot(root, &["python3", "-m", "pip", "--version"]).starts_with("pip "));
+    assert!(
+        !root.join("usr/lib/python3.11/EXTERNALLY-MANAGED").exists(),
+        "pip install must not be refused (PEP 668 marker)"
+    );
+    assert!(root.join("usr/lib/python3.11/venv").is_dir());
 
-    for part in ["python3 ", "nodejs ", "deno "] {
+    for part in ["python3 ", "python3-pip ", "nodejs ", "npm ", "deno "] {
         assert!(
             info.summary.contains(part),
             "summary {:?} lacks {part}",

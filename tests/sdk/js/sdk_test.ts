@@ -81,12 +81,14 @@ test("create, sh and its builder options", async () => {
 
 test("sandbox has the promised tools", async () => {
   await using sb = await Sandbox.create();
-  const out = await sb.sh`for t in bash python3 node deno git curl; do command -v $t >/dev/null || echo missing $t; done; node --version; python3 -c 'print(6*7)'`
+  const out = await sb.sh`for t in bash python3 pip node npm npx deno git curl; do command -v $t >/dev/null || echo missing $t; done; node --version; python3 -c 'print(6*7)'; python3 -m pip --version; npm --version`
     .text();
   const lines = out.trim().split("\n");
   assertEquals(lines.filter((l) => l.startsWith("missing")), []);
   assert(lines[0].startsWith("v18."), lines[0]);
   assertEquals(lines[1], "42");
+  assert(lines[2].startsWith("pip "), lines[2]);
+  assert(lines[3].startsWith("10."), lines[3]);
 });
 
 test("spawn with piped stdout/stderr and output()", async () => {

@@ -149,7 +149,7 @@ def test_exit_codes_and_stderr(client):
 
 
 def test_sandbox_basics(client):
-    """Debian with the promised tools; cwd /home/app; root inside."""
+    """Debian with the promised tools (pip and npm too); cwd /home/app; root inside."""
     with client.sandbox.create() as sb:
         _, out, _ = run(sb, "pwd")
         assert out == b"/home/app\n"
@@ -157,14 +157,16 @@ def test_sandbox_basics(client):
         assert out == b"0\n"
         status, out, err = sh(
             sb,
-            "for t in bash python3 node deno git curl; do command -v $t >/dev/null || echo missing $t; done;"
-            " node --version; python3 -c 'print(6*7)'",
+            "for t in bash python3 pip node npm npx deno git curl; do command -v $t >/dev/null || echo missing $t; done;"
+            " node --version; python3 -c 'print(6*7)'; python3 -m pip --version; npm --version",
         )
         assert status["success"], err
         lines = out.decode().splitlines()
         assert not [l for l in lines if l.startswith("missing")], lines
         assert lines[0].startswith("v18."), lines
         assert lines[1] == "42"
+        assert lines[2].startswith("pip "), lines
+        assert lines[3].startswith("10."), lines
 
 
 def test_spawn_cwd_env_clear_env(client):

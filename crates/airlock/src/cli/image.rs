@@ -8,7 +8,7 @@ use std::path::Path;
 
 #[derive(Subcommand)]
 pub enum ImageCommand {
-    /// Build an image (the default image: Debian with python3, node, deno, git, curl).
+    /// Build an image (the default image: Debian with python3, pip, node, npm, deno, git, curl).
     Build {
         #[arg(default_value = "default")]
         name: String,

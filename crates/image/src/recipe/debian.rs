@@ -1,5 +1,6 @@
-//! The default image: Debian bookworm minbase from mmdebstrap with python3,
-//! nodejs, git and curl, plus deno from its npm package.
+//! The default image: Debian bookworm minbase from mmdebstrap with python3
+//! (pip, venv), nodejs, git and curl, plus npm and deno from their npm
+//! packages.
 
 use super::Recipe;
 use crate::fsutil::{empty_dir, ensure_dir, install_file, replace_file};
@@ -7,7 +8,9 @@ use crate::run::{run, Stdout, MMDEBSTRAP, NPM, TAR};
 use crate::{ImageError, Progress};
 use serde::Deserialize;
 use std::fs;
+use std::os::unix::fs::symlink;
 use std::path::Path;
+use std::path::PathBuf;
 
 pub(super) struct Debian {
     suite: &'static str,
@@ -17,10 +20,15 @@ pub(super) struct Debian {
 pub(super) const DEFAULT: Debian = Debian {
     suite: "bookworm",
     // python3-requests: the HTTP client most Python code uses (and the one
-    // users check secrets and CA trust with).
+    // users check secrets and CA trust with). python3-pip: agents install
+    // packages all the time (10 MiB with setuptools and wheel, which pip
+    // needs to build source packages); python3-venv adds 3 MiB (the wheels
+    // `python3 -m venv` seeds a venv with, offline).
     packages: &[
         "python3",
         "python3-requests",
+        "python3-pip",
+        "python3-venv",
         "nodejs",
         "ca-certificates",
         "curl",
@@ -30,6 +38,34 @@ pub(super) const DEFAULT: Debian = Debian {
 
 /// The npm package that ships the deno binary for x86_64 glibc Linux.
 const DENO_NPM_PACKAGE: &str = "@deno/linux-x64-glibc";
+
+/// npm itself, from its registry tarball, which bundles its dependencies:
+/// 12 MiB (16 MiB on disk: 2000 small files) without its docs, where
+/// Debian 12's `npm` package (npm 9.2) pulls in 349 packages and 100 MiB
+/// (eslint, webpack, babel, libssl-dev, ...). Pinned so a rebuild gives the
+/// same npm; 10.x is the newest major that still supports Debian 12's
+/// nodejs 18 (npm 11 needs node 20.17).
+const NPM_PACKAGE: &str = "npm@10.9.9";
+
+/// Where npm goes in the rootfs: /usr/local, away from dpkg's files; its
+/// builtin npmrc makes `npm install -g` (npm itself included) use it too.
+const NPM_DIR: &str = "usr/local/lib/node_modules/npm";
+
+/// npm's builtin config (`npmrc` in its own directory, read before the
+/// user's). Without `prefix` npm would derive /usr from node's path and put
+/// global packages among dpkg's files; the update check would ask the
+/// registry on every command, from a sandbox that usually cannot reach it.
+const NPM_BUILTIN_RC: &str = "prefix=/usr/local\nupdate-notifier=false\n";
+
+/// Parts of the npm tarball a sandbox does not need (`npm help` needs `man`
+/// or a browser, neither of which the image has).
+const NPM_EXCLUDE: &[&str] = &["package/docs", "package/man"];
+
+/// pip's system-wide config. Sandbox commands run as (namespaced) root, so
+/// pip's warning about installing as root is noise; the version check would
+/// ask PyPI on every command.
+const PIP_CONF: &str =
+    "[global]\ndisable-pip-version-check = true\n\n[install]\nroot-user-action = ignore\n";
 
 /// Documentation, manuals and translations are dead weight in a sandbox;
 /// dpkg skips them at unpack time (copyright files stay, for licences).
@@ -45,9 +81,10 @@ const DPKG_PATH_FILTERS: &[&str] = &[
 const HOSTNAME: &str = "sandbox";
 
 impl Recipe for Debian {
-    /// 1: first release. 2: `sudo` shim. 3: python3-requests.
+    /// 1: first release. 2: `sudo` shim. 3: python3-requests. 4: npm (with
+    /// npx) and pip (with venv).
     fn version(&self) -> u32 {
-        3
+        4
     }
 
     fn build(
@@ -64,12 +101,16 @@ impl Recipe for Debian {
             return Err(ImageError::NotRoot { uid });
         }
 
-        // deno first: it is quick, and a missing npm should fail before the
-        // long part rather than after it.
+        // deno and npm first: they are quick, and a missing host npm should
+        // fail before the long part rather than after it.
         progress(Progress::Stage(&format!(
             "fetch deno (npm pack {DENO_NPM_PACKAGE})"
         )));
         let deno = fetch_deno(work, progress)?;
+        progress(Progress::Stage(&format!(
+            "fetch npm (npm pack {NPM_PACKAGE})"
+        )));
+        let npm = npm_pack(work, NPM_PACKAGE, progress)?;
 
         let stage = format!(
             "mmdebstrap {} minbase ({})",
@@ -93,21 +134,27 @@ impl Recipe for Debian {
         fs::create_dir_all(&bin).map_err(ImageError::io("create directory", &bin))?;
         install_file(&deno.binary, &bin.join("deno"), 0o755)?;
 
+        progress(Progress::Stage(&format!(
+            "install npm to /{NPM_DIR} (npm, npx in /usr/local/bin)"
+        )));
+        install_npm(rootfs, &npm.tarball, progress)?;
+
         progress(Progress::Stage(
-            "configure (/home/app, hostname, hosts, resolv.conf, apt cleanup)",
+            "configure (/home/app, hostname, hosts, resolv.conf, pip, apt cleanup)",
         ));
         configure(rootfs)?;
 
         let mut parts = vec![format!("debian {} minbase", self.suite)];
-        let versions = dpkg_versions(rootfs, &["python3", "nodejs", "git", "curl"])?;
+        let versions = dpkg_versions(rootfs, &["python3", "python3-pip", "nodejs", "git", "curl"])?;
         parts.extend(versions.into_iter().map(|(pkg, v)| format!("{pkg} {v}")));
+        parts.push(format!("npm {}", npm.version));
         parts.push(format!("deno {}", deno.version));
         Ok(parts.join(", "))
     }
 }
 
 struct Deno {
-    binary: std::path::PathBuf,
+    binary: PathBuf,
     version: String,
 }
 
@@ -118,37 +165,54 @@ struct Packed {
     version: String,
 }
 
-/// Downloads the deno npm package with the host's npm (which trusts the
-/// host's CA store, unlike anything inside the new rootfs) and unpacks the
-/// binary from it.
-fn fetch_deno(work: &Path, progress: &mut dyn FnMut(Progress)) -> Result<Deno, ImageError> {
+/// A package tarball fetched by `npm pack`.
+struct Tarball {
+    tarball: PathBuf,
+    version: String,
+}
+
+/// Downloads the npm package `spec` into `work` with the host's npm (which
+/// trusts the host's CA store, unlike anything inside the new rootfs, and
+/// checks the tarball against the registry's integrity hash).
+fn npm_pack(
+    work: &Path,
+    spec: &str,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Tarball, ImageError> {
     let mut cmd = NPM.command();
     // Run in `work` so a package.json in the caller's directory is not involved.
     cmd.current_dir(work)
         .args(["pack", "--json", "--pack-destination"])
         .arg(work)
-        .arg(DENO_NPM_PACKAGE);
+        .arg(spec);
     let json = run(NPM, &mut cmd, Stdout::Capture, progress)?;
     let packed: Vec<Packed> =
         serde_json::from_str(&json).map_err(|e| ImageError::UnexpectedOutput {
-            command: format!("npm pack --json {DENO_NPM_PACKAGE}"),
+            command: format!("npm pack --json {spec}"),
             detail: format!("{e}; output was {json:?}"),
         })?;
     let Some(packed) = packed.into_iter().next() else {
         return Err(ImageError::UnexpectedOutput {
-            command: format!("npm pack --json {DENO_NPM_PACKAGE}"),
+            command: format!("npm pack --json {spec}"),
             detail: "no package in its output".into(),
         });
     };
     // npm names the file itself; refuse anything that is not a plain name.
     if packed.filename.contains('/') || packed.filename.starts_with('.') {
         return Err(ImageError::UnexpectedOutput {
-            command: format!("npm pack --json {DENO_NPM_PACKAGE}"),
+            command: format!("npm pack --json {spec}"),
             detail: format!("odd tarball name {:?}", packed.filename),
         });
     }
+    Ok(Tarball {
+        tarball: work.join(&packed.filename),
+        version: packed.version,
+    })
+}
 
-    let tarball = work.join(&packed.filename);
+/// Fetches the deno npm package and unpacks the binary from it.
+fn fetch_deno(work: &Path, progress: &mut dyn FnMut(Progress)) -> Result<Deno, ImageError> {
+    let Tarball { tarball, version } = npm_pack(work, DENO_NPM_PACKAGE, progress)?;
     let mut cmd = TAR.command();
     cmd.arg("-xzf")
         .arg(&tarball)
@@ -157,17 +221,57 @@ fn fetch_deno(work: &Path, progress: &mut dyn FnMut(Progress)) -> Result<Deno, I
         .arg("package/deno");
     run(TAR, &mut cmd, Stdout::Stream, progress)?;
     let binary = work.join("package/deno");
-    let meta = fs::symlink_metadata(&binary).map_err(ImageError::io("stat", &binary))?;
+    expect_file(&binary, &tarball)?;
+    Ok(Deno { binary, version })
+}
+
+/// Unpacks npm's tarball (less its docs) into the rootfs, with its builtin
+/// npmrc and the `npm` and `npx` links that `npm install -g npm` would make.
+fn install_npm(
+    rootfs: &Path,
+    tarball: &Path,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(), ImageError> {
+    let dir = rootfs.join(NPM_DIR);
+    fs::create_dir_all(&dir).map_err(ImageError::io("create directory", &dir))?;
+    let mut cmd = TAR.command();
+    // The files belong to the image's root, whoever the tarball names.
+    cmd.arg("-xzf")
+        .arg(tarball)
+        .arg("-C")
+        .arg(&dir)
+        .arg("--strip-components=1")
+        .arg("--no-same-owner");
+    for path in NPM_EXCLUDE {
+        cmd.arg(format!("--exclude={path}"));
+    }
+    run(TAR, &mut cmd, Stdout::Stream, progress)?;
+    for cli in ["npm-cli.js", "npx-cli.js"] {
+        expect_file(&dir.join("bin").join(cli), tarball)?;
+    }
+    replace_file(&dir.join("npmrc"), &mut NPM_BUILTIN_RC.as_bytes(), 0o644)?;
+
+    let bin = rootfs.join("usr/local/bin");
+    fs::create_dir_all(&bin).map_err(ImageError::io("create directory", &bin))?;
+    for (name, cli) in [("npm", "npm-cli.js"), ("npx", "npx-cli.js")] {
+        let link = bin.join(name);
+        // Relative, so the link works both in the sandbox and on the host.
+        let target = format!("../lib/node_modules/npm/bin/{cli}");
+        symlink(&target, &link).map_err(ImageError::io("create symlink", &link))?;
+    }
+    Ok(())
+}
+
+/// Checks that unpacking `tarball` left a regular file at `path`.
+fn expect_file(path: &Path, tarball: &Path) -> Result<(), ImageError> {
+    let meta = fs::symlink_metadata(path).map_err(ImageError::io("stat", path))?;
     if !meta.is_file() {
         return Err(ImageError::UnexpectedOutput {
             command: format!("tar -xzf {}", tarball.display()),
-            detail: "package/deno is not a regular file".into(),
+            detail: format!("{} is not a regular file", path.display()),
         });
     }
-    Ok(Deno {
-        binary,
-        version: packed.version,
-    })
+    Ok(())
 }
 
 const SUDO_SHIM: &str = r#"#!/bin/sh
@@ -209,12 +313,48 @@ fn configure(rootfs: &Path) -> Result<(), ImageError> {
         &mut SUDO_SHIM.as_bytes(),
         0o755,
     )?;
+    configure_pip(rootfs)?;
     // mmdebstrap already cleans these; doing it again keeps the image small
     // even if its defaults change. apt expects `lock` and `partial` to stay.
     empty_dir(&rootfs.join("var/lib/apt/lists"), &["lock", "partial"])?;
     empty_dir(&rootfs.join("var/cache/apt/archives"), &["lock", "partial"])?;
     empty_dir(&rootfs.join("var/cache/apt"), &["archives"])?;
     Ok(())
+}
+
+/// Lets `pip install` install. Debian marks its Python "externally managed"
+/// (PEP 668), so pip refuses to install outside a venv lest it break
+/// dpkg's Python packages. A sandbox is disposable and users (agents above
+/// all) expect `pip install x` to work as it does in the python images;
+/// PEP 668 itself suggests container images delete the marker. Deleting it
+/// (rather than pip's break-system-packages setting) serves every
+/// installer, not just pip. The damage it guards against is small here:
+/// Debian's pip installs to /usr/local/lib/python3.X/dist-packages, not
+/// among dpkg's files.
+fn configure_pip(rootfs: &Path) -> Result<(), ImageError> {
+    let lib = rootfs.join("usr/lib");
+    let entries = match fs::read_dir(&lib) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(ImageError::io("read directory", &lib)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(ImageError::io("read directory", &lib))?;
+        if !entry.file_name().to_string_lossy().starts_with("python3") {
+            continue;
+        }
+        let marker = entry.path().join("EXTERNALLY-MANAGED");
+        match fs::remove_file(&marker) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ImageError::io("remove", &marker)(e)),
+        }
+    }
+    replace_file(
+        &rootfs.join("etc/pip.conf"),
+        &mut PIP_CONF.as_bytes(),
+        0o644,
+    )
 }
 
 /// Installed versions of `packages` from the rootfs's dpkg database: no need
@@ -279,6 +419,8 @@ mod tests {
         ] {
             fs::create_dir_all(r.join(d)).unwrap();
         }
+        fs::create_dir_all(r.join("usr/lib/python3.11")).unwrap();
+        fs::write(r.join("usr/lib/python3.11/EXTERNALLY-MANAGED"), "x").unwrap();
         fs::write(r.join("etc/hostname"), "vm\n").unwrap();
         fs::write(r.join("etc/resolv.conf"), "nameserver 10.0.0.1\n").unwrap();
         fs::write(r.join("var/lib/apt/lists/deb.debian.org_Packages"), "x").unwrap();
@@ -294,5 +436,11 @@ mod tests {
         assert!(!r.join("var/lib/apt/lists/deb.debian.org_Packages").exists());
         assert!(!r.join("var/cache/apt/pkgcache.bin").exists());
         assert!(r.join("var/cache/apt/archives/partial").is_dir());
+        assert!(!r.join("usr/lib/python3.11/EXTERNALLY-MANAGED").exists());
+        assert!(r.join("usr/lib/python3.11").is_dir());
+        assert_eq!(
+            fs::read_to_string(r.join("etc/pip.conf")).unwrap(),
+            PIP_CONF
+        );
     }
 }
