@@ -5,6 +5,7 @@
 //! connection to a secret's host is handed to the interceptor instead of
 //! being spliced.
 
+use crate::budget::MemoryBudget;
 use crate::intercept::{self, InterceptStats, Interception};
 use crate::sni::{self, ClientHello};
 use crate::stack::{FlowKey, StackMsg};
@@ -14,14 +15,22 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-/// Chunks in flight each way per connection: with 256 KiB reads this is
-/// the most a connection buffers in the daemon beyond the TCP windows
-/// (1 MiB each way).
-const CHANNEL_CHUNKS: usize = 4;
-const READ_CHUNK: usize = 256 * 1024;
+/// Most bytes in one channel message (one read from either side): each
+/// message is a buffer of exactly the bytes read.
+pub const CHUNK: usize = 16 * 1024;
+/// Messages in flight each way per connection. A side that does not drain
+/// stops the other from reading (backpressure): the task waits for room
+/// in the channel before it reads its socket again.
+const CHANNEL_CHUNKS: usize = 2;
+/// The most a connection's channels and task hold, both ways: per way the
+/// channel, the message the reader holds while it waits for room, and the
+/// one the writer (or the stack) is part-way through.
+pub const MAX_BUFFERED: usize = 2 * (CHANNEL_CHUNKS + 2) * CHUNK;
 /// Buffer of the in-memory pipe between the stack's channels and the TLS
-/// terminator of an intercepted connection.
-const INTERCEPT_PIPE: usize = 256 * 1024;
+/// terminator of an intercepted connection (each way; charged to the
+/// sandbox's budget, twice, with the TLS sessions' own buffers).
+const INTERCEPT_PIPE: usize = 64 * 1024;
+const INTERCEPT_CHARGE: usize = 2 * INTERCEPT_PIPE + 128 * 1024;
 
 pub struct FlowIo {
     pub to_up: mpsc::Sender<Vec<u8>>,
@@ -53,6 +62,7 @@ pub fn spawn(
     key: FlowKey,
     tls_name: Option<String>,
     intercept: Option<Arc<Interception>>,
+    budget: Arc<MemoryBudget>,
     wake: Arc<Notify>,
     msgs: mpsc::UnboundedSender<StackMsg>,
 ) -> FlowIo {
@@ -63,7 +73,7 @@ pub fn spawn(
         tx: down_tx,
         wake,
     };
-    let task = tokio::spawn(run(stream, key, tls_name, intercept, side, msgs));
+    let task = tokio::spawn(run(stream, key, tls_name, intercept, budget, side, msgs));
     FlowIo {
         to_up,
         from_up,
@@ -76,6 +86,7 @@ async fn run(
     key: FlowKey,
     tls_name: Option<String>,
     intercept: Option<Arc<Interception>>,
+    budget: Arc<MemoryBudget>,
     mut side: SandboxSide,
     msgs: mpsc::UnboundedSender<StackMsg>,
 ) {
@@ -103,6 +114,18 @@ async fn run(
         Decision::Splice => splice(stream, first, side).await,
         Decision::Intercept(host) => {
             let Some(icpt) = intercept else { return };
+            let Some(_charge) = budget.charge(INTERCEPT_CHARGE) else {
+                budget.refused();
+                let reason = format!(
+                    "the sandbox's gateway memory is spent: {} of {} KiB in use by its \
+                     connections (--egress-memory-per-sandbox)",
+                    budget.used() >> 10,
+                    budget.limit() >> 10
+                );
+                let _ = msgs.send(StackMsg::Abort { key, reason });
+                side.wake.notify_one();
+                return;
+            };
             let stats =
                 intercepted(stream, first, side, &host, key.dst.port(), icpt, &msgs, key).await;
             let _ = msgs.send(StackMsg::Intercepted { key, stats });
@@ -207,16 +230,18 @@ async fn to_stack(
     tx: mpsc::Sender<Vec<u8>>,
     wake: Arc<Notify>,
 ) {
+    let mut buf = vec![0; CHUNK];
     loop {
-        // Not zeroed: read_buf only exposes what the socket filled.
-        let mut buf = Vec::with_capacity(READ_CHUNK);
-        match reader.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        if tx.send(buf).await.is_err() {
+        // Room in the channel first: while the sandbox does not drain,
+        // the socket is not read and the upstream is held back by TCP.
+        let Ok(permit) = tx.reserve().await else {
             break;
-        }
+        };
+        let n = match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        permit.send(buf[..n].to_vec());
         wake.notify_one();
     }
     drop(tx);
