@@ -27,10 +27,13 @@ const CHANNEL_CHUNKS: usize = 2;
 /// one the writer (or the stack) is part-way through.
 pub const MAX_BUFFERED: usize = 2 * (CHANNEL_CHUNKS + 2) * CHUNK;
 /// Buffer of the in-memory pipe between the stack's channels and the TLS
-/// terminator of an intercepted connection (each way; charged to the
-/// sandbox's budget, twice, with the TLS sessions' own buffers).
+/// terminator of an intercepted connection (each way).
 const INTERCEPT_PIPE: usize = 64 * 1024;
-const INTERCEPT_CHARGE: usize = 2 * INTERCEPT_PIPE + 128 * 1024;
+/// What an intercepted connection is charged on top of its admission: the
+/// pipe both ways, and an estimate of its two TLS sessions' and HTTP
+/// connections' read buffers and windows. Bodies rewritten whole are
+/// charged as they are read (see `intercept::proxy`).
+const INTERCEPT_CHARGE: usize = 2 * INTERCEPT_PIPE + 1024 * 1024;
 
 pub struct FlowIo {
     pub to_up: mpsc::Sender<Vec<u8>>,
@@ -126,8 +129,18 @@ async fn run(
                 side.wake.notify_one();
                 return;
             };
-            let stats =
-                intercepted(stream, first, side, &host, key.dst.port(), icpt, &msgs, key).await;
+            let stats = intercepted(
+                stream,
+                first,
+                side,
+                &host,
+                key.dst.port(),
+                icpt,
+                budget,
+                &msgs,
+                key,
+            )
+            .await;
             let _ = msgs.send(StackMsg::Intercepted { key, stats });
         }
     }
@@ -257,6 +270,7 @@ async fn intercepted(
     host: &str,
     port: u16,
     icpt: Arc<Interception>,
+    budget: Arc<MemoryBudget>,
     msgs: &mpsc::UnboundedSender<StackMsg>,
     key: FlowKey,
 ) -> InterceptStats {
@@ -279,7 +293,7 @@ async fn intercepted(
     // Pipe -> stack.
     let outbound = to_stack(pipe_read, tx, wake.clone());
     let serve = async {
-        let result = intercept::serve(theirs, stream, host, port, icpt).await;
+        let result = intercept::serve(theirs, stream, host, port, icpt, budget).await;
         done.notify_one();
         result
     };

@@ -6,6 +6,7 @@
 use super::body::{BoxError, ReplacingBody};
 use super::substitute::{substitute_header_value, Substitutions};
 use super::{InterceptStats, Interception};
+use crate::budget::{Charge, MemoryBudget};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
@@ -28,8 +29,12 @@ type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// Bodies up to this size with a known length are rewritten whole, so the
 /// upstream (or the sandbox) still gets a Content-Length; larger ones are
-/// streamed (chunked on HTTP/1.1).
+/// streamed (chunked on HTTP/1.1). A body rewritten whole is held about
+/// three times over (as read, as copied, as rewritten): that is charged to
+/// the sandbox's gateway budget while it is rewritten, and a body that does
+/// not fit is streamed instead.
 const BUFFER_LIMIT: u64 = 1 << 20;
+const BUFFER_COPIES: usize = 3;
 
 /// Hop-by-hop headers (RFC 9110 7.6.1): they describe one connection, and
 /// the two sides of the gateway are different connections, possibly of
@@ -59,6 +64,7 @@ struct Conn {
     requests: AtomicU64,
     /// Upgraded (WebSocket) tunnels: the connection lasts until they end.
     tunnels: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    budget: Arc<MemoryBudget>,
 }
 
 /// Serves one intercepted connection until either side closes. `sandbox`
@@ -70,6 +76,7 @@ pub async fn serve<S>(
     host: &str,
     port: u16,
     icpt: Arc<Interception>,
+    budget: Arc<MemoryBudget>,
 ) -> Result<InterceptStats, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -119,6 +126,7 @@ where
         upstream,
         requests: AtomicU64::new(0),
         tunnels: std::sync::Mutex::new(Vec::new()),
+        budget,
     });
     let svc_conn = conn.clone();
     let service = service_fn(move |req| {
@@ -237,8 +245,8 @@ impl Conn {
 
         // The body.
         let length = content_length(&parts.headers);
-        let body: ProxyBody = match length {
-            Some(n) if n <= BUFFER_LIMIT => {
+        let body: ProxyBody = match self.whole_body_charge(length) {
+            Some(_charge) => {
                 let bytes = body
                     .collect()
                     .await
@@ -309,6 +317,12 @@ impl Conn {
         self.respond(response).await
     }
 
+    /// The charge for rewriting a body of `length` whole; None: stream it.
+    fn whole_body_charge(&self, length: Option<u64>) -> Option<Charge> {
+        let n = length.filter(|&n| n <= BUFFER_LIMIT)?;
+        self.budget.charge(BUFFER_COPIES * n as usize)
+    }
+
     async fn respond(&self, response: Response<Incoming>) -> Result<Response<ProxyBody>, String> {
         let (mut parts, body) = response.into_parts();
         let inbound = &self.inbound;
@@ -324,8 +338,8 @@ impl Conn {
                 *value = HeaderValue::from_bytes(&new).map_err(|e| e.to_string())?;
             }
         }
-        let body: ProxyBody = match content_length(&parts.headers) {
-            Some(n) if n <= BUFFER_LIMIT => {
+        let body: ProxyBody = match self.whole_body_charge(content_length(&parts.headers)) {
+            Some(_charge) => {
                 let bytes = body
                     .collect()
                     .await
