@@ -147,7 +147,7 @@ pub struct RingCharge {
 }
 
 /// Rings grow by this much at a time (fewer, larger charges).
-pub const RING_STEP: usize = 64 * 1024;
+pub const RING_STEP: usize = 32 * 1024;
 
 impl RingCharge {
     /// A ring whose first [`RING_STEP`] bytes were paid for elsewhere.

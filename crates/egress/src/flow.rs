@@ -22,10 +22,11 @@ pub const CHUNK: usize = 16 * 1024;
 /// stops the other from reading (backpressure): the task waits for room
 /// in the channel before it reads its socket again.
 const CHANNEL_CHUNKS: usize = 2;
-/// The most a connection's channels and task hold, both ways: per way the
-/// channel, the message the reader holds while it waits for room, and the
-/// one the writer (or the stack) is part-way through.
-pub const MAX_BUFFERED: usize = 2 * (CHANNEL_CHUNKS + 2) * CHUNK;
+/// The most a connection's channels and task hold, both ways: each
+/// channel, the upstream reader's buffer, the message the stack is
+/// part-way through sending to the sandbox, and the one being written to
+/// the upstream.
+pub const MAX_BUFFERED: usize = (2 * CHANNEL_CHUNKS + 3) * CHUNK;
 /// Buffer of the in-memory pipe between the stack's channels and the TLS
 /// terminator of an intercepted connection (each way).
 const INTERCEPT_PIPE: usize = 64 * 1024;

@@ -42,7 +42,7 @@ use tokio::task::JoinHandle;
 /// that moves little costs little. The receive buffer (from the sandbox)
 /// is the window the sandbox may fill on its own: it is charged whole when
 /// the connection is admitted, so it is kept small.
-const TCP_RX_BUFFER: usize = 128 * 1024;
+const TCP_RX_BUFFER: usize = 64 * 1024;
 const TCP_TX_BUFFER: usize = 2 * 1024 * 1024;
 /// What a connection is charged when it is admitted: its receive buffer,
 /// the first step of its send buffer, the most its task and channels hold,
