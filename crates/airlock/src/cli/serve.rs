@@ -94,7 +94,7 @@ pub struct ServeArgs {
     /// Memory the egress gateway may hold in the daemon for one sandbox's
     /// connections (their buffers; e.g. 64M). A connection that does not
     /// fit is refused; a stream slows down rather than buffer past it.
-    #[arg(long, default_value = "64M", value_parser = parse_gateway_memory)]
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_gateway_memory)]
     egress_memory_per_sandbox: u64,
 }
 
