@@ -65,6 +65,16 @@ impl MemoryBudget {
         self.limit - self.limit / 4
     }
 
+    /// As [`MemoryBudget::charge`], for a buffer a connection grows into
+    /// while it streams: within the first three quarters of the budget.
+    pub fn charge_growth(self: &Arc<Self>, bytes: usize) -> Option<Charge> {
+        let mut charge = Charge {
+            budget: self.clone(),
+            bytes: 0,
+        };
+        charge.grow_to(bytes, self.growth_limit()).then_some(charge)
+    }
+
     fn take(&self, bytes: usize, ceiling: usize) -> bool {
         let fits = self
             .used
@@ -236,6 +246,13 @@ mod tests {
         drop(b);
         assert_eq!(budget.used(), 0);
         assert_eq!(totals.in_use.load(Ordering::Relaxed), 0);
+        // Growth stops at three quarters; admissions may use the rest.
+        assert!(budget.charge_growth(751).is_none());
+        let grown = budget.charge_growth(750).unwrap();
+        assert!(budget.charge_growth(1).is_none());
+        let admitted = budget.charge(250).unwrap();
+        drop((grown, admitted));
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

@@ -144,8 +144,8 @@ enum FlowState {
 struct OpenFlow {
     handle: SocketHandle,
     to_up: Option<mpsc::Sender<Vec<u8>>>,
-    from_up: Option<mpsc::Receiver<Vec<u8>>>,
-    pending: Option<(Vec<u8>, usize)>,
+    from_up: Option<mpsc::Receiver<flow::Chunk>>,
+    pending: Option<(flow::Chunk, usize)>,
     fin_sent: bool,
     task: JoinHandle<()>,
     /// Address of the send buffer's first byte: where in the ring a write
@@ -727,6 +727,7 @@ impl Stack {
                 let Some((chunk, off)) = pending.as_mut() else {
                     break;
                 };
+                let chunk = &chunk.bytes;
                 if !socket.can_send() {
                     break;
                 }
