@@ -47,6 +47,7 @@ enum Paid {
     Budget(#[allow(dead_code)] Charge),
     Prepaid(#[allow(dead_code)] OwnedSemaphorePermit),
 }
+
 /// Buffer of the in-memory pipe between the stack's channels and the TLS
 /// terminator of an intercepted connection (each way).
 const INTERCEPT_PIPE: usize = 64 * 1024;
