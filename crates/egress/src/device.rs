@@ -8,8 +8,13 @@ use smoltcp::time::Instant;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
-/// Buffers kept for reuse; more are freed.
-const POOL_MAX: usize = 512;
+/// Buffers kept for reuse; more are freed. Each is MTU-sized (up to
+/// 64 KiB): the pool is what an idle sandbox's gateway keeps.
+const POOL_MAX: usize = 64;
+/// Packets queued towards the sandbox before the stack must wait for them
+/// to be written to the TUN device (smoltcp keeps the data in its sockets
+/// meanwhile): the queue is bounded however many connections send at once.
+const TX_MAX: usize = 64;
 
 /// One IP packet in a buffer of the device's pool.
 pub struct Packet {
@@ -98,6 +103,12 @@ impl QueueDevice {
     pub fn recycle(&self, packet: Packet) {
         self.pool.give(packet.buf);
     }
+
+    /// Whether the queue towards the sandbox is full (the stack holds
+    /// further packets until it is written out).
+    pub fn tx_full(&self) -> bool {
+        self.tx.len() >= TX_MAX
+    }
 }
 
 pub struct RxToken<'a> {
@@ -149,6 +160,9 @@ impl phy::Device for QueueDevice {
     }
 
     fn transmit(&mut self, _: Instant) -> Option<TxToken<'_>> {
+        if self.tx_full() {
+            return None;
+        }
         Some(TxToken {
             queue: &mut self.tx,
             pool: &self.pool,

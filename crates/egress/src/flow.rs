@@ -5,27 +5,61 @@
 //! connection to a secret's host is handed to the interceptor instead of
 //! being spliced.
 
+use crate::budget::{Charge, MemoryBudget};
 use crate::intercept::{self, InterceptStats, Interception};
 use crate::sni::{self, ClientHello};
 use crate::stack::{FlowKey, StackMsg};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-/// Chunks in flight each way per connection: with 256 KiB reads this is
-/// the most a connection buffers in the daemon beyond the TCP windows
-/// (1 MiB each way).
-const CHANNEL_CHUNKS: usize = 4;
-const READ_CHUNK: usize = 256 * 1024;
+/// Most bytes in one message from the sandbox (one read from the stack's
+/// socket).
+pub const CHUNK: usize = 16 * 1024;
+/// Messages in flight towards the upstream. A side that does not drain
+/// stops the other from reading (backpressure): the task waits for room
+/// in the channel before it reads its socket again.
+const CHANNEL_CHUNKS: usize = 2;
+/// Towards the sandbox, reads are small while the upstream sends little,
+/// and grow to `BIG_CHUNK` while it streams, each such buffer charged to
+/// the sandbox's budget until the stack has taken its bytes: a stream
+/// needs that many bytes queued to keep its pace (the stack task runs on
+/// its own thread), a connection that is not read costs little. With the
+/// budget spent, a connection still moves `PREPAID_CHUNKS` small buffers
+/// at a time, paid with its admission.
+const BIG_CHUNK: usize = 64 * 1024;
+const DOWN_CHUNKS: usize = 16;
+const PREPAID_CHUNKS: usize = 2;
+/// What a connection's channels and task hold beyond what they charge as
+/// they go: towards the upstream the channel and the message being
+/// written, towards the sandbox the prepaid buffers.
+pub const MAX_BUFFERED: usize = (CHANNEL_CHUNKS + 1 + PREPAID_CHUNKS) * CHUNK;
+
+/// Bytes from the upstream for the stack, with what pays for them.
+pub struct Chunk {
+    pub bytes: Vec<u8>,
+    _paid: Paid,
+}
+
+enum Paid {
+    Budget(#[allow(dead_code)] Charge),
+    Prepaid(#[allow(dead_code)] OwnedSemaphorePermit),
+}
+
 /// Buffer of the in-memory pipe between the stack's channels and the TLS
-/// terminator of an intercepted connection.
-const INTERCEPT_PIPE: usize = 256 * 1024;
+/// terminator of an intercepted connection (each way).
+const INTERCEPT_PIPE: usize = 64 * 1024;
+/// What an intercepted connection is charged on top of its admission: the
+/// pipe both ways, and an estimate of its two TLS sessions' and HTTP
+/// connections' read buffers and windows. Bodies rewritten whole are
+/// charged as they are read (see `intercept::proxy`).
+const INTERCEPT_CHARGE: usize = 2 * INTERCEPT_PIPE + 1024 * 1024;
 
 pub struct FlowIo {
     pub to_up: mpsc::Sender<Vec<u8>>,
-    pub from_up: mpsc::Receiver<Vec<u8>>,
+    pub from_up: mpsc::Receiver<Chunk>,
     pub task: JoinHandle<()>,
 }
 
@@ -41,7 +75,8 @@ enum Decision {
 /// The channels to and from the stack task.
 struct SandboxSide {
     rx: mpsc::Receiver<Vec<u8>>,
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<Chunk>,
+    budget: Arc<MemoryBudget>,
     wake: Arc<Notify>,
 }
 
@@ -53,17 +88,19 @@ pub fn spawn(
     key: FlowKey,
     tls_name: Option<String>,
     intercept: Option<Arc<Interception>>,
+    budget: Arc<MemoryBudget>,
     wake: Arc<Notify>,
     msgs: mpsc::UnboundedSender<StackMsg>,
 ) -> FlowIo {
     let (to_up, up_rx) = mpsc::channel::<Vec<u8>>(CHANNEL_CHUNKS);
-    let (down_tx, from_up) = mpsc::channel::<Vec<u8>>(CHANNEL_CHUNKS);
+    let (down_tx, from_up) = mpsc::channel::<Chunk>(DOWN_CHUNKS);
     let side = SandboxSide {
         rx: up_rx,
         tx: down_tx,
+        budget: budget.clone(),
         wake,
     };
-    let task = tokio::spawn(run(stream, key, tls_name, intercept, side, msgs));
+    let task = tokio::spawn(run(stream, key, tls_name, intercept, budget, side, msgs));
     FlowIo {
         to_up,
         from_up,
@@ -76,6 +113,7 @@ async fn run(
     key: FlowKey,
     tls_name: Option<String>,
     intercept: Option<Arc<Interception>>,
+    budget: Arc<MemoryBudget>,
     mut side: SandboxSide,
     msgs: mpsc::UnboundedSender<StackMsg>,
 ) {
@@ -103,8 +141,30 @@ async fn run(
         Decision::Splice => splice(stream, first, side).await,
         Decision::Intercept(host) => {
             let Some(icpt) = intercept else { return };
-            let stats =
-                intercepted(stream, first, side, &host, key.dst.port(), icpt, &msgs, key).await;
+            let Some(_charge) = budget.charge(INTERCEPT_CHARGE) else {
+                budget.refused();
+                let reason = format!(
+                    "the sandbox's gateway memory is spent: {} of {} KiB in use by its \
+                     connections (--egress-memory-per-sandbox)",
+                    budget.used() >> 10,
+                    budget.limit() >> 10
+                );
+                let _ = msgs.send(StackMsg::Abort { key, reason });
+                side.wake.notify_one();
+                return;
+            };
+            let stats = intercepted(
+                stream,
+                first,
+                side,
+                &host,
+                key.dst.port(),
+                icpt,
+                budget,
+                &msgs,
+                key,
+            )
+            .await;
             let _ = msgs.send(StackMsg::Intercepted { key, stats });
         }
     }
@@ -171,11 +231,16 @@ async fn decide(
 
 /// Copies both ways until both sides are done, passing FINs on.
 async fn splice(stream: TcpStream, first: Vec<u8>, side: SandboxSide) {
-    let SandboxSide { rx, tx, wake } = side;
+    let SandboxSide {
+        rx,
+        tx,
+        budget,
+        wake,
+    } = side;
     let (reader, writer) = stream.into_split();
     tokio::join!(
         from_stack(first, rx, writer, wake.clone()),
-        to_stack(reader, tx, wake)
+        to_stack(reader, tx, budget, wake)
     );
 }
 
@@ -204,19 +269,39 @@ async fn from_stack(
 /// channel (the stack then sends FIN).
 async fn to_stack(
     mut reader: impl AsyncRead + Unpin,
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<Chunk>,
+    budget: Arc<MemoryBudget>,
     wake: Arc<Notify>,
 ) {
+    let prepaid = Arc::new(Semaphore::new(PREPAID_CHUNKS));
+    let mut streaming = false;
     loop {
-        // Not zeroed: read_buf only exposes what the socket filled.
-        let mut buf = Vec::with_capacity(READ_CHUNK);
-        match reader.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        if tx.send(buf).await.is_err() {
+        // Room in the channel and a paid buffer first: while the sandbox
+        // does not drain, the socket is not read and the upstream is held
+        // back by TCP.
+        let Ok(permit) = tx.reserve().await else {
             break;
-        }
+        };
+        let big = if streaming {
+            budget.charge_growth(BIG_CHUNK)
+        } else {
+            None
+        };
+        let (paid, size) = match big {
+            Some(charge) => (Paid::Budget(charge), BIG_CHUNK),
+            None => match prepaid.clone().acquire_owned().await {
+                Ok(p) => (Paid::Prepaid(p), CHUNK),
+                Err(_) => break,
+            },
+        };
+        // Not zeroed: read_buf only exposes what the socket filled.
+        let mut bytes = Vec::with_capacity(size);
+        let n = match reader.read_buf(&mut bytes).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        streaming = n == size;
+        permit.send(Chunk { bytes, _paid: paid });
         wake.notify_one();
     }
     drop(tx);
@@ -232,10 +317,16 @@ async fn intercepted(
     host: &str,
     port: u16,
     icpt: Arc<Interception>,
+    budget: Arc<MemoryBudget>,
     msgs: &mpsc::UnboundedSender<StackMsg>,
     key: FlowKey,
 ) -> InterceptStats {
-    let SandboxSide { rx, tx, wake } = side;
+    let SandboxSide {
+        rx,
+        tx,
+        budget: side_budget,
+        wake,
+    } = side;
     let (ours, theirs) = tokio::io::duplex(INTERCEPT_PIPE);
     let (pipe_read, pipe_write) = tokio::io::split(ours);
     let done = Arc::new(Notify::new());
@@ -252,9 +343,9 @@ async fn intercepted(
         }
     };
     // Pipe -> stack.
-    let outbound = to_stack(pipe_read, tx, wake.clone());
+    let outbound = to_stack(pipe_read, tx, side_budget, wake.clone());
     let serve = async {
-        let result = intercept::serve(theirs, stream, host, port, icpt).await;
+        let result = intercept::serve(theirs, stream, host, port, icpt, budget).await;
         done.notify_one();
         result
     };

@@ -1,5 +1,6 @@
 //! The handle the daemon keeps per sandbox.
 
+use crate::budget::MemoryBudget;
 use crate::intercept::Interception;
 use crate::policy::AllowList;
 use crate::stack::{AuditSink, GatewayConfig, Stack};
@@ -18,14 +19,22 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts serving the sandbox behind `tun` with `policy` (an empty
-    /// list allows nothing). Must be called inside a tokio runtime.
-    pub fn spawn(tun: OwnedFd, config: GatewayConfig, policy: AllowList, audit: AuditSink) -> Self {
+    /// list allows nothing); its connections' buffers are charged to
+    /// `budget`. Must be called inside a tokio runtime.
+    pub fn spawn(
+        tun: OwnedFd,
+        config: GatewayConfig,
+        policy: AllowList,
+        audit: AuditSink,
+        budget: Arc<MemoryBudget>,
+    ) -> Self {
         Self::spawn_on(
             &tokio::runtime::Handle::current(),
             tun,
             config,
             policy,
             audit,
+            budget,
         )
     }
 
@@ -36,10 +45,11 @@ impl Gateway {
         config: GatewayConfig,
         policy: AllowList,
         audit: AuditSink,
+        budget: Arc<MemoryBudget>,
     ) -> Self {
         let (tx, rx) = watch::channel(Arc::new(policy));
         let (itx, irx) = watch::channel(None);
-        let stack = Stack::new(config, rx, irx, audit);
+        let stack = Stack::new(config, rx, irx, audit, budget);
         let task = rt.spawn(async move {
             if let Err(e) = stack.run(tun).await {
                 tracing::warn!("egress gateway stopped: {e}");

@@ -9,6 +9,7 @@
 //! socket. Every decision is reported as an [`AuditEvent`].
 
 pub mod audit;
+pub mod budget;
 pub mod dns;
 pub mod fakeip;
 pub mod intercept;
@@ -16,6 +17,7 @@ pub mod policy;
 pub mod sni;
 
 pub use audit::{AuditEvent, EventKind, Verdict};
+pub use budget::{GatewayMemory, MemoryBudget};
 mod device;
 mod flow;
 mod gateway;

@@ -9,6 +9,7 @@
 //! socket is bound to the flow it was made for.
 
 use crate::audit::{AuditEvent, AuditLimiter, EventKind, Verdict};
+use crate::budget::{self, Charge, MemoryBudget, RingCharge};
 use crate::device::{Packet, QueueDevice};
 use crate::dns::{self, Answer, QueryKind};
 use crate::fakeip::FakeIpPool;
@@ -25,7 +26,7 @@ use smoltcp::wire::{
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
@@ -33,16 +34,23 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
-/// Per-connection TCP buffers in the userspace stack: the send buffer (to
+/// Per-connection TCP buffers in the userspace stack. The send buffer (to
 /// the sandbox) bounds the window in flight, and must cover a loopback-speed
 /// stream's bandwidth-delay product (measured: 512 KiB caps a stream at
-/// ~1.2 GiB/s, 2 MiB does not). Pages are only touched as data flows.
-const TCP_RX_BUFFER: usize = 1024 * 1024;
+/// ~1.2 GiB/s, 2 MiB does not); its pages are charged to the sandbox's
+/// budget as writes first reach them (see [`RingCharge`]), so a connection
+/// that moves little costs little. The receive buffer (from the sandbox)
+/// is the window the sandbox may fill on its own: it is charged whole when
+/// the connection is admitted, so it is kept small.
+const TCP_RX_BUFFER: usize = 64 * 1024;
 const TCP_TX_BUFFER: usize = 2 * 1024 * 1024;
-/// Most bytes moved from one socket in one go (one channel chunk).
-const CHUNK: usize = 256 * 1024;
-/// Packets read from the TUN device before the stack runs once.
-const READ_BATCH: usize = 256;
+/// What a connection is charged when it is admitted: its receive buffer,
+/// the first step of its send buffer, the most its task and channels hold,
+/// and its bookkeeping (socket, task, flow entry).
+const FLOW_BASE: usize = TCP_RX_BUFFER + budget::RING_STEP + flow::MAX_BUFFERED + 8 * 1024;
+/// Packets read from the TUN device before the stack runs once (each
+/// buffer is MTU-sized: up to 64 KiB).
+const READ_BATCH: usize = 64;
 /// A flow whose socket never left LISTEN (its SYN got lost) is dropped.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Distinct denied UDP destinations reported per sandbox; more are dropped
@@ -120,6 +128,8 @@ struct Flow {
     denied: Option<String>,
     intercepted: Option<InterceptStats>,
     state: FlowState,
+    /// The flow's admission charge, given back when it ends.
+    _charge: Charge,
 }
 
 enum FlowState {
@@ -134,10 +144,14 @@ enum FlowState {
 struct OpenFlow {
     handle: SocketHandle,
     to_up: Option<mpsc::Sender<Vec<u8>>>,
-    from_up: Option<mpsc::Receiver<Vec<u8>>>,
-    pending: Option<(Vec<u8>, usize)>,
+    from_up: Option<mpsc::Receiver<flow::Chunk>>,
+    pending: Option<(flow::Chunk, usize)>,
     fin_sent: bool,
     task: JoinHandle<()>,
+    /// Address of the send buffer's first byte: where in the ring a write
+    /// lands is what its pages cost.
+    tx_base: usize,
+    tx_charge: RingCharge,
 }
 
 impl Drop for Flow {
@@ -166,6 +180,9 @@ pub(crate) struct Stack {
     epoch: Instant,
     udp_reported: HashSet<SocketAddrV4>,
     limiter: std::cell::RefCell<AuditLimiter>,
+    budget: Arc<MemoryBudget>,
+    /// The TUN device, while [`Stack::run`] holds it.
+    tun: RawFd,
 }
 
 pub fn now_ms() -> i64 {
@@ -181,6 +198,7 @@ impl Stack {
         policy: watch::Receiver<Arc<AllowList>>,
         intercept: watch::Receiver<Option<Arc<Interception>>>,
         audit: AuditSink,
+        budget: Arc<MemoryBudget>,
     ) -> Self {
         let mut device = QueueDevice::new(cfg.mtu);
         let epoch = Instant::now();
@@ -225,6 +243,8 @@ impl Stack {
             epoch,
             udp_reported: HashSet::new(),
             limiter: std::cell::RefCell::new(AuditLimiter::new(AUDIT_RATE, AUDIT_BURST)),
+            budget,
+            tun: -1,
         }
     }
 
@@ -243,6 +263,7 @@ impl Stack {
         // SAFETY: the AsyncFd owns the OwnedFd, so the fd stays open and
         // the same for the AsyncFd's whole life.
         let tun = unsafe { AsyncFd::register(tun) }.map_err(io::Error::from)?;
+        self.tun = tun.get_ref().as_raw_fd();
         loop {
             let delay = self
                 .iface
@@ -275,29 +296,33 @@ impl Stack {
                 self.handle(msg);
             }
             self.pump();
-            self.flush(tun.get_ref());
         }
     }
 
-    /// Runs the TCP/IP stack and moves data until nothing more moves.
+    /// Runs the TCP/IP stack and moves data until nothing more moves. The
+    /// device queue towards the sandbox is bounded (the stack holds its
+    /// packets when it is full), so it is written out as it fills.
     fn pump(&mut self) {
         loop {
             let now = self.now();
             self.iface.poll(now, &mut self.device, &mut self.sockets);
             let moved = self.serve_dns() | self.serve_flows();
-            if !moved && self.device.rx.is_empty() {
+            let was_full = self.device.tx_full();
+            self.flush();
+            if !moved && !was_full && self.device.rx.is_empty() {
                 break;
             }
         }
     }
 
-    fn flush(&mut self, tun: &OwnedFd) {
+    fn flush(&mut self) {
         while let Some(packet) = self.device.tx.pop_front() {
             let bytes = packet.bytes();
-            // SAFETY: writing a buffer we own to an fd we own. A failure
+            // SAFETY: writing a buffer we own to the TUN fd, which `run`
+            // keeps open while the stack runs (-1 before: EBADF). A failure
             // means the device queue into the sandbox is full: the packet
             // is dropped, as a router would; TCP retransmits.
-            unsafe { libc::write(tun.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
+            unsafe { libc::write(self.tun, bytes.as_ptr().cast(), bytes.len()) };
             self.device.recycle(packet);
         }
     }
@@ -404,6 +429,16 @@ impl Stack {
             let reason = format!("over {MAX_FLOWS} connections open at once");
             return deny(self, dst_ip.to_string(), reason, syn);
         }
+        let Some(charge) = self.budget.charge(FLOW_BASE) else {
+            self.budget.refused();
+            let reason = format!(
+                "the sandbox's gateway memory is spent: {} of {} KiB in use by its \
+                 connections (--egress-memory-per-sandbox)",
+                self.budget.used() >> 10,
+                self.budget.limit() >> 10
+            );
+            return deny(self, dst_ip.to_string(), reason, syn);
+        };
         if dst_ip == self.cfg.gateway {
             return deny(
                 self,
@@ -478,6 +513,7 @@ impl Stack {
                 denied: None,
                 intercepted: None,
                 state: FlowState::Connecting { syn, task },
+                _charge: charge,
             },
         );
     }
@@ -525,9 +561,14 @@ impl Stack {
             return;
         };
         let syn = std::mem::replace(syn, Packet::empty());
+        // Zeroed memory from the allocator is fresh pages, untouched until
+        // written (see budget::tune_allocator). Moving the Vec into the
+        // socket keeps its heap buffer where it is.
+        let tx = vec![0; TCP_TX_BUFFER];
+        let tx_base = tx.as_ptr() as usize;
         let mut socket = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; TCP_RX_BUFFER]),
-            tcp::SocketBuffer::new(vec![0; TCP_TX_BUFFER]),
+            tcp::SocketBuffer::new(tx),
         );
         socket.set_nagle_enabled(false);
         socket.set_ack_delay(None);
@@ -547,6 +588,7 @@ impl Stack {
             key,
             flow.tls_name.clone(),
             intercept,
+            self.budget.clone(),
             self.wake.clone(),
             self.msgs_tx.clone(),
         );
@@ -559,6 +601,8 @@ impl Stack {
             pending: None,
             fin_sent: false,
             task: io.task,
+            tx_base,
+            tx_charge: RingCharge::new(&self.budget, TCP_TX_BUFFER),
         }));
         // Hand the SYN over now, so this is the only socket listening when
         // it arrives.
@@ -639,7 +683,7 @@ impl Stack {
                     };
                     let chunk = socket
                         .recv(|b| {
-                            let n = b.len().min(CHUNK);
+                            let n = b.len().min(flow::CHUNK);
                             (n, b[..n].to_vec())
                         })
                         .unwrap_or_default();
@@ -653,28 +697,47 @@ impl Stack {
                     open.to_up = None;
                 }
             }
-            // Upstream -> sandbox, as far as the socket has room.
+            // Upstream -> sandbox, as far as the socket has room and the
+            // budget covers the send buffer's pages. What is not taken waits
+            // in the channel, and the upstream task stops reading when that
+            // is full: the upstream is held back, nothing queues.
+            let OpenFlow {
+                pending,
+                from_up,
+                tx_base,
+                tx_charge,
+                ..
+            } = &mut **open;
             loop {
-                if open.pending.is_none() {
-                    let Some(rx) = open.from_up.as_mut() else {
+                if pending.is_none() {
+                    let Some(rx) = from_up.as_mut() else {
                         break;
                     };
                     match rx.try_recv() {
-                        Ok(chunk) => open.pending = Some((chunk, 0)),
+                        Ok(chunk) => *pending = Some((chunk, 0)),
                         Err(mpsc::error::TryRecvError::Empty) => break,
                         Err(mpsc::error::TryRecvError::Disconnected) => {
-                            open.from_up = None;
+                            *from_up = None;
                             break;
                         }
                     }
                 }
-                let Some((chunk, off)) = open.pending.as_mut() else {
+                let Some((chunk, off)) = pending.as_mut() else {
                     break;
                 };
+                let chunk = &chunk.bytes;
                 if !socket.can_send() {
                     break;
                 }
-                let n = socket.send_slice(&chunk[*off..]).unwrap_or(0);
+                let n = socket
+                    .send(|buf| {
+                        let start = buf.as_ptr() as usize - *tx_base;
+                        let want = buf.len().min(chunk.len() - *off);
+                        let n = tx_charge.cover(start, start + want) - start;
+                        buf[..n].copy_from_slice(&chunk[*off..*off + n]);
+                        (n, n)
+                    })
+                    .unwrap_or(0);
                 if n == 0 {
                     break;
                 }
@@ -682,7 +745,7 @@ impl Stack {
                 flow.bytes_in += n as u64;
                 moved = true;
                 if *off == chunk.len() {
-                    open.pending = None;
+                    *pending = None;
                 }
             }
             if open.from_up.is_none() && open.pending.is_none() && !open.fin_sent {
@@ -765,6 +828,11 @@ impl Drop for Stack {
                 self.emit(flow_event(&flow, "; cut when the sandbox ended"));
             }
         }
+        // The sockets' buffers go now, so that the freed memory can be
+        // handed back (the connections' tasks end on their own threads:
+        // what they free is returned as their heaps shrink).
+        self.sockets = SocketSet::new(Vec::new());
+        budget::trim_allocator();
     }
 }
 

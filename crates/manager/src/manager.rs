@@ -186,6 +186,13 @@ impl Manager {
         &self.pool_stats
     }
 
+    /// The gateways' memory in use and each sandbox's budget, when
+    /// sandboxes have a network.
+    pub fn gateway_memory(&self) -> Option<(&egress::GatewayMemory, usize)> {
+        let net = self.cfg.network.as_ref()?;
+        Some((&net.memory, net.memory_per_sandbox))
+    }
+
     pub fn totals(&self) -> &Totals {
         &self.totals
     }
@@ -252,6 +259,7 @@ impl Manager {
                 net.gateway_config(),
                 egress::AllowList::default(),
                 self.audit.sink_for(&id),
+                net.memory_budget(),
             )),
             (Some(_), None) => {
                 destroy_blocking(sandbox).await;

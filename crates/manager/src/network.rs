@@ -18,6 +18,11 @@ pub struct NetworkConfig {
     pub upstream_tls: Arc<egress::intercept::ca::UpstreamTls>,
     /// The threads gateways run on.
     pub shards: Arc<egress::Shards>,
+    /// Bytes of gateway buffers each sandbox's connections may hold in the
+    /// daemon (see `egress::budget`).
+    pub memory_per_sandbox: usize,
+    /// Gateway memory in use, all sandboxes together (for `/metrics`).
+    pub memory: Arc<egress::GatewayMemory>,
 }
 
 impl std::fmt::Debug for NetworkConfig {
@@ -37,6 +42,11 @@ impl NetworkConfig {
             mtu: self.link.mtu as usize,
             resolver: self.resolver.clone(),
         }
+    }
+
+    /// A new sandbox's gateway memory budget.
+    pub fn memory_budget(&self) -> Arc<egress::MemoryBudget> {
+        egress::MemoryBudget::new(self.memory_per_sandbox, self.memory.clone())
     }
 }
 

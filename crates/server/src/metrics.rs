@@ -196,6 +196,26 @@ impl Collector for SandboxCollector {
                 ("denied", t.net_denied.load(Ordering::Relaxed)),
             ],
         )?;
+        if let Some((memory, per_sandbox)) = m.gateway_memory() {
+            gauge(
+                &mut encoder,
+                "egress_memory_bytes",
+                "Bytes of egress gateway buffers held for sandboxes' connections now",
+                memory.in_use.load(Ordering::Relaxed) as i64,
+            )?;
+            gauge(
+                &mut encoder,
+                "egress_memory_per_sandbox_bytes",
+                "Egress gateway buffers one sandbox may hold (--egress-memory-per-sandbox)",
+                per_sandbox as i64,
+            )?;
+            counter(
+                &mut encoder,
+                "egress_memory_refusals",
+                "Connections refused because their sandbox's gateway memory was spent",
+                memory.refusals.load(Ordering::Relaxed) as f64,
+            )?;
+        }
         labelled(
             &mut encoder,
             "egress_bytes",

@@ -109,6 +109,25 @@ pub struct ServeArgs {
     /// The private key of `--expose-cert` (PEM).
     #[arg(long, value_name = "FILE", requires = "expose_cert")]
     expose_key: Option<PathBuf>,
+    /// Memory the egress gateway may hold in the daemon for one sandbox's
+    /// connections (their buffers; e.g. 64M). A connection that does not
+    /// fit is refused; a stream slows down rather than buffer past it.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_gateway_memory)]
+    egress_memory_per_sandbox: u64,
+}
+
+/// The least `--egress-memory-per-sandbox`: a few connections' worth.
+const MIN_GATEWAY_MEMORY: u64 = 4 << 20;
+
+fn parse_gateway_memory(s: &str) -> Result<u64, String> {
+    let n = jail::parse_size(s)?;
+    if n < MIN_GATEWAY_MEMORY {
+        return Err(format!(
+            "{s:?}: at least {}M, enough for a few connections",
+            MIN_GATEWAY_MEMORY >> 20
+        ));
+    }
+    Ok(n)
 }
 
 /// The documented default address for exposed ports.
@@ -163,6 +182,8 @@ fn host_memory_mb() -> Result<u64> {
 
 pub fn main(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i32> {
     raise_open_files_limit();
+    // Before any thread starts: the gateway's charges follow pages touched.
+    egress::budget::tune_allocator();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -225,6 +246,8 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
             egress::Shards::start(std::thread::available_parallelism().map_or(2, |n| n.get()))
                 .context("starting the egress gateway threads")?,
         ),
+        memory_per_sandbox: usize::try_from(args.egress_memory_per_sandbox).unwrap_or(usize::MAX),
+        memory: Arc::default(),
     };
     let cfg = ManagerConfig {
         data_dir: data_dir.to_path_buf(),

@@ -159,6 +159,11 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `http://host:port`, as `DENO_SANDBOX_ENDPOINT` takes it.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)

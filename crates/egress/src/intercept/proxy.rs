@@ -7,6 +7,7 @@ use super::body::{BoxError, ReplacingBody};
 use super::decode;
 use super::substitute::{substitute_header_value, Substitutions};
 use super::{InterceptStats, Interception};
+use crate::budget::{Charge, MemoryBudget};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
@@ -29,8 +30,12 @@ type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// Bodies up to this size with a known length are rewritten whole, so the
 /// upstream (or the sandbox) still gets a Content-Length; larger ones are
-/// streamed (chunked on HTTP/1.1).
+/// streamed (chunked on HTTP/1.1). A body rewritten whole is held about
+/// three times over (as read, as copied, as rewritten): that is charged to
+/// the sandbox's gateway budget while it is rewritten, and a body that does
+/// not fit is streamed instead.
 const BUFFER_LIMIT: u64 = 1 << 20;
+const BUFFER_COPIES: usize = 3;
 
 /// Hop-by-hop headers (RFC 9110 7.6.1): they describe one connection, and
 /// the two sides of the gateway are different connections, possibly of
@@ -64,6 +69,7 @@ struct Conn {
     first_refusal: std::sync::OnceLock<String>,
     /// Upgraded (WebSocket) tunnels: the connection lasts until they end.
     tunnels: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    budget: Arc<MemoryBudget>,
 }
 
 /// Serves one intercepted connection until either side closes. `sandbox`
@@ -75,6 +81,7 @@ pub async fn serve<S>(
     host: &str,
     port: u16,
     icpt: Arc<Interception>,
+    budget: Arc<MemoryBudget>,
 ) -> Result<InterceptStats, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -126,6 +133,7 @@ where
         refused: AtomicU64::new(0),
         first_refusal: std::sync::OnceLock::new(),
         tunnels: std::sync::Mutex::new(Vec::new()),
+        budget,
     });
     let svc_conn = conn.clone();
     let service = service_fn(move |req| {
@@ -247,8 +255,8 @@ impl Conn {
 
         // The body.
         let length = content_length(&parts.headers);
-        let body: ProxyBody = match length {
-            Some(n) if n <= BUFFER_LIMIT => {
+        let body: ProxyBody = match self.whole_body_charge(length) {
+            Some(_charge) => {
                 let bytes = body
                     .collect()
                     .await
@@ -319,6 +327,12 @@ impl Conn {
         self.respond(response).await
     }
 
+    /// The charge for rewriting a body of `length` whole; None: stream it.
+    fn whole_body_charge(&self, length: Option<u64>) -> Option<Charge> {
+        let n = length.filter(|&n| n <= BUFFER_LIMIT)?;
+        self.budget.charge(BUFFER_COPIES * n as usize)
+    }
+
     async fn respond(&self, response: Response<Incoming>) -> Result<Response<ProxyBody>, String> {
         let (mut parts, body) = response.into_parts();
         let inbound = &self.inbound;
@@ -356,8 +370,8 @@ impl Conn {
             let body = ReplacingBody::new(decode::decoded(body, &codings)).stage(inbound, None);
             return Ok(Response::from_parts(parts, body.boxed()));
         }
-        let body: ProxyBody = match content_length(&parts.headers) {
-            Some(n) if n <= BUFFER_LIMIT => {
+        let body: ProxyBody = match self.whole_body_charge(content_length(&parts.headers)) {
+            Some(_charge) => {
                 let bytes = body
                     .collect()
                     .await
@@ -524,7 +538,11 @@ mod tests {
         let (sandbox, gateway) = tokio::io::duplex(64 * 1024);
         let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let gateway = tokio::spawn(async move {
-            serve(gateway, tcp, "api.test", port, Arc::new(icpt))
+            let budget = MemoryBudget::new(
+                crate::budget::DEFAULT_PER_SANDBOX,
+                Arc::new(crate::budget::GatewayMemory::default()),
+            );
+            serve(gateway, tcp, "api.test", port, Arc::new(icpt), budget)
                 .await
                 .unwrap()
         });
