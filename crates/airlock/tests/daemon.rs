@@ -5,7 +5,7 @@
 mod common;
 
 use base64::Engine;
-use common::daemon::{call, set_timeout, Daemon, Ws};
+use common::daemon::{call, run_python, set_timeout, Daemon, Ws};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
@@ -519,21 +519,6 @@ fn a_token_reaches_only_its_own_sandboxes() {
         "/root"
     );
     assert_eq!(d.http("DELETE", &format!("/api/v3/sandbox/{id}")).0, 200);
-}
-
-/// Spawns `python3 -c CODE` in the sandbox and waits for it to exit 0.
-fn run_python(ws: &mut Ws, id: u64, code: &str) {
-    let r = call(
-        ws,
-        id,
-        "spawn",
-        json!({"command": "python3", "args": ["-c", code], "stdout": "null", "stderr": "null"}),
-    );
-    let pid = r["result"]["ok"]["pid"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{r}"));
-    let status = call(ws, id + 1, "processWait", json!({"pid": pid}));
-    assert_eq!(status["result"]["ok"]["code"], 0, "{status}");
 }
 
 #[test]

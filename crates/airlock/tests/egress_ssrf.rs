@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::daemon::{call, Daemon, Ws};
+use common::daemon::{call, run_python, Daemon, Ws};
 use common::netns::{Banner, TestNet};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -61,17 +61,7 @@ open("/tmp/out.json", "w").write(json.dumps(out))
 "#,
         targets = serde_json::to_string(targets).unwrap()
     );
-    let r = call(
-        ws,
-        1,
-        "spawn",
-        json!({"command": "python3", "args": ["-c", code], "stdout": "null", "stderr": "null"}),
-    );
-    let pid = r["result"]["ok"]["pid"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{r}"));
-    let status = call(ws, 2, "processWait", json!({"pid": pid}));
-    assert_eq!(status["result"]["ok"]["code"], 0, "{status}");
+    run_python(ws, 1, &code);
     let text = call(ws, 3, "readTextFile", json!({"path": "/tmp/out.json"}));
     serde_json::from_str(
         text["result"]["ok"]

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::daemon::{call, Daemon};
+use common::daemon::{call, run_python, Daemon};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -205,21 +205,6 @@ time.sleep(600)
         std::thread::sleep(Duration::from_millis(200));
     }
     eprintln!("daemon RSS after the sandbox ended: {} MiB", mib(rss(pid)));
-}
-
-/// Spawns `python3 -c CODE` in the sandbox and waits for it to exit 0.
-fn run_python(ws: &mut common::daemon::Ws, id: u64, code: &str) {
-    let r = call(
-        ws,
-        id,
-        "spawn",
-        json!({"command": "python3", "args": ["-c", code], "stdout": "null", "stderr": "null"}),
-    );
-    let pid = r["result"]["ok"]["pid"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{r}"));
-    let status = call(ws, id + 1, "processWait", json!({"pid": pid}));
-    assert_eq!(status["result"]["ok"]["code"], 0, "{status}");
 }
 
 /// The sandbox's denied audit events (they are written in batches).

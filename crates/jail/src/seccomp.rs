@@ -302,40 +302,44 @@ mod tests {
         }
     }
 
-    /// Runs `syscall(nr, args...)` in a forked child under the policy and
-    /// returns its errno (0 when the call succeeded).
+    /// Runs `syscall(nr, args...)` under the policy on a thread of its own
+    /// and returns its errno (0 when the call succeeded). Seccomp filters
+    /// and `no_new_privs` belong to the calling thread only, so they end
+    /// with it. A thread rather than a forked child: a child would share
+    /// every open file of this test process, flock locks of other tests
+    /// included, for as long as it lives.
     fn errno_under_policy(nr: libc::c_long, args: [u64; 3]) -> i32 {
         let policy = Policy::build().unwrap();
-        // SAFETY: the child only makes raw syscalls (prctl, seccomp, the
-        // probed call) and `_exit`s; it never returns into the test harness
-        // or touches locks other threads may hold.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-        if pid == 0 {
-            // SAFETY: plain syscalls in the child, see above.
-            unsafe {
-                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-                    || install(&policy).is_err()
-                {
-                    libc::_exit(255);
-                }
-                let rc = libc::syscall(nr, args[0], args[1], args[2]);
-                if rc == 0 && nr == libc::SYS_clone {
-                    // The clone's own child: it exists only if the rule failed.
-                    libc::_exit(254);
-                }
-                let errno = *libc::__errno_location();
-                libc::_exit(if rc < 0 { errno } else { 0 });
+        std::thread::spawn(move || {
+            // SAFETY: prctl with constant arguments, for this thread only.
+            let nnp = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+            assert_eq!(nnp, 0, "no_new_privs: {}", std::io::Error::last_os_error());
+            install(&policy).expect("installing the policy");
+            // SAFETY: the probed calls take integer arguments only (no
+            // pointers the kernel would write through).
+            let rc = unsafe { libc::syscall(nr, args[0], args[1], args[2]) };
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            if nr == libc::SYS_clone && rc == 0 {
+                // The clone's own child: it exists only if the rule failed.
+                // SAFETY: leaving the child at once, touching nothing.
+                unsafe { libc::_exit(0) };
             }
-        }
-        let mut status = 0;
-        // SAFETY: waiting for the child forked above.
-        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert_eq!(waited, pid);
-        assert!(libc::WIFEXITED(status), "probe child died: {status:#x}");
-        let code = libc::WEXITSTATUS(status);
-        assert_ne!(code, 255, "the probe child could not install the policy");
-        code
+            if rc < 0 {
+                return errno;
+            }
+            // SAFETY: releasing what the call made: a socket fd, or the
+            // child of a clone that should have been refused.
+            unsafe {
+                if nr == libc::SYS_clone {
+                    libc::waitpid(rc as libc::pid_t, std::ptr::null_mut(), 0);
+                } else {
+                    libc::close(rc as libc::c_int);
+                }
+            }
+            0
+        })
+        .join()
+        .expect("the probe thread panicked")
     }
 
     /// Each argument rule, tried through the kernel with the refused value

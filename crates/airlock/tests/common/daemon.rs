@@ -311,3 +311,19 @@ pub fn reply(ws: &mut Ws, id: u64) -> Value {
         }
     }
 }
+
+/// Spawns `python3 -c CODE` in the sandbox (request ids `id` and `id + 1`)
+/// and waits for it to exit 0.
+pub fn run_python(ws: &mut Ws, id: u64, code: &str) {
+    let r = call(
+        ws,
+        id,
+        "spawn",
+        serde_json::json!({"command": "python3", "args": ["-c", code], "stdout": "null", "stderr": "null"}),
+    );
+    let pid = r["result"]["ok"]["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{r}"));
+    let status = call(ws, id + 1, "processWait", serde_json::json!({"pid": pid}));
+    assert_eq!(status["result"]["ok"]["code"], 0, "{status}");
+}
