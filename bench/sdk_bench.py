@@ -8,6 +8,8 @@ Starts its own `airlock serve` (temporary store, fresh token, --listen
   create                 `client.sandbox.create()` until the context is entered
   create -> first exec   create + spawn("sh", ["-c", "echo hi"]) + stdout read + wait()
   round trip             on one sandbox: spawn("true") + wait()
+  create -> exec -> close  back to back, as agents use it (close included)
+  close                  the SDK's close() (context exit) of the samples above
 
 with --pause-ms between creates so the warm pool refills. Prints p50/p99/mean
 in ms and PASS/MISS against the issue's targets (create p50 < 10 ms from the
@@ -145,6 +147,16 @@ def first_exec(client, close_timeout):
     return d
 
 
+def create_exec_close(client, close_timeout):
+    """How agents use a sandbox: create, one command, close, back to back."""
+    start = time.perf_counter()
+    with client.sandbox.create() as sb:
+        shorten_close(sb, close_timeout)
+        status = sb.spawn("true", stdout="null", stderr="null").wait()
+        assert status["code"] == 0, status
+    return ms_since(start)
+
+
 def create_only(client, close_timeout):
     start = time.perf_counter()
     cm = client.sandbox.create()
@@ -212,6 +224,8 @@ def main():
         rows.append((f"create -> first exec ({args.pause_ms} ms pause)",
                      sampled(n, pause, lambda: first_exec(client, ct)), None))
         rows.append(("create -> first exec (no pause)", sampled(n, 0, lambda: first_exec(client, ct)), None))
+        rows.append(("create -> exec -> close (no pause)",
+                     sampled(n, 0, lambda: create_exec_close(client, ct)), None))
         time.sleep(1)
         print("  round trip...", file=sys.stderr)
         rows.append(('round trip: spawn("true").wait()', round_trips(client, n), ROUND_TRIP_TARGET_MS))

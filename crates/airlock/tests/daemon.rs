@@ -608,8 +608,11 @@ fn per_token_quota_refuses_the_fourth_and_frees_on_end() {
     let (mut ws, id) = held.remove(0);
     ws.close(None).unwrap();
     let _ = close_code(&mut ws);
+    // The client's close returns before the teardown; the quota is free
+    // once the record says the sandbox ended (after its capacity is).
     wait_until("the closed sandbox to end", Duration::from_secs(10), || {
-        sandbox_leftovers(&id).is_empty()
+        let (_, body) = d.http("GET", &format!("/api/v3/sandbox/{id}"));
+        sandbox_leftovers(&id).is_empty() && !body.contains(r#""status":"running""#)
     });
     let (mut ws, _) = d.create(json!({}));
     assert_eq!(

@@ -98,6 +98,13 @@ pub async fn run(
     rpc.shutdown();
     drop(rpc);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    // The connection closes when both halves are gone; the writer has let
+    // go of its half. Closing now, before a session sandbox is torn down
+    // below, means a client's `close()` (which waits for the server to
+    // close TCP, RFC 6455 §7.1.1) returns at once instead of waiting for
+    // the teardown. The daemon still counts the sandbox for admission until
+    // `kill` has released everything of it.
+    drop(stream);
     if close_at.is_some() {
         state
             .killed_via_console
