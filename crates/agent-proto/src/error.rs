@@ -214,6 +214,20 @@ pub fn errno_name(errno: i32) -> Option<&'static str> {
 mod tests {
     use super::*;
 
+    /// The text the hosted service's zod 4 gives, field order included.
+    #[test]
+    fn invalid_type_is_a_zod_4_issue() {
+        let e = ErrorObject::invalid_type(&["path"], "string", None);
+        assert!(e.is_invalid_params());
+        assert_eq!(
+            e.message,
+            r#"[{"expected":"string","code":"invalid_type","path":["path"],"message":"Invalid input: expected string, received undefined"}]"#
+        );
+        let e = ErrorObject::invalid_type(&["a", "0"], "number", Some(&Value::Null));
+        assert!(e.message.contains("received null"), "{}", e.message);
+        assert!(!ErrorObject::type_error("x").is_invalid_params());
+    }
+
     #[test]
     fn io_errors_map_to_deno_classes() {
         let e = ErrorObject::from_io(&io::Error::from_raw_os_error(libc::ENOENT));

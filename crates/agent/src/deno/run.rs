@@ -225,7 +225,12 @@ mod tests {
         assert!(err(json!({"code": "1", "watch": true})).contains("needs an \"entrypoint\""));
         assert!(err(json!({"entrypoint": ""})).contains("empty"));
         assert!(err(json!({"entrypoint": "a", "watch": "x"})).contains("boolean or an array"));
-        assert!(err(json!({"entrypoint": 3})).contains("must be a string"));
-        assert!(err(json!({"code": "1", "scriptArgs": [1]})).contains("array of strings"));
+        // Mistyped params are validation errors naming the field.
+        let e = plan(&json!({"entrypoint": 3})).unwrap_err();
+        assert!(e.is_invalid_params(), "{e:?}");
+        assert!(e.message.contains(r#""path":["entrypoint"]"#), "{e:?}");
+        let e = plan(&json!({"code": "1", "scriptArgs": [1]})).unwrap_err();
+        assert!(e.is_invalid_params(), "{e:?}");
+        assert!(e.message.contains(r#""path":["scriptArgs","0"]"#), "{e:?}");
     }
 }

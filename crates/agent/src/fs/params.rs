@@ -61,12 +61,13 @@ impl<'a> Params<'a> {
         }
     }
 
-    fn wrong_type(&self, key: &str, expected: &str, got: &Value) -> ErrorObject {
+    pub(crate) fn wrong_type(&self, key: &str, expected: &str, got: &Value) -> ErrorObject {
         self.invalid(key, expected, Some(got))
     }
 
-    fn missing(&self, key: &str, expected: &str) -> ErrorObject {
-        self.invalid(key, expected, None)
+    /// Absent, or `null` (which zod reports as received).
+    pub(crate) fn missing(&self, key: &str, expected: &str) -> ErrorObject {
+        self.invalid(key, expected, self.map.get(key))
     }
 
     pub(crate) fn str(&self, key: &str) -> Result<&str, ErrorObject> {
