@@ -296,6 +296,9 @@ def test_missing_or_mistyped_params_raise_rpc_validation_error(client):
             sb._bridge.run(sb._rpc.call("fetch", {"method": "GET"}))
         assert e.value.errors[0]["path"] == ["url"]
         with pytest.raises(RpcValidationError) as e:
+            sb._bridge.run(sb._rpc.call("exposeHttp", {"domain": "x", "port": "8000"}))
+        assert e.value.errors[0]["path"] == ["port"]
+        with pytest.raises(RpcValidationError) as e:
             sb._bridge.run(sb._rpc.call("writeTextFile", {"path": "/tmp/x", "content": 5}))
         assert e.value.errors[0]["path"] == ["content"]
         # A missing file is still an application error, not a validation one.

@@ -131,9 +131,7 @@ pub(super) fn parse(params: &Map<String, Value>) -> Result<Request, ErrorObject>
             )))
         }
     };
-    if let Some(other) = params.get("pid").filter(|v| !v.is_null() && !v.is_number()) {
-        return Err(ErrorObject::invalid_type(&["pid"], "number", Some(other)));
-    }
+    crate::sandbox_port::numbers_typed(params, &["pid"])?;
     let pid = crate::sandbox_port::pid_param(params).map_err(type_error)?;
     Ok(Request {
         url,
