@@ -72,9 +72,10 @@ impl ErrorObject {
     }
 
     /// Params that failed validation: a [`VALIDATION_ERROR`] whose message
-    /// is the JSON of the issues, as zod's `ZodError.message` is.
+    /// is the JSON of the issues, indented by two spaces as zod's
+    /// `ZodError.message` is (`JSON.stringify(issues, null, 2)`).
     pub fn invalid_params(issues: &[ZodIssue]) -> Self {
-        let message = serde_json::to_string(issues).expect("issues serialize");
+        let message = serde_json::to_string_pretty(issues).expect("issues serialize");
         Self::new(VALIDATION_ERROR, message, None)
     }
 
@@ -221,7 +222,16 @@ mod tests {
         assert!(e.is_invalid_params());
         assert_eq!(
             e.message,
-            r#"[{"expected":"string","code":"invalid_type","path":["path"],"message":"Invalid input: expected string, received undefined"}]"#
+            r#"[
+  {
+    "expected": "string",
+    "code": "invalid_type",
+    "path": [
+      "path"
+    ],
+    "message": "Invalid input: expected string, received undefined"
+  }
+]"#
         );
         let e = ErrorObject::invalid_type(&["a", "0"], "number", Some(&Value::Null));
         assert!(e.message.contains("received null"), "{}", e.message);

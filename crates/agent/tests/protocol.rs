@@ -522,9 +522,11 @@ fn malformed_calls_get_type_or_validation_errors() {
     assert_error(&agent.err("envSet", json!({"key": "K"})), "ZodError", None);
     let err = agent.err("readFile", json!({"path": 7}));
     assert_error(&err, "ZodError", None);
+    let issues: Value = serde_json::from_str(err["message"].as_str().unwrap()).unwrap();
     assert_eq!(
-        err["message"],
-        r#"[{"expected":"string","code":"invalid_type","path":["path"],"message":"Invalid input: expected string, received number"}]"#
+        issues,
+        json!([{"expected": "string", "code": "invalid_type", "path": ["path"],
+                "message": "Invalid input: expected string, received number"}])
     );
     assert_error(
         &agent.err("writeFile", json!({"path": "x"})),

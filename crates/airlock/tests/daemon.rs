@@ -233,11 +233,11 @@ fn missing_or_mistyped_params_are_zod_validation_errors() {
         serde_json::from_str(r["error"]["data"]["message"].as_str().unwrap()).unwrap()
     };
 
-    // Served by the agent: the exact wire text, field order included.
+    // Served by the agent: zod's text, field order and indentation included.
     let r = call(&mut ws, 1, "readTextFile", json!({}));
     assert_eq!(
         r["error"]["data"]["message"],
-        r#"[{"expected":"string","code":"invalid_type","path":["path"],"message":"Invalid input: expected string, received undefined"}]"#,
+        "[\n  {\n    \"expected\": \"string\",\n    \"code\": \"invalid_type\",\n    \"path\": [\n      \"path\"\n    ],\n    \"message\": \"Invalid input: expected string, received undefined\"\n  }\n]",
         "{r}"
     );
     let r = call(
