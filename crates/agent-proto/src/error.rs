@@ -2,7 +2,54 @@
 //! every failed call so the SDKs can decode it into their own classes.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::io;
+
+/// The class of a parameter validation error. The hosted Deno service
+/// validates params with zod; the daemon answers an error of this class as
+/// a top-level JSON-RPC `-32602` whose `data` is this object, which the
+/// Python SDK turns into `RpcValidationError` (`deno_sandbox/rpc.py`).
+pub const VALIDATION_ERROR: &str = "ZodError";
+
+/// One zod 4 issue, fields in zod's order. The Python SDK requires
+/// `expected` and a `path` of strings (it snake-cases each element).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ZodIssue {
+    pub expected: String,
+    pub code: String,
+    pub path: Vec<String>,
+    pub message: String,
+}
+
+impl ZodIssue {
+    /// An `invalid_type` issue worded as zod 4 words it:
+    /// `Invalid input: expected string, received undefined`. `got` is
+    /// `None` for a missing value.
+    pub fn invalid_type(path: &[&str], expected: &str, got: Option<&Value>) -> Self {
+        let received = match got {
+            None => "undefined",
+            Some(v) => zod_type(v),
+        };
+        Self {
+            expected: expected.to_string(),
+            code: "invalid_type".to_string(),
+            path: path.iter().map(|p| p.to_string()).collect(),
+            message: format!("Invalid input: expected {expected}, received {received}"),
+        }
+    }
+}
+
+/// zod's name for the type of a parsed JSON value.
+fn zod_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -22,6 +69,24 @@ impl ErrorObject {
             message: message.into(),
             code: code.map(str::to_string),
         }
+    }
+
+    /// Params that failed validation: a [`VALIDATION_ERROR`] whose message
+    /// is the JSON of the issues, indented by two spaces as zod's
+    /// `ZodError.message` is (`JSON.stringify(issues, null, 2)`).
+    pub fn invalid_params(issues: &[ZodIssue]) -> Self {
+        let message = serde_json::to_string_pretty(issues).expect("issues serialize");
+        Self::new(VALIDATION_ERROR, message, None)
+    }
+
+    /// A missing (`got: None`) or wrongly typed param at `path`.
+    pub fn invalid_type(path: &[&str], expected: &str, got: Option<&Value>) -> Self {
+        Self::invalid_params(&[ZodIssue::invalid_type(path, expected, got)])
+    }
+
+    /// Whether this is a parameter validation error (see [`VALIDATION_ERROR`]).
+    pub fn is_invalid_params(&self) -> bool {
+        self.constructor_name == VALIDATION_ERROR
     }
 
     /// Invalid arguments from the caller.
@@ -149,6 +214,29 @@ pub fn errno_name(errno: i32) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The text the hosted service's zod 4 gives, field order included.
+    #[test]
+    fn invalid_type_is_a_zod_4_issue() {
+        let e = ErrorObject::invalid_type(&["path"], "string", None);
+        assert!(e.is_invalid_params());
+        assert_eq!(
+            e.message,
+            r#"[
+  {
+    "expected": "string",
+    "code": "invalid_type",
+    "path": [
+      "path"
+    ],
+    "message": "Invalid input: expected string, received undefined"
+  }
+]"#
+        );
+        let e = ErrorObject::invalid_type(&["a", "0"], "number", Some(&Value::Null));
+        assert!(e.message.contains("received null"), "{}", e.message);
+        assert!(!ErrorObject::type_error("x").is_invalid_params());
+    }
 
     #[test]
     fn io_errors_map_to_deno_classes() {

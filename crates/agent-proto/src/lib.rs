@@ -42,5 +42,5 @@ mod messages;
 pub const TUNNEL_WINDOW: usize = 1 << 20;
 
 pub use codec::{encode_frame, DecodeError, Decoder, Frame, FrameKind, HEADER_LEN, MAX_PAYLOAD};
-pub use error::ErrorObject;
+pub use error::{ErrorObject, ZodIssue, VALIDATION_ERROR};
 pub use messages::{Call, Hello, Reply, PROTOCOL_VERSION};

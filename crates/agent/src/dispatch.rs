@@ -90,9 +90,7 @@ impl Agent {
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, ErrorObject> {
         let params = if params.is_null() { json!({}) } else { params };
         if !params.is_object() {
-            return Err(ErrorObject::type_error(format!(
-                "{method}: params must be an object"
-            )));
+            return Err(ErrorObject::invalid_type(&[], "object", Some(&params)));
         }
         match method {
             "ping" => Ok(json!("pong")),

@@ -35,9 +35,10 @@ impl Env {
         Some(match method {
             "envGet" => key(method, params).map(|k| vars.get(k).map_or(Value::Null, |v| json!(v))),
             "envSet" => key(method, params).and_then(|k| {
-                let value = params.get("value").and_then(Value::as_str).ok_or_else(|| {
-                    ErrorObject::type_error(format!("{method}: missing string param \"value\""))
-                })?;
+                let value = match params.get("value") {
+                    Some(Value::String(v)) => v,
+                    other => return Err(ErrorObject::invalid_type(&["value"], "string", other)),
+                };
                 if value.contains('\0') {
                     return Err(ErrorObject::type_error(format!(
                         "{method}: value contains a NUL byte"
@@ -70,9 +71,10 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 }
 
 fn key<'a>(method: &str, params: &'a Value) -> Result<&'a str, ErrorObject> {
-    let k = params.get("key").and_then(Value::as_str).ok_or_else(|| {
-        ErrorObject::type_error(format!("{method}: missing string param \"key\""))
-    })?;
+    let k = match params.get("key") {
+        Some(Value::String(k)) => k.as_str(),
+        other => return Err(ErrorObject::invalid_type(&["key"], "string", other)),
+    };
     validate_name(k).map_err(|e| ErrorObject::type_error(format!("{method}: {e}")))?;
     Ok(k)
 }

@@ -183,20 +183,21 @@ fn mode(params: &Value, key: &str, default: Mode) -> Result<Mode, ErrorObject> {
     }
 }
 
-/// `["a", "b"]` from an optional string-array param of `method`.
-pub(crate) fn string_list(
-    method: &str,
-    params: &Value,
-    key: &str,
-) -> Result<Vec<String>, ErrorObject> {
-    let bad = || ErrorObject::type_error(format!("{method}: {key} must be an array of strings"));
+/// `["a", "b"]` from an optional string-array param.
+pub(crate) fn string_list(params: &Value, key: &str) -> Result<Vec<String>, ErrorObject> {
     match params.get(key) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| v.as_str().map(str::to_string).ok_or_else(bad))
+            .enumerate()
+            .map(|(i, v)| {
+                // A string index: the Python SDK joins the path as strings.
+                v.as_str().map(str::to_string).ok_or_else(|| {
+                    ErrorObject::invalid_type(&[key, &i.to_string()], "string", Some(v))
+                })
+            })
             .collect(),
-        Some(_) => Err(bad()),
+        Some(other) => Err(ErrorObject::invalid_type(&[key], "array", Some(other))),
     }
 }
 
@@ -270,12 +271,14 @@ pub fn spawn_tapped(
     params: &Value,
     mut tap: Option<StderrTap>,
 ) -> Result<Value, ErrorObject> {
-    let command = params
-        .get("command")
-        .and_then(Value::as_str)
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| ErrorObject::type_error("spawn: missing string param \"command\""))?;
-    let args = string_list("spawn", params, "args")?;
+    let command = match params.get("command") {
+        Some(Value::String(c)) if c.is_empty() => {
+            return Err(ErrorObject::type_error("spawn: param \"command\" is empty"))
+        }
+        Some(Value::String(c)) => c.as_str(),
+        other => return Err(ErrorObject::invalid_type(&["command"], "string", other)),
+    };
+    let args = string_list(params, "args")?;
     let overrides = env_overrides(params)?;
     let clear_env = params
         .get("clearEnv")
@@ -599,14 +602,20 @@ fn set_winsize(fd: i32, rows: u16, cols: u16) -> io::Result<()> {
 }
 
 /// Parses `{pid}` params.
+/// A missing or non-numeric pid is a validation error; a number that is no
+/// pid a process can have is a `TypeError`.
 pub fn pid_param(method: &str, params: &Value) -> Result<i32, ErrorObject> {
-    params
-        .get("pid")
-        .and_then(Value::as_i64)
+    let pid = match params.get("pid") {
+        Some(v @ Value::Number(_)) => v,
+        other => return Err(ErrorObject::invalid_type(&["pid"], "number", other)),
+    };
+    pid.as_i64()
         .and_then(|p| i32::try_from(p).ok())
         .filter(|p| *p > 0)
         .ok_or_else(|| {
-            ErrorObject::type_error(format!("{method}: missing positive integer param \"pid\""))
+            ErrorObject::type_error(format!(
+                "{method}: pid must be a positive integer, got {pid}"
+            ))
         })
 }
 

@@ -211,10 +211,10 @@ fn fail(message: String) -> ErrorObject {
 impl Sessions {
     /// `pythonRun {code, session?, timeoutMs?}`.
     pub async fn run(&self, env: &Env, cwd: &Path, params: &Value) -> Result<Value, ErrorObject> {
-        let code = params
-            .get("code")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ErrorObject::type_error("pythonRun: missing string param \"code\""))?;
+        let code = match params.get("code") {
+            Some(Value::String(c)) => c.as_str(),
+            other => return Err(ErrorObject::invalid_type(&["code"], "string", other)),
+        };
         let session = match params.get("session") {
             None | Some(Value::Null) => "default",
             Some(Value::String(s)) if !s.is_empty() => s.as_str(),

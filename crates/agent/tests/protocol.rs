@@ -463,7 +463,10 @@ fn header_shorter_than_kind_and_id_is_skipped() {
 }
 
 #[test]
-fn malformed_calls_get_type_errors() {
+/// A call that cannot be read is a `TypeError`; params missing or of the
+/// wrong type are a `ZodError` (the daemon answers it as JSON-RPC -32602);
+/// well-typed but bad values are `TypeError`s.
+fn malformed_calls_get_type_or_validation_errors() {
     let mut agent = Agent::start();
 
     let id = agent.next_id();
@@ -490,12 +493,12 @@ fn malformed_calls_get_type_errors() {
     );
 
     let err = agent.err("ping", json!("a string"));
-    assert_error(&err, "TypeError", None);
+    assert_error(&err, "ZodError", None);
     agent.assert_ping("a Call whose params is a string");
 
     for params in [json!([1, 2]), json!(5), json!(true)] {
         let err = agent.err("readFile", params);
-        assert_error(&err, "TypeError", None);
+        assert_error(&err, "ZodError", None);
     }
     agent.assert_ping("Calls with non-object params");
 
@@ -504,15 +507,11 @@ fn malformed_calls_get_type_errors() {
     agent.assert_ping("an unknown method");
 
     // Wrongly typed params of real methods.
-    assert_error(&agent.err("spawn", json!({})), "TypeError", None);
-    assert_error(
-        &agent.err("spawn", json!({"command": 5})),
-        "TypeError",
-        None,
-    );
+    assert_error(&agent.err("spawn", json!({})), "ZodError", None);
+    assert_error(&agent.err("spawn", json!({"command": 5})), "ZodError", None);
     assert_error(
         &agent.err("processWait", json!({"pid": "x"})),
-        "TypeError",
+        "ZodError",
         None,
     );
     assert_error(
@@ -520,15 +519,18 @@ fn malformed_calls_get_type_errors() {
         "TypeError",
         None,
     );
-    assert_error(&agent.err("envSet", json!({"key": "K"})), "TypeError", None);
-    assert_error(
-        &agent.err("readFile", json!({"path": 7})),
-        "TypeError",
-        None,
+    assert_error(&agent.err("envSet", json!({"key": "K"})), "ZodError", None);
+    let err = agent.err("readFile", json!({"path": 7}));
+    assert_error(&err, "ZodError", None);
+    let issues: Value = serde_json::from_str(err["message"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        issues,
+        json!([{"expected": "string", "code": "invalid_type", "path": ["path"],
+                "message": "Invalid input: expected string, received number"}])
     );
     assert_error(
         &agent.err("writeFile", json!({"path": "x"})),
-        "TypeError",
+        "ZodError",
         None,
     );
     assert_error(

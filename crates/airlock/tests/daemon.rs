@@ -216,6 +216,92 @@ fn bad_requests_get_the_documented_errors() {
     );
 }
 
+/// Missing or mistyped params, whether the agent or the daemon checks them,
+/// are a top-level `-32602` whose `data` is a ZodError: `message` is the
+/// JSON of zod 4 issues naming the bad field. Both SDKs' Python client
+/// raises `RpcValidationError` only for this shape. Errors of the call
+/// itself (a file that is not there) stay in `result.error`.
+#[test]
+fn missing_or_mistyped_params_are_zod_validation_errors() {
+    let d = daemon();
+    let (mut ws, _id) = d.create(json!({}));
+    let issues = |r: &Value| -> Value {
+        assert_eq!(r["error"]["code"], -32602, "{r}");
+        assert_eq!(r["error"]["message"], "Invalid params", "{r}");
+        assert_eq!(r["error"]["data"]["constructorName"], "ZodError", "{r}");
+        assert!(r.get("result").is_none(), "{r}");
+        serde_json::from_str(r["error"]["data"]["message"].as_str().unwrap()).unwrap()
+    };
+
+    // Served by the agent: zod's text, field order and indentation included.
+    let r = call(&mut ws, 1, "readTextFile", json!({}));
+    assert_eq!(
+        r["error"]["data"]["message"],
+        "[\n  {\n    \"expected\": \"string\",\n    \"code\": \"invalid_type\",\n    \"path\": [\n      \"path\"\n    ],\n    \"message\": \"Invalid input: expected string, received undefined\"\n  }\n]",
+        "{r}"
+    );
+    let r = call(
+        &mut ws,
+        2,
+        "writeTextFile",
+        json!({"path": 7, "content": "x"}),
+    );
+    assert_eq!(
+        issues(&r),
+        json!([{"expected": "string", "code": "invalid_type", "path": ["path"],
+                "message": "Invalid input: expected string, received number"}])
+    );
+    // An option nested under `options` (as the JS SDK sends it) is named there.
+    let r = call(
+        &mut ws,
+        3,
+        "mkdir",
+        json!({"path": "/tmp/d", "options": {"recursive": "yes"}}),
+    );
+    assert_eq!(
+        issues(&r)[0]["path"],
+        json!(["options", "recursive"]),
+        "{r}"
+    );
+    let r = call(&mut ws, 4, "processKill", json!({}));
+    assert_eq!(issues(&r)[0]["path"], json!(["pid"]), "{r}");
+    let r = call(
+        &mut ws,
+        5,
+        "spawn",
+        json!({"command": "true", "args": ["a", 1]}),
+    );
+    assert_eq!(issues(&r)[0]["path"], json!(["args", "1"]), "{r}");
+    let r = call(&mut ws, 6, "envSet", json!({"key": "A"}));
+    assert_eq!(issues(&r)[0]["path"], json!(["value"]), "{r}");
+
+    // Checked by the daemon.
+    let r = call(&mut ws, 7, "fetch", json!({"method": "GET"}));
+    assert_eq!(
+        issues(&r),
+        json!([{"expected": "string", "code": "invalid_type", "path": ["url"],
+                "message": "Invalid input: expected string, received undefined"}])
+    );
+    let r = call(
+        &mut ws,
+        8,
+        "fetch",
+        json!({"url": "http://localhost/", "pid": "1"}),
+    );
+    assert_eq!(issues(&r)[0]["path"], json!(["pid"]), "{r}");
+
+    // Semantic errors are unchanged: a Deno error class in `result.error`.
+    let r = call(&mut ws, 9, "readTextFile", json!({"path": "/no/such/file"}));
+    assert_eq!(r["result"]["error"]["constructorName"], "NotFound", "{r}");
+    let r = call(&mut ws, 10, "processKill", json!({"pid": -3}));
+    assert_eq!(r["result"]["error"]["constructorName"], "TypeError", "{r}");
+    // The connection is still good.
+    assert_eq!(
+        call(&mut ws, 11, "envGet", json!({"key": "HOME"}))["result"]["ok"],
+        "/root"
+    );
+}
+
 #[test]
 fn session_sandbox_ends_with_its_creator_and_timed_one_outlives_it() {
     let d = daemon();

@@ -116,10 +116,11 @@ fn python_sessions_keep_state() {
     let r = reply(&mut py.ws, 9000);
     assert_eq!(r["result"]["ok"]["value"], "'slept'", "{r}");
 
-    // Bad params are a TypeError.
+    // Params of the wrong type are a validation error (JSON-RPC -32602).
     py.next += 1;
     let r = call(&mut py.ws, py.next, "pythonRun", json!({"code": 1}));
-    assert_eq!(r["result"]["error"]["constructorName"], "TypeError", "{r}");
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    assert_eq!(r["error"]["data"]["constructorName"], "ZodError", "{r}");
 }
 
 #[test]

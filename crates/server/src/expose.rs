@@ -127,10 +127,11 @@ pub(crate) async fn bind_rpc(
     let Some(exposure) = &state.expose else {
         return Err(disabled_error());
     };
-    let domain = params
-        .get("domain")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ErrorObject::type_error("exposeHttp: domain must be a string"))?;
+    let domain = match params.get("domain") {
+        Some(Value::String(d)) => d.as_str(),
+        other => return Err(ErrorObject::invalid_type(&["domain"], "string", other)),
+    };
+    sandbox_port::numbers_typed(params, &["port", "pid"])?;
     let bad = |m: String| ErrorObject::type_error(format!("exposeHttp: {m}"));
     let port = sandbox_port::port_param(params).map_err(bad)?;
     let pid = sandbox_port::pid_param(params).map_err(bad)?;

@@ -7,6 +7,18 @@ use agent_proto::ErrorObject;
 use manager::Live;
 use serde_json::{json, Map, Value};
 
+/// A JSON-RPC caller's `keys` (`port`, `pid`) present but not numbers: a
+/// validation error (answered as -32602), before the range checks below,
+/// whose messages are `TypeError`s.
+pub(crate) fn numbers_typed(params: &Map<String, Value>, keys: &[&str]) -> Result<(), ErrorObject> {
+    for &key in keys {
+        if let Some(v) = params.get(key).filter(|v| !v.is_null() && !v.is_number()) {
+            return Err(ErrorObject::invalid_type(&[key], "number", Some(v)));
+        }
+    }
+    Ok(())
+}
+
 /// `port` (1..65535) from request params, if present.
 pub(crate) fn port_param(params: &Map<String, Value>) -> Result<Option<u16>, String> {
     match params.get("port") {

@@ -77,6 +77,18 @@ test("deno.run: httpReady, fetch by pid, and false for a script that exits", asy
   assertEquals(await r.text(), "hi /path");
   await server.kill();
 
+  // With a pid the URL gives only path, query and Host: an https:// URL
+  // still reaches the process's plain-HTTP listener.
+  const echo = await sb.deno.run({
+    code: "Deno.serve({ port: 8127, onListen() {} }, (r) => { const u = new URL(r.url); " +
+      "return new Response(u.pathname + u.search + ' ' + r.headers.get('host')); })",
+    stdout: "null",
+  });
+  assertEquals(await echo.httpReady, true);
+  const s = await echo.fetch("https://app.example/abc?x=1");
+  assertEquals(await s.text(), "/abc?x=1 app.example");
+  await echo.kill();
+
   const quick = await sb.deno.run({ code: "console.log('done')", stdout: "piped" });
   assertEquals(await quick.httpReady, false);
   assertEquals((await quick.output()).stdoutText, "done\n");

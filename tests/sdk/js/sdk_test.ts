@@ -15,6 +15,7 @@ import {
   InvalidMemoryError,
   InvalidTimeoutError,
   InvalidTokenError,
+  RpcError,
   Sandbox,
   SandboxCommandError,
   SeekMode,
@@ -28,12 +29,15 @@ import {
   dec,
   denoError,
   enc,
+  ENDPOINT,
   fmt,
   listed,
+  REPO,
   SANDBOX_ID_RE,
   stopDaemonTest,
   test,
   TLS_DIR,
+  TOKEN,
   UNKNOWN_ID,
 } from "./harness.ts";
 
@@ -193,6 +197,43 @@ test("spawning an unknown command fails with NotFound", async () => {
     denoError("NotFound"),
   );
   assertEquals(await sb.sh`echo still fine`.text(), "still fine\n");
+});
+
+test("bad params are a JSON-RPC -32602 ZodError (RpcError)", async () => {
+  // The SDK's zod schemas check params before sending, so its public API
+  // never sends bad ones; its own transport (the JS twin of the Python SDK's
+  // `_rpc`) sends a request as it is, like another client would.
+  await using sb = await Sandbox.create();
+  const transportJs = new URL("target/sdk/js/node_modules/@deno/sandbox/esm/transport.js", REPO);
+  const { websocketTransport } = await import(transportJs.href);
+  const url = new URL(`/api/v3/sandbox/${sb.id}/connect`, ENDPOINT);
+  const transport = websocketTransport({ endpoint: url.href.replace(/^http/, "ws"), token: TOKEN });
+  try {
+    const send = (id: number, method: string, params: unknown) =>
+      transport.send({ jsonrpc: "2.0", id, method, params });
+    const e = await assertRejects(() => send(1, "readTextFile", {}), RpcError) as RpcError;
+    assertEquals(e.code, -32602);
+    const data = e.data as { constructorName: string; message: string };
+    assertEquals(data.constructorName, "ZodError");
+    assertEquals(JSON.parse(data.message), [{
+      expected: "string",
+      code: "invalid_type",
+      path: ["path"],
+      message: "Invalid input: expected string, received undefined",
+    }]);
+    // Checked by the daemon (fetch) and by the agent (an option under `options`).
+    const f = await assertRejects(() => send(2, "fetch", { method: "GET" }), RpcError) as RpcError;
+    assertEquals(JSON.parse((f.data as { message: string }).message)[0].path, ["url"]);
+    const m = await assertRejects(
+      () => send(3, "mkdir", { path: "/tmp/d", options: { recursive: "yes" } }),
+      RpcError,
+    ) as RpcError;
+    assertEquals(JSON.parse((m.data as { message: string }).message)[0].path, ["options", "recursive"]);
+  } finally {
+    await transport.close();
+  }
+  // A missing file is still an application error, decoded to Deno's class.
+  await assertRejects(() => sb.fs.readTextFile("/no/such/file"), denoError("NotFound"));
 });
 
 // ---------------------------------------------------------------- fs

@@ -146,6 +146,24 @@ async def test_concurrent_evals_on_one_repl(aclient):
         await repl.close()
 
 
+def test_fetch_by_pid_with_an_https_url_speaks_plain_http_to_the_process(client):
+    # With a pid the URL gives only path, query and Host: the process serves
+    # plain HTTP, so https:// must not make the daemon start a TLS handshake.
+    with client.sandbox.create() as sb:
+        p = sb.deno.run(
+            code="Deno.serve({ port: 8126, onListen() {} }, (r) => { const u = new URL(r.url);"
+            " return new Response('ok', { headers: { 'x-seen': u.pathname + u.search + ' '"
+            " + r.headers.get('host') } }); })",
+            stdout="null",
+        )
+        assert p.wait_http_ready() is True
+        r = p.fetch("https://app.example/abc?x=1")
+        assert r.status_code == 200
+        # The Python SDK's response exposes no body; the server echoes what
+        # it saw in a header.
+        assert [v for k, v in r.headers if k == "x-seen"] == ["/abc?x=1 app.example"]
+
+
 def test_fetch_by_pid_reaches_the_deno_server(client):
     with client.sandbox.create() as sb:
         p = sb.deno.run(

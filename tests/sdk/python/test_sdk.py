@@ -29,7 +29,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from deno_sandbox import AsyncDenoDeploy, DenoDeploy, HTTPStatusError
-from deno_sandbox.errors import AuthenticationError, ProcessAlreadyExited, UnknownRpcMethod
+from deno_sandbox.errors import (
+    AuthenticationError,
+    ProcessAlreadyExited,
+    RpcValidationError,
+    UnknownRpcMethod,
+)
 
 # The JS SDK refuses any other id shape before connecting (PROTOCOL.md §2).
 SANDBOX_ID_RE = re.compile(r"^sbx_[a-z]{3}_[0-9a-hjkmnp-z]{20}$")
@@ -263,6 +268,44 @@ def test_unknown_rpc_method(client):
     with client.sandbox.create() as sb:
         with pytest.raises(UnknownRpcMethod):
             sb.fs.download("/tmp/local", "/etc/hostname")
+        assert run(sb, "echo", "ok")[1] == b"ok\n"
+
+
+def test_missing_or_mistyped_params_raise_rpc_validation_error(client):
+    """Bad params are a JSON-RPC -32602 ZodError, which the SDK raises as
+    RpcValidationError with the zod issues (paths snake-cased by the SDK)."""
+    with client.sandbox.create() as sb:
+        # No params at all, through the SDK's own RPC client.
+        with pytest.raises(RpcValidationError) as e:
+            sb._bridge.run(sb._rpc.call("readTextFile", {}))
+        assert e.value.errors == [
+            {
+                "expected": "string",
+                "code": "invalid_type",
+                "path": ["path"],
+                "message": "Invalid input: expected string, received undefined",
+            }
+        ]
+        assert "Path: path, Expected: string" in str(e.value)
+        # Through the public API: a None path is sent as null.
+        with pytest.raises(RpcValidationError) as e:
+            sb.fs.read_text_file(None)  # type: ignore[arg-type]
+        assert e.value.errors[0]["message"].endswith("received null"), e.value.errors
+        # A method the daemon serves itself, and an option of the wrong type.
+        with pytest.raises(RpcValidationError) as e:
+            sb._bridge.run(sb._rpc.call("fetch", {"method": "GET"}))
+        assert e.value.errors[0]["path"] == ["url"]
+        with pytest.raises(RpcValidationError) as e:
+            sb._bridge.run(sb._rpc.call("exposeHttp", {"domain": "x", "port": "8000"}))
+        assert e.value.errors[0]["path"] == ["port"]
+        with pytest.raises(RpcValidationError) as e:
+            sb._bridge.run(sb._rpc.call("writeTextFile", {"path": "/tmp/x", "content": 5}))
+        assert e.value.errors[0]["path"] == ["content"]
+        # A missing file is still an application error, not a validation one.
+        with pytest.raises(Exception) as e:
+            sb.fs.read_text_file("/no/such/file")
+        assert not isinstance(e.value, RpcValidationError)
+        assert "NotFound" in app_error(e)
         assert run(sb, "echo", "ok")[1] == b"ok\n"
 
 

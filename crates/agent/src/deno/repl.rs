@@ -74,8 +74,8 @@ impl Repls {
     /// `spawnDenoRepl` → `{pid, stdoutStreamId, stderrStreamId}`.
     pub fn spawn(&self, ctx: &Ctx, params: &Value) -> Result<Value, ErrorObject> {
         // The Python SDK may send `args` too; both become `Deno.args`.
-        let mut script_args = string_list("spawnDenoRepl", params, "args")?;
-        script_args.extend(string_list("spawnDenoRepl", params, "scriptArgs")?);
+        let mut script_args = string_list(params, "args")?;
+        script_args.extend(string_list(params, "scriptArgs")?);
         let deno = deno_binary(&ctx.env)?;
         let script = self
             .server_script()
@@ -178,9 +178,10 @@ impl Repls {
     pub async fn evaluate(&self, method: &str, params: &Value) -> Result<Value, ErrorObject> {
         let pid = process::pid_param(method, params)?;
         let request = if method == "denoReplEval" {
-            let code = params.get("code").and_then(Value::as_str).ok_or_else(|| {
-                ErrorObject::type_error(format!("{method}: missing string param \"code\""))
-            })?;
+            let code = match params.get("code") {
+                Some(Value::String(c)) => c.as_str(),
+                other => return Err(ErrorObject::invalid_type(&["code"], "string", other)),
+            };
             json!({ "code": code })
         } else {
             let function = params

@@ -43,7 +43,7 @@ fn opt_str<'a>(params: &'a Value, key: &str) -> Result<Option<&'a str>, ErrorObj
     match params.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(type_error(format!("{key} must be a string, got {other}"))),
+        Some(other) => Err(ErrorObject::invalid_type(&[key], "string", Some(other))),
     }
 }
 
@@ -87,7 +87,7 @@ pub fn plan(params: &Value) -> Result<Plan, ErrorObject> {
         }
         Some(Value::Bool(true)) => Some("--watch".to_string()),
         Some(Value::Array(_)) => {
-            let paths = string_list("spawnDeno", params, "watch")?;
+            let paths = string_list(params, "watch")?;
             if paths.iter().any(|p| p.is_empty() || p.contains(',')) {
                 return Err(type_error(
                     "watch paths must be non-empty and must not contain ','".into(),
@@ -107,8 +107,8 @@ pub fn plan(params: &Value) -> Result<Plan, ErrorObject> {
     };
     // The Python SDK also has `args` ("arguments to pass to the process"),
     // which the JS schema lacks; they go to the script, before scriptArgs.
-    let mut script_args = string_list("spawnDeno", params, "args")?;
-    script_args.extend(string_list("spawnDeno", params, "scriptArgs")?);
+    let mut script_args = string_list(params, "args")?;
+    script_args.extend(string_list(params, "scriptArgs")?);
     Ok(Plan {
         module,
         watch,
@@ -225,7 +225,17 @@ mod tests {
         assert!(err(json!({"code": "1", "watch": true})).contains("needs an \"entrypoint\""));
         assert!(err(json!({"entrypoint": ""})).contains("empty"));
         assert!(err(json!({"entrypoint": "a", "watch": "x"})).contains("boolean or an array"));
-        assert!(err(json!({"entrypoint": 3})).contains("must be a string"));
-        assert!(err(json!({"code": "1", "scriptArgs": [1]})).contains("array of strings"));
+        // Mistyped params are validation errors naming the field.
+        let path = |params: Value| {
+            let e = plan(&params).unwrap_err();
+            assert!(e.is_invalid_params(), "{e:?}");
+            let issues: Value = serde_json::from_str(&e.message).unwrap();
+            issues[0]["path"].clone()
+        };
+        assert_eq!(path(json!({"entrypoint": 3})), json!(["entrypoint"]));
+        assert_eq!(
+            path(json!({"code": "1", "scriptArgs": [1]})),
+            json!(["scriptArgs", "0"])
+        );
     }
 }

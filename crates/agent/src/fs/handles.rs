@@ -329,7 +329,7 @@ fn handle_error(p: &Params, id: u32, err: &io::Error) -> ErrorObject {
 fn seek_offset(p: &Params) -> Result<i64, ErrorObject> {
     let v = p
         .get("offset")
-        .ok_or_else(|| p.error("missing integer param \"offset\""))?;
+        .ok_or_else(|| p.missing("offset", "number"))?;
     let parsed = match v {
         Value::String(s) => s.trim().parse::<i64>().ok(),
         other => as_integer(other),

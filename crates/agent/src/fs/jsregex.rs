@@ -58,10 +58,7 @@ pub(crate) fn compile_all(
             .iter()
             .map(|item| compile(method, key, item))
             .collect(),
-        Some(other) => Err(ErrorObject::type_error(format!(
-            "{method}: param \"{key}\" must be an array of regexes, got {}",
-            kind(other)
-        ))),
+        Some(other) => Err(ErrorObject::invalid_type(&[key], "array", Some(other))),
     }
 }
 

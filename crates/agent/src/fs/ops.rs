@@ -103,12 +103,7 @@ fn write_file(p: &Params, cwd: &Path) -> Result<Value, ErrorObject> {
     let bytes = match inline_content(p)? {
         Value::String(b64) => base64_decode(b64)
             .map_err(|e| p.error(format!("param \"content\" is not valid base64: {e}")))?,
-        other => {
-            return Err(p.error(format!(
-                "param \"content\" must be a base64 string, got {}",
-                super::params::kind(other)
-            )))
-        }
+        other => return Err(p.wrong_type("content", "string", other)),
     };
     write_bytes(p, &bytes, cwd)
 }
@@ -116,10 +111,7 @@ fn write_file(p: &Params, cwd: &Path) -> Result<Value, ErrorObject> {
 fn write_text_file(p: &Params, cwd: &Path) -> Result<Value, ErrorObject> {
     match inline_content(p)? {
         Value::String(text) => write_bytes(p, text.as_bytes(), cwd),
-        other => Err(p.error(format!(
-            "param \"content\" must be a string, got {}",
-            super::params::kind(other)
-        ))),
+        other => Err(p.wrong_type("content", "string", other)),
     }
 }
 
@@ -134,7 +126,7 @@ fn inline_content<'p>(p: &'p Params) -> Result<&'p Value, ErrorObject> {
             "content arrives on stream \"contentStreamId\"; the dispatcher must collect it and use write_file_bytes",
         ));
     }
-    Err(p.error("missing param \"content\" (or \"contentStreamId\")"))
+    Err(p.missing("content", "string"))
 }
 
 /// writeFile/writeTextFile with Deno's options: `create` (default true),
@@ -338,11 +330,9 @@ fn utime(p: &Params, cwd: &Path) -> Result<Value, ErrorObject> {
 
 /// A required time param (`atime`/`mtime`).
 pub(crate) fn time_param(p: &Params, key: &str) -> Result<Timestamp, ErrorObject> {
-    let v = p.get(key).ok_or_else(|| {
-        p.error(format!(
-            "missing param \"{key}\" (ISO date string or epoch seconds)"
-        ))
-    })?;
+    // A missing time is a validation error; one that does not parse is a
+    // TypeError that says which forms are taken.
+    let v = p.get(key).ok_or_else(|| p.missing(key, "number"))?;
     parse_time_value(v).ok_or_else(|| {
         p.error(format!(
             "param \"{key}\" must be an ISO-8601 date string or a number of seconds since the epoch, got {v}"

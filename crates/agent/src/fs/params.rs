@@ -1,5 +1,8 @@
-//! Typed access to a call's JSON params, with a `TypeError` that names the
-//! method and the param for every missing or wrongly typed value.
+//! Typed access to a call's JSON params. A missing or wrongly typed value is
+//! a zod-shaped validation error naming the param's path (the daemon answers
+//! it as JSON-RPC `-32602`, which the Python SDK raises as
+//! `RpcValidationError`); a value of the right type but out of range is a
+//! `TypeError` naming the method.
 //!
 //! JS sends options nested under `options`, and the PY SDK sends `null` for
 //! options it was not given, so [`Params`] flattens `options` into the top
@@ -7,25 +10,28 @@
 
 use agent_proto::ErrorObject;
 use serde_json::{Map, Value};
+use std::collections::HashSet;
 
 pub(crate) struct Params<'a> {
     method: &'a str,
     map: Map<String, Value>,
+    /// Keys taken from the nested `options` object, so an issue's path
+    /// says where the client put the value.
+    nested: HashSet<String>,
 }
 
 impl<'a> Params<'a> {
     pub(crate) fn new(method: &'a str, params: &Value) -> Result<Self, ErrorObject> {
-        let map = match params {
-            Value::Null => Map::new(),
-            Value::Object(top) => flatten(method, top)?,
-            other => {
-                return Err(ErrorObject::type_error(format!(
-                    "{method}: params must be an object, got {}",
-                    kind(other)
-                )))
-            }
+        let (map, nested) = match params {
+            Value::Null => (Map::new(), HashSet::new()),
+            Value::Object(top) => flatten(top)?,
+            other => return Err(ErrorObject::invalid_type(&[], "object", Some(other))),
         };
-        Ok(Self { method, map })
+        Ok(Self {
+            method,
+            map,
+            nested,
+        })
     }
 
     pub(crate) fn method(&self) -> &str {
@@ -46,12 +52,22 @@ impl<'a> Params<'a> {
         self.get(key).is_some()
     }
 
-    fn wrong_type(&self, key: &str, want: &str, got: &Value) -> ErrorObject {
-        self.error(format!("param \"{key}\" must be {want}, got {}", kind(got)))
+    /// A validation error for `key`; `expected` is zod's type name.
+    fn invalid(&self, key: &str, expected: &str, got: Option<&Value>) -> ErrorObject {
+        if self.nested.contains(key) {
+            ErrorObject::invalid_type(&["options", key], expected, got)
+        } else {
+            ErrorObject::invalid_type(&[key], expected, got)
+        }
     }
 
-    fn missing(&self, key: &str, want: &str) -> ErrorObject {
-        self.error(format!("missing {want} param \"{key}\""))
+    pub(crate) fn wrong_type(&self, key: &str, expected: &str, got: &Value) -> ErrorObject {
+        self.invalid(key, expected, Some(got))
+    }
+
+    /// Absent, or `null` (which zod reports as received).
+    pub(crate) fn missing(&self, key: &str, expected: &str) -> ErrorObject {
+        self.invalid(key, expected, self.map.get(key))
     }
 
     pub(crate) fn str(&self, key: &str) -> Result<&str, ErrorObject> {
@@ -63,7 +79,7 @@ impl<'a> Params<'a> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(self.wrong_type(key, "a string", other)),
+            Some(other) => Err(self.wrong_type(key, "string", other)),
         }
     }
 
@@ -71,7 +87,7 @@ impl<'a> Params<'a> {
         match self.get(key) {
             None => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
-            Some(other) => Err(self.wrong_type(key, "a boolean", other)),
+            Some(other) => Err(self.wrong_type(key, "boolean", other)),
         }
     }
 
@@ -79,9 +95,11 @@ impl<'a> Params<'a> {
     pub(crate) fn opt_i64(&self, key: &str) -> Result<Option<i64>, ErrorObject> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => as_integer(v)
-                .map(Some)
-                .ok_or_else(|| self.wrong_type(key, "an integer", v)),
+            // zod 4 calls a fractional number an `int` it expected.
+            Some(v) => as_integer(v).map(Some).ok_or_else(|| {
+                let expected = if v.is_number() { "int" } else { "number" };
+                self.wrong_type(key, expected, v)
+            }),
         }
     }
 
@@ -96,7 +114,7 @@ impl<'a> Params<'a> {
 
     pub(crate) fn u64(&self, key: &str) -> Result<u64, ErrorObject> {
         self.opt_u64(key)?
-            .ok_or_else(|| self.missing(key, "integer"))
+            .ok_or_else(|| self.missing(key, "number"))
     }
 
     pub(crate) fn opt_u32(&self, key: &str) -> Result<Option<u32>, ErrorObject> {
@@ -110,7 +128,7 @@ impl<'a> Params<'a> {
 
     pub(crate) fn u32(&self, key: &str) -> Result<u32, ErrorObject> {
         self.opt_u32(key)?
-            .ok_or_else(|| self.missing(key, "integer"))
+            .ok_or_else(|| self.missing(key, "number"))
     }
 
     /// A number that may be fractional or infinite-ish (walk's `maxDepth`).
@@ -118,7 +136,7 @@ impl<'a> Params<'a> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Number(n)) => Ok(n.as_f64()),
-            Some(other) => Err(self.wrong_type(key, "a number", other)),
+            Some(other) => Err(self.wrong_type(key, "number", other)),
         }
     }
 
@@ -126,13 +144,24 @@ impl<'a> Params<'a> {
         let items = match self.get(key) {
             None => return Ok(None),
             Some(Value::Array(items)) => items,
-            Some(other) => return Err(self.wrong_type(key, "an array of strings", other)),
+            Some(other) => return Err(self.wrong_type(key, "array", other)),
         };
         items
             .iter()
-            .map(|item| match item {
+            .enumerate()
+            .map(|(i, item)| match item {
                 Value::String(s) => Ok(s.clone()),
-                other => Err(self.wrong_type(key, "an array of strings", other)),
+                // zod's path would hold the index as a number, which the
+                // Python SDK cannot join; a string index reads the same.
+                other => {
+                    let index = i.to_string();
+                    let path = if self.nested.contains(key) {
+                        vec!["options", key, &index]
+                    } else {
+                        vec![key, &index]
+                    };
+                    Err(ErrorObject::invalid_type(&path, "string", Some(other)))
+                }
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
@@ -140,13 +169,15 @@ impl<'a> Params<'a> {
 }
 
 /// Top-level keys plus the keys of a nested `options` object; a top-level
-/// key wins over the same key in `options` unless it is `null`.
-fn flatten(method: &str, top: &Map<String, Value>) -> Result<Map<String, Value>, ErrorObject> {
+/// key wins over the same key in `options` unless it is `null`. Also
+/// returns the keys taken from `options`.
+fn flatten(top: &Map<String, Value>) -> Result<(Map<String, Value>, HashSet<String>), ErrorObject> {
     let mut map: Map<String, Value> = top
         .iter()
         .filter(|(k, _)| k.as_str() != "options")
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let mut nested = HashSet::new();
     match top.get("options") {
         None | Some(Value::Null) => {}
         Some(Value::Object(options)) => {
@@ -154,17 +185,19 @@ fn flatten(method: &str, top: &Map<String, Value>) -> Result<Map<String, Value>,
                 let keep_top = map.get(k).is_some_and(|t| !t.is_null());
                 if !keep_top {
                     map.insert(k.clone(), v.clone());
+                    nested.insert(k.clone());
                 }
             }
         }
         Some(other) => {
-            return Err(ErrorObject::type_error(format!(
-                "{method}: param \"options\" must be an object, got {}",
-                kind(other)
-            )))
+            return Err(ErrorObject::invalid_type(
+                &["options"],
+                "object",
+                Some(other),
+            ))
         }
     }
-    Ok(map)
+    Ok((map, nested))
 }
 
 /// An integral JSON number as i64: accepts `5`, `5.0`; rejects `5.5`, strings.

@@ -70,6 +70,17 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// A validation error (ZodError) with one `invalid_type` issue at `path`.
+fn assert_invalid(e: &ErrorObject, path: &[&str], expected: &str, received: &str) {
+    assert!(e.is_invalid_params(), "{e:?}");
+    let issues: Value = serde_json::from_str(&e.message).expect("issues JSON");
+    assert_eq!(
+        issues,
+        json!([{"expected": expected, "code": "invalid_type", "path": path,
+                "message": format!("Invalid input: expected {expected}, received {received}")}]),
+    );
+}
+
 fn assert_class(e: &ErrorObject, class: &str, code: Option<&str>) {
     assert_eq!(e.constructor_name, class, "{e:?}");
     if code.is_some() {
@@ -139,56 +150,46 @@ fn every_protocol_method_is_handled() {
         let e = r
             .unwrap_or_else(|| panic!("{method} unhandled"))
             .expect_err("bad params");
-        assert_class(&e, "TypeError", None);
-        assert!(
-            e.message
-                .starts_with(&format!("{method}: params must be an object")),
-            "{}",
-            e.message
-        );
+        assert_invalid(&e, &[], "object", "string");
     }
 }
 
-// ------------------------------------------------------------- type errors
+// ------------------------------------------------------ validation errors
 
+/// Missing or wrongly typed params are zod-shaped validation errors naming
+/// the param's path; values of the right type but out of range are
+/// `TypeError`s naming the method.
 #[test]
-fn bad_params_are_type_errors_naming_method_and_param() {
+fn bad_params_are_validation_errors_naming_the_param() {
     let mut fx = Fx::new();
     let e = fx.err("readFile", json!({}));
-    assert_class(&e, "TypeError", None);
-    assert_eq!(e.message, "readFile: missing string param \"path\"");
+    assert_invalid(&e, &["path"], "string", "undefined");
+    let e = fx.err("readFile", json!({"path": null}));
+    assert_invalid(&e, &["path"], "string", "null");
 
     let e = fx.err("readFile", json!({"path": 5}));
-    assert_eq!(
-        e.message,
-        "readFile: param \"path\" must be a string, got number"
-    );
+    assert_invalid(&e, &["path"], "string", "number");
 
     let e = fx.err("mkdir", json!({"path": "d", "options": 3}));
-    assert_class(&e, "TypeError", None);
-    assert!(
-        e.message.contains("\"options\" must be an object"),
-        "{}",
-        e.message
-    );
+    assert_invalid(&e, &["options"], "object", "number");
 
     let e = fx.err(
         "mkdir",
         json!({"path": "d", "options": {"recursive": "yes"}}),
     );
-    assert_eq!(
-        e.message,
-        "mkdir: param \"recursive\" must be a boolean, got string"
-    );
+    assert_invalid(&e, &["options", "recursive"], "boolean", "string");
+    let e = fx.err("mkdir", json!({"path": "d", "recursive": "yes"}));
+    assert_invalid(&e, &["recursive"], "boolean", "string");
 
     let e = fx.err("chmod", json!({"path": "x", "mode": 1.5}));
-    assert_class(&e, "TypeError", None);
+    assert_invalid(&e, &["mode"], "int", "number");
 
     let e = fx.err("chmod", json!({"path": "x", "mode": -1}));
+    assert_class(&e, "TypeError", None);
     assert!(e.message.contains("must not be negative"), "{}", e.message);
 
     let e = fx.err("fileRead", json!({"fileHandleId": "1", "length": 4}));
-    assert_class(&e, "TypeError", None);
+    assert_invalid(&e, &["fileHandleId"], "number", "string");
 
     let e = fx.err(
         "utime",
@@ -288,11 +289,8 @@ fn content_streams_go_through_write_file_bytes() {
     assert_class(&e, "TypeError", None);
     assert!(e.message.contains("write_file_bytes"), "{}", e.message);
     let e = fx.err("writeFile", json!({"path": "s"}));
-    assert!(
-        e.message.contains("missing param \"content\""),
-        "{}",
-        e.message
-    );
+    assert_invalid(&e, &["content"], "string", "undefined");
+    assert!(e.message.contains("\"content\""), "{}", e.message);
 
     let cwd = fx.cwd();
     let params = json!({"path": "s", "contentStreamId": 7, "options": {"append": true}});
@@ -307,7 +305,7 @@ fn content_streams_go_through_write_file_bytes() {
     .expect_err("exists");
     assert_class(&e, "AlreadyExists", Some("EEXIST"));
     let e = write_file_bytes(&json!({}), b"x", &cwd).expect_err("no path");
-    assert_eq!(e.message, "writeFile: missing string param \"path\"");
+    assert_invalid(&e, &["path"], "string", "undefined");
 }
 
 #[test]
@@ -553,11 +551,7 @@ fn utime_accepts_iso_strings_and_epoch_numbers() {
     );
 
     let e = fx.err("utime", json!({"path": "f", "atime": 1}));
-    assert!(
-        e.message.contains("missing param \"mtime\""),
-        "{}",
-        e.message
-    );
+    assert_invalid(&e, &["mtime"], "number", "undefined");
 }
 
 #[test]
@@ -574,7 +568,7 @@ fn truncate_by_name_with_optional_length() {
     let e = fx.err("truncate", json!({"name": "missing"}));
     assert_class(&e, "NotFound", Some("ENOENT"));
     let e = fx.err("truncate", json!({}));
-    assert_eq!(e.message, "truncate: missing string param \"name\"");
+    assert_invalid(&e, &["name"], "string", "undefined");
 }
 
 #[test]
@@ -751,10 +745,7 @@ fn unknown_handles_are_bad_resource_for_every_handle_method() {
         );
     }
     let e = fx.err("fileStat", json!({}));
-    assert_eq!(
-        e.message,
-        "fileStat: missing integer param \"fileHandleId\""
-    );
+    assert_invalid(&e, &["fileHandleId"], "number", "undefined");
 }
 
 #[test]
@@ -1036,12 +1027,12 @@ fn walk_errors() {
     let e = walk(&json!({"path": "missing"}), &fx.cwd()).expect_err("missing");
     assert_class(&e, "NotFound", Some("ENOENT"));
     let e = walk(&json!({}), &fx.cwd()).expect_err("no path");
-    assert_eq!(e.message, "walk: missing string param \"path\"");
+    assert_invalid(&e, &["path"], "string", "undefined");
     let e =
         walk(&json!({"path": ".", "match": [{"source": "("}]}), &fx.cwd()).expect_err("bad regex");
     assert_class(&e, "TypeError", None);
     let e = walk(&json!({"path": ".", "maxDepth": "2"}), &fx.cwd()).expect_err("bad depth");
-    assert_class(&e, "TypeError", None);
+    assert_invalid(&e, &["maxDepth"], "number", "string");
 }
 
 // ------------------------------------------------------------ expandGlob
@@ -1160,8 +1151,5 @@ fn expand_glob_options() {
     );
 
     let e = expand_glob(&json!({"glob": 3}), &fx.cwd()).expect_err("bad glob");
-    assert_eq!(
-        e.message,
-        "expandGlob: param \"glob\" must be a string, got number"
-    );
+    assert_invalid(&e, &["glob"], "string", "number");
 }

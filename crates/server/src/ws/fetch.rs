@@ -57,10 +57,10 @@ fn type_error(msg: impl Into<String>) -> ErrorObject {
 
 /// Validates the params the SDKs send.
 pub(super) fn parse(params: &Map<String, Value>) -> Result<Request, ErrorObject> {
-    let url_text = params
-        .get("url")
-        .and_then(Value::as_str)
-        .ok_or_else(|| type_error("url must be a string"))?;
+    let url_text = match params.get("url") {
+        Some(Value::String(u)) => u.as_str(),
+        other => return Err(ErrorObject::invalid_type(&["url"], "string", other)),
+    };
     let lower = url_text.get(..8).unwrap_or(url_text).to_ascii_lowercase();
     if !lower.starts_with("http://") && !lower.starts_with("https://") {
         return Err(type_error(format!(
@@ -85,7 +85,13 @@ pub(super) fn parse(params: &Map<String, Value>) -> Result<Request, ErrorObject>
         None | Some(Value::Null) => Method::GET,
         Some(Value::String(m)) => Method::from_bytes(m.as_bytes())
             .map_err(|_| type_error(format!("invalid method {m:?}")))?,
-        Some(other) => return Err(type_error(format!("method must be a string, got {other}"))),
+        Some(other) => {
+            return Err(ErrorObject::invalid_type(
+                &["method"],
+                "string",
+                Some(other),
+            ))
+        }
     };
     let mut headers = Vec::new();
     match params.get("headers") {
@@ -108,9 +114,11 @@ pub(super) fn parse(params: &Map<String, Value>) -> Result<Request, ErrorObject>
             }
         }
         Some(other) => {
-            return Err(type_error(format!(
-                "headers must be an array of pairs, got {other}"
-            )))
+            return Err(ErrorObject::invalid_type(
+                &["headers"],
+                "array",
+                Some(other),
+            ))
         }
     }
     let redirect = match params.get("redirect").and_then(Value::as_str) {
@@ -123,6 +131,7 @@ pub(super) fn parse(params: &Map<String, Value>) -> Result<Request, ErrorObject>
             )))
         }
     };
+    crate::sandbox_port::numbers_typed(params, &["pid"])?;
     let pid = crate::sandbox_port::pid_param(params).map_err(type_error)?;
     Ok(Request {
         url,
@@ -205,7 +214,10 @@ async fn send(
     pid_port: Option<u16>,
     body: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
 ) -> Result<hyper::Response<hyper::body::Incoming>, ErrorObject> {
-    let https = req.url.scheme_str() == Some("https");
+    // With a pid the URL names only the path, query and Host: the process
+    // listens in plain HTTP (as Deno's `runtime.fetch` serves it), so an
+    // `https://` URL must not make the daemon speak TLS to it.
+    let https = req.url.scheme_str() == Some("https") && pid_port.is_none();
     let url_host = req
         .url
         .host()

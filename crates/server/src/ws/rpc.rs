@@ -259,7 +259,13 @@ impl Rpc {
                          escape (such as \\udc80, without its pair) is not",
                     );
                 }
-                let mut err = RpcError::invalid_params(&method, &why);
+                let issue = agent_proto::ZodIssue {
+                    expected: "object".into(),
+                    code: "invalid_type".into(),
+                    path: vec!["params".into()],
+                    message: format!("{method}: {why}"),
+                };
+                let mut err = RpcError::invalid_params(ErrorObject::invalid_params(&[issue]));
                 err.message = format!("Invalid params: {why}");
                 self.respond(id, Err(err));
             }
@@ -306,7 +312,16 @@ impl Rpc {
         let _ = self.out.send(msg);
     }
 
+    /// Sends a call's answer. Every parameter validation error, whether the
+    /// daemon or the agent found it, leaves here as a top-level `-32602`:
+    /// that is how the hosted service answers params its zod schemas
+    /// reject, and the only shape the Python SDK raises `RpcValidationError`
+    /// for.
     fn respond(&self, id: Value, result: Result<Result<Value, ErrorObject>, RpcError>) {
+        let result = match result {
+            Ok(Err(e)) if e.is_invalid_params() => Err(RpcError::invalid_params(e)),
+            other => other,
+        };
         let body = match result {
             Ok(Ok(v)) => json!({"jsonrpc": "2.0", "id": id, "result": {"ok": v}}),
             Ok(Err(e)) => json!({"jsonrpc": "2.0", "id": id, "result": {"error": e}}),
@@ -328,7 +343,11 @@ impl Rpc {
         body: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
     ) -> Result<Result<Value, ErrorObject>, RpcError> {
         let Value::Object(params) = params else {
-            return Err(RpcError::invalid_params(method, "params must be an object"));
+            return Err(RpcError::invalid_params(ErrorObject::invalid_type(
+                &[],
+                "object",
+                Some(&params),
+            )));
         };
         // The Python SDK nests options; the agent reads them flat too, but
         // stream ids must be found where the SDK put them.
@@ -888,13 +907,13 @@ impl RpcError {
         }
     }
 
-    /// `-32602` with a ZodError-shaped `data`, which the Python SDK parses.
-    fn invalid_params(method: &str, why: &str) -> Self {
-        let issues = json!([{"code": "invalid_type", "expected": "object", "path": ["params"], "message": format!("{method}: {why}")}]);
+    /// `-32602` whose `data` is the ZodError (`constructorName` and a
+    /// `message` holding the issues' JSON), which the Python SDK parses.
+    fn invalid_params(e: ErrorObject) -> Self {
         Self {
             code: -32602,
             message: "Invalid params".into(),
-            data: Some(json!({"constructorName": "ZodError", "message": issues.to_string()})),
+            data: Some(json!({"constructorName": e.constructor_name, "message": e.message})),
         }
     }
 }
