@@ -1584,7 +1584,11 @@ fn files_bigger_than_a_frame_move_as_windowed_streams() {
     }
     agent.send(FrameKind::End, 11, b"");
     assert_eq!(agent.reply(id, "big streamed writeFile"), Ok(Value::Null));
-    assert_eq!(credited(&mut agent, 11, size), size, "written bytes are credited");
+    assert_eq!(
+        credited(&mut agent, 11, size),
+        size,
+        "written bytes are credited"
+    );
     assert_eq!(std::fs::read(agent.cwd().join("big.bin")).unwrap(), content);
 
     // Inline, the result would not fit a frame: a clear error, not a
@@ -1615,7 +1619,11 @@ fn files_bigger_than_a_frame_move_as_windowed_streams() {
             break;
         }
         got.extend_from_slice(&f.payload);
-        agent.send(FrameKind::Credit, out, &(f.payload.len() as u32).to_be_bytes());
+        agent.send(
+            FrameKind::Credit,
+            out,
+            &(f.payload.len() as u32).to_be_bytes(),
+        );
     }
     assert_eq!(got.len(), size);
     assert!(got == content, "the streamed read differs from the file");
@@ -1624,7 +1632,10 @@ fn files_bigger_than_a_frame_move_as_windowed_streams() {
     let e = agent.err("readTextFile", json!({"path": "missing", "stream": true}));
     assert_eq!(e["code"], "ENOENT", "{e}");
     assert!(
-        e["message"].as_str().unwrap().ends_with("readTextFile 'missing'"),
+        e["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("readTextFile 'missing'"),
         "{e}"
     );
     // A write into a directory that does not exist fails before any data
@@ -1633,7 +1644,9 @@ fn files_bigger_than_a_frame_move_as_windowed_streams() {
         "writeFile",
         json!({"path": "nope/x", "contentStreamId": 12}),
     );
-    let e = agent.reply(id, "writeFile into a missing directory").unwrap_err();
+    let e = agent
+        .reply(id, "writeFile into a missing directory")
+        .unwrap_err();
     assert_eq!(e["code"], "ENOENT", "{e}");
     assert!(
         agent
