@@ -157,7 +157,7 @@ fn protocol_violations_close_with_their_rfc_codes_and_the_sandbox_lives() {
 }
 
 #[test]
-fn a_20_mib_message_in_one_frame_is_served_and_over_32_mib_closes_1009() {
+fn a_20_mib_message_in_one_frame_is_served_and_over_100_mib_closes_1009() {
     let d = Daemon::start("limits");
     let (mut ws, _id) = d.create(json!({}));
     // A `Uint8Array` body as the JS SDK sends it: one stream chunk, one
