@@ -237,14 +237,15 @@ impl Agent {
     }
 
     /// readFile/readTextFile with `stream: true` (sent by the daemon):
-    /// replies `{streamId}` and sends the file on that stream, windowed
+    /// replies `{streamId, size}` (`size` as `fstat` has it, a hint) and
+    /// sends the file on that stream, windowed
     /// (`FILE_WINDOW`), so the file is never held whole here. Failing to
     /// open or read the first piece fails the call itself.
     async fn read_to_stream(&self, method: &str, params: Value) -> Result<Value, ErrorObject> {
         use tokio::io::AsyncReadExt;
         let cwd = self.cwd.clone();
         let m = method.to_string();
-        let (file, first) =
+        let (file, size, first) =
             tokio::task::spawn_blocking(move || fs::open_for_read(&m, &params, &cwd, CHUNK))
                 .await
                 .map_err(|e| ErrorObject::new("Error", format!("{method} failed: {e}"), None))??;
@@ -279,7 +280,7 @@ impl Agent {
             out.end(id).await;
             streams.done_outbound(id);
         });
-        Ok(json!({ "streamId": id }))
+        Ok(json!({ "streamId": id, "size": size }))
     }
 
     /// `walk`/`expandGlob`: replies `{streamId}`, then sends one JSON entry

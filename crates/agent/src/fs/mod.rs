@@ -109,13 +109,15 @@ pub fn write_error(method: &str, given: &str, err: &std::io::Error) -> ErrorObje
 /// readFile / readTextFile as a stream (`stream: true`): opens the file and
 /// reads its first piece, so that a missing file, a directory or an
 /// unreadable file fail the call itself with the same error as the inline
-/// read. Returns the open file and the first piece (empty at end of file).
+/// read. Returns the open file, its size as `fstat` has it (0 for many
+/// `/proc` files, which have contents all the same) and the first piece
+/// (empty at end of file).
 pub fn open_for_read(
     method: &str,
     params: &Value,
     cwd: &Path,
     piece: usize,
-) -> Result<(std::fs::File, Vec<u8>), ErrorObject> {
+) -> Result<(std::fs::File, u64, Vec<u8>), ErrorObject> {
     use std::io::Read;
     let p = Params::new(method, params)?;
     let t = ops::target(&p, "path", cwd)?;
@@ -129,7 +131,8 @@ pub fn open_for_read(
         }
     };
     first.truncate(n);
-    Ok((file, first))
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    Ok((file, size, first))
 }
 
 /// std/fs `walk`: the `WalkEntry` objects `{path, name, isFile, isDirectory,

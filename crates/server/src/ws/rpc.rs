@@ -639,34 +639,57 @@ impl Rpc {
         };
         let text = method == "readTextFile";
         let limit = self.kind.max_message() - REPLY_ENVELOPE;
+        // Bytes held per file byte: the raw text and its reply, or the
+        // base64 (4 per 3) built into the reply in place.
+        let cost = |bytes: usize| {
+            if text {
+                bytes.saturating_mul(2)
+            } else {
+                bytes.div_ceil(3).saturating_mul(4)
+            }
+        };
+        let too_big = |bytes: usize| {
+            if text {
+                bytes > limit
+            } else {
+                bytes.div_ceil(3).saturating_mul(4) > limit
+            }
+        };
+        // The size the agent saw decides at once what most files need (one
+        // that grows meanwhile takes more as it comes): a file too big is
+        // refused before it moves, and concurrent reads are admitted or
+        // refused whole, rather than all failing halfway through the budget.
+        let size = reply.get("size").and_then(Value::as_u64).unwrap_or(0);
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        let early = if too_big(size) {
+            Some(self.too_big(method, &path))
+        } else {
+            self.take_budget(method, cost(size), held).err()
+        };
+        let mut reserved = if early.is_none() { cost(size) } else { 0 };
         let mut b64 = String::new();
         let mut raw = Vec::new();
         let mut total = 0usize;
         // Base64 is encoded in multiples of 3 bytes; the rest waits here.
         let mut carry = Vec::with_capacity(3);
-        let mut failure = None;
+        if early.is_some() {
+            let _ = client.send_cancel(agent_id).await;
+        }
+        let mut failure = early;
         while let Some(chunk) = rx.recv().await {
             let _ = client.send_credit(agent_id, chunk.len() as u32).await;
             if failure.is_some() {
                 continue;
             }
             total += chunk.len();
-            let over = if text {
-                total > limit
-            } else {
-                total.div_ceil(3) * 4 > limit
-            };
-            // Bytes held: the raw text, or the base64 (4 per 3), and once
-            // more while the reply is built from it.
-            let grow = if text {
-                chunk.len() * 2
-            } else {
-                chunk.len() / 3 * 4 + 4
-            };
-            if over {
+            let need = cost(total);
+            if too_big(total) {
                 failure = Some(self.too_big(method, &path));
-            } else if let Err(e) = self.take_budget(method, grow, held) {
-                failure = Some(e);
+            } else if need > reserved {
+                match self.take_budget(method, need - reserved, held) {
+                    Ok(()) => reserved = need,
+                    Err(e) => failure = Some(e),
+                }
             }
             if failure.is_some() {
                 // Stop the agent; what is in flight (a window) is drained.
