@@ -667,8 +667,13 @@ impl Rpc {
             self.take_budget(method, cost(size), held).err()
         };
         let mut reserved = if early.is_none() { cost(size) } else { 0 };
-        let mut b64 = String::new();
-        let mut raw = Vec::new();
+        // Sized up front (with room for the reply's envelope, added in
+        // place), so growing never holds two copies at once.
+        let (mut b64, mut raw) = match (&early, text) {
+            (None, false) => (String::with_capacity(reserved + 256), Vec::new()),
+            (None, true) => (String::new(), Vec::with_capacity(size)),
+            (Some(_), _) => (String::new(), Vec::new()),
+        };
         let mut total = 0usize;
         // Base64 is encoded in multiples of 3 bytes; the rest waits here.
         let mut carry = Vec::with_capacity(3);
@@ -709,6 +714,8 @@ impl Rpc {
         }
         client.drop_stream(agent_id);
         if let Some(e) = failure {
+            // An error reply holds nothing.
+            *held = None;
             return Err(e);
         }
         if !text {
