@@ -14,6 +14,10 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 mod tunnel;
 pub use tunnel::Tunnel;
 
+/// Largest piece of stream data sent in one frame: small enough that a big
+/// transfer does not hold back other frames for long.
+const PIECE: usize = 64 * 1024;
+
 /// How long a fresh agent may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -226,7 +230,7 @@ impl AgentClient {
     }
 
     pub async fn send_data(&self, id: u32, data: &[u8]) -> Result<()> {
-        for chunk in data.chunks(64 * 1024) {
+        for chunk in data.chunks(PIECE) {
             self.send(FrameKind::Data, id, chunk).await?;
         }
         Ok(())
@@ -241,8 +245,10 @@ impl AgentClient {
         self.send(FrameKind::Credit, id, &bytes.to_be_bytes()).await
     }
 
-    /// A new host → agent stream whose sends wait for the agent's credit.
-    fn open_windowed_stream(&self, window: usize) -> (u32, Arc<Semaphore>) {
+    /// A new host → agent stream whose sends wait for the agent's credit
+    /// (send with [`Self::send_windowed`], forget with
+    /// [`Self::close_windowed_stream`] after its End).
+    pub fn open_windowed_stream(&self, window: usize) -> (u32, Arc<Semaphore>) {
         let id = self.open_stream();
         let sem = Arc::new(Semaphore::new(window));
         self.windows
@@ -252,12 +258,28 @@ impl AgentClient {
         (id, sem)
     }
 
-    fn close_windowed_stream(&self, id: u32) {
+    pub fn close_windowed_stream(&self, id: u32) {
         self.windows.lock().expect("windows").remove(&id);
     }
 
+    /// Sends `data` on windowed stream `id`, each piece once the agent has
+    /// credit for it, so what is in flight (and buffered in the agent)
+    /// never exceeds the window. Fails once the agent cancelled the stream
+    /// or is gone: the rest is not wanted.
+    pub async fn send_windowed(&self, id: u32, window: &Semaphore, data: &[u8]) -> Result<()> {
+        for chunk in data.chunks(PIECE) {
+            window
+                .acquire_many(chunk.len() as u32)
+                .await
+                .map_err(|_| anyhow!("the sandbox agent stopped reading stream {id}"))?
+                .forget();
+            self.send(FrameKind::Data, id, chunk).await?;
+        }
+        Ok(())
+    }
+
     /// Forgets agent → host stream `id` (its data is no longer wanted).
-    fn drop_stream(&self, id: u32) {
+    pub fn drop_stream(&self, id: u32) {
         self.inbound.lock().expect("inbound").map.remove(&id);
     }
 

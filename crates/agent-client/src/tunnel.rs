@@ -1,7 +1,7 @@
 //! TCP connections made from inside a sandbox (the agent's `tcpConnect`),
 //! handed to the daemon as an ordinary byte stream.
 
-use crate::AgentClient;
+use crate::{AgentClient, PIECE};
 use agent_proto::{ErrorObject, TUNNEL_WINDOW};
 use anyhow::{anyhow, Result};
 use serde_json::{json, Value};
@@ -14,8 +14,6 @@ pub type Tunnel = DuplexStream;
 
 /// Bytes buffered between the tunnel's user and its pumps.
 const PIPE: usize = 256 * 1024;
-/// Largest piece sent in one frame.
-const PIECE: usize = 64 * 1024;
 
 impl AgentClient {
     /// Connects to `host:port` from inside the sandbox (so `127.0.0.1` is

@@ -24,11 +24,20 @@
 //! `Cancel` the sender stops sending data but still sends `End`, so the
 //! receiver knows when it may forget the stream.
 //!
-//! Most streams are unwindowed (process output, file contents). Tunnel
-//! streams (`tcpConnect`) are windowed: their sender keeps at most
-//! [`TUNNEL_WINDOW`] bytes unacknowledged and the receiver returns `Credit`
-//! as it consumes, so a slow reader on one end holds back the other end's
-//! socket instead of growing a buffer in the daemon or the agent.
+//! Most streams are unwindowed (process output, walk entries). Tunnel
+//! streams (`tcpConnect`) and file contents (`writeFile` with
+//! `contentStreamId`, `readFile` with `stream: true`) are windowed: their
+//! sender keeps at most [`TUNNEL_WINDOW`] / [`FILE_WINDOW`] bytes
+//! unacknowledged and the receiver returns `Credit` as it consumes, so a
+//! slow reader on one end holds back the other end's socket instead of
+//! growing a buffer in the daemon or the agent (whose memory counts
+//! towards the sandbox's cgroup).
+//!
+//! Files of any size move this way: a frame carries at most
+//! [`MAX_PAYLOAD`] bytes, but a file is a stream of frames. `readFile` /
+//! `readTextFile` with `stream: true` reply `{streamId}` and send the
+//! file's bytes on that stream; `writeFile` / `writeTextFile` with
+//! `contentStreamId` write each piece as it arrives and credit it back.
 //!
 //! The call methods and their params deliberately mirror the Deno Sandbox
 //! JSON-RPC methods (`spawn`, `processWait`, `readFile`, ...), so the daemon
@@ -40,6 +49,10 @@ mod messages;
 
 /// Bytes a tunnel stream's sender may have in flight before a `Credit`.
 pub const TUNNEL_WINDOW: usize = 1 << 20;
+/// Bytes of a file's contents either side may have in flight before a
+/// `Credit` (`readFile` with `stream: true`, `writeFile` with
+/// `contentStreamId`).
+pub const FILE_WINDOW: usize = 1 << 20;
 
 pub use codec::{encode_frame, DecodeError, Decoder, Frame, FrameKind, HEADER_LEN, MAX_PAYLOAD};
 pub use error::{ErrorObject, ZodIssue, VALIDATION_ERROR};

@@ -7,7 +7,9 @@ use crate::ErrorObject;
 
 /// Bumped on any incompatible change to frames or to a method's shape.
 /// 2: the `Credit` frame and `tcpConnect`.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: file contents as windowed streams (`readFile` with `stream: true`,
+///    `writeFile` streams credited), so files are not capped by a frame.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The agent's first frame: who it is and which protocol it speaks.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! Routes frames from the host to the code that serves them.
 
-use crate::conn::Outbox;
+use crate::conn::{Outbox, CHUNK};
 use crate::deno;
 use crate::env::Env;
 use crate::fs::{self, FsState};
@@ -9,13 +9,10 @@ use crate::python;
 use crate::signals;
 use crate::streams::Streams;
 use crate::tunnel;
-use agent_proto::{Call, ErrorObject, Frame, FrameKind, Reply};
+use agent_proto::{Call, ErrorObject, Frame, FrameKind, Reply, FILE_WINDOW};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-
-/// Largest file content gathered from a stream for `writeFile`.
-const MAX_STREAMED_WRITE: usize = 1 << 30;
 
 #[derive(Clone)]
 pub struct Agent {
@@ -131,7 +128,10 @@ impl Agent {
             "writeFile" | "writeTextFile"
                 if params.get("contentStreamId").is_some_and(|v| !v.is_null()) =>
             {
-                self.write_from_stream(params).await
+                self.write_from_stream(method, params).await
+            }
+            "readFile" | "readTextFile" if params.get("stream") == Some(&Value::Bool(true)) => {
+                self.read_to_stream(method, params).await
             }
             "walk" | "expandGlob" => self.walk(method, params).await,
             "fileLock" => self.file_lock(params).await,
@@ -182,38 +182,103 @@ impl Agent {
         }
     }
 
-    async fn write_from_stream(&self, params: Value) -> Result<Value, ErrorObject> {
+    /// writeFile/writeTextFile with `contentStreamId`: each piece is
+    /// written as it arrives and credited back (the stream is windowed,
+    /// `FILE_WINDOW`), so a file of any size passes through a window's
+    /// worth of the agent's memory, which counts towards the sandbox's.
+    async fn write_from_stream(&self, method: &str, params: Value) -> Result<Value, ErrorObject> {
+        use tokio::io::AsyncWriteExt;
         let id = params
             .get("contentStreamId")
             .and_then(Value::as_u64)
             .and_then(|n| u32::try_from(n).ok())
             .ok_or_else(|| {
-                ErrorObject::type_error("writeFile: contentStreamId must be a stream id")
+                ErrorObject::type_error(format!("{method}: contentStreamId must be a stream id"))
             })?;
         let mut rx = self
             .streams
             .claim(id)
             .ok_or_else(|| ErrorObject::bad_resource(format!("stream {id} is already in use")))?;
-        let mut content = Vec::new();
-        while let Some(chunk) = rx.recv().await {
-            if content.len() + chunk.len() > MAX_STREAMED_WRITE {
-                self.streams.forget(id);
-                self.out.cancel(id).await;
-                return Err(ErrorObject::new(
-                    "RangeError",
-                    format!(
-                        "writeFile: content exceeds {MAX_STREAMED_WRITE} bytes; use a file handle"
-                    ),
-                    Some("EFBIG"),
-                ));
+        let cwd = self.cwd.clone();
+        let m = method.to_string();
+        let opened = tokio::task::spawn_blocking(move || fs::open_for_write(&m, &params, &cwd))
+            .await
+            .map_err(|e| ErrorObject::new("Error", format!("{method} failed: {e}"), None))
+            .and_then(|r| r);
+        let (file, given) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                self.stop_inbound(id).await;
+                return Err(e);
             }
-            content.extend_from_slice(&chunk);
+        };
+        let mut file = tokio::fs::File::from_std(file);
+        while let Some(chunk) = rx.recv().await {
+            if let Err(e) = file.write_all(&chunk).await {
+                self.stop_inbound(id).await;
+                return Err(fs::write_error(method, &given, &e));
+            }
+            self.out.credit(id, chunk.len() as u32).await;
         }
         self.streams.forget(id);
-        let cwd = self.cwd.clone();
-        tokio::task::spawn_blocking(move || fs::write_file_bytes(&params, &content, &cwd))
+        file.flush()
             .await
-            .map_err(|e| ErrorObject::new("Error", format!("writeFile failed: {e}"), None))?
+            .map_err(|e| fs::write_error(method, &given, &e))?;
+        Ok(Value::Null)
+    }
+
+    /// Gives up inbound stream `id`: the host stops sending (a windowed
+    /// sender at once).
+    async fn stop_inbound(&self, id: u32) {
+        self.streams.forget(id);
+        self.out.cancel(id).await;
+    }
+
+    /// readFile/readTextFile with `stream: true` (sent by the daemon):
+    /// replies `{streamId, size}` (`size` as `fstat` has it, a hint) and
+    /// sends the file on that stream, windowed
+    /// (`FILE_WINDOW`), so the file is never held whole here. Failing to
+    /// open or read the first piece fails the call itself.
+    async fn read_to_stream(&self, method: &str, params: Value) -> Result<Value, ErrorObject> {
+        use tokio::io::AsyncReadExt;
+        let cwd = self.cwd.clone();
+        let m = method.to_string();
+        let (file, size, first) =
+            tokio::task::spawn_blocking(move || fs::open_for_read(&m, &params, &cwd, CHUNK))
+                .await
+                .map_err(|e| ErrorObject::new("Error", format!("{method} failed: {e}"), None))??;
+        let (id, window) = self.streams.new_windowed(FILE_WINDOW);
+        let out = self.out.clone();
+        let streams = self.streams.clone();
+        tokio::spawn(async move {
+            // Let the reply go out first.
+            tokio::task::yield_now().await;
+            let mut file = tokio::fs::File::from_std(file);
+            let mut buf = first;
+            loop {
+                if buf.is_empty() {
+                    break;
+                }
+                match window.acquire_many(buf.len() as u32).await {
+                    Ok(permits) => permits.forget(),
+                    Err(_) => break, // cancelled
+                }
+                if streams.is_cancelled(id) || !out.data(id, &buf).await {
+                    break;
+                }
+                buf.resize(CHUNK, 0);
+                match file.read(&mut buf).await {
+                    Ok(n) => buf.truncate(n),
+                    // A read error after the first piece ends the stream
+                    // early; the daemon sees fewer bytes than the file.
+                    Err(_) => break,
+                }
+            }
+            // Ended after a cancel too, so the host can forget the stream.
+            out.end(id).await;
+            streams.done_outbound(id);
+        });
+        Ok(json!({ "streamId": id, "size": size }))
     }
 
     /// `walk`/`expandGlob`: replies `{streamId}`, then sends one JSON entry

@@ -6,7 +6,8 @@
 //! exactly as they would be to PID 1 in a sandbox.
 
 use agent_proto::{
-    encode_frame, Decoder, Frame, FrameKind, MAX_PAYLOAD, PROTOCOL_VERSION, TUNNEL_WINDOW,
+    encode_frame, Decoder, Frame, FrameKind, FILE_WINDOW, MAX_PAYLOAD, PROTOCOL_VERSION,
+    TUNNEL_WINDOW,
 };
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -1562,5 +1563,100 @@ fn tcp_connect_errors_name_the_address() {
         assert_error(&e, "TypeError", None);
     }
     agent.assert_ping("tunnel errors");
+    agent.finish();
+}
+
+// ---------------------------------------------------------------- big files
+
+/// Files bigger than a frame (`MAX_PAYLOAD`) move as windowed streams both
+/// ways: a streamed writeFile credits what it wrote (so the host never has
+/// more than `FILE_WINDOW` buffered in the agent), and readFile with
+/// `stream: true` sends at most a window before the host's credit.
+#[test]
+fn files_bigger_than_a_frame_move_as_windowed_streams() {
+    let mut agent = Agent::start();
+    let size = 5 * MAX_PAYLOAD + 123;
+    let content = garbage(9, size);
+    let id = agent.send_call(
+        "writeFile",
+        json!({"path": "big.bin", "contentStreamId": 11}),
+    );
+    for chunk in content.chunks(64 * 1024) {
+        agent.send(FrameKind::Data, 11, chunk);
+    }
+    agent.send(FrameKind::End, 11, b"");
+    assert_eq!(agent.reply(id, "big streamed writeFile"), Ok(Value::Null));
+    assert_eq!(
+        credited(&mut agent, 11, size),
+        size,
+        "written bytes are credited"
+    );
+    assert_eq!(std::fs::read(agent.cwd().join("big.bin")).unwrap(), content);
+
+    // Inline, the result would not fit a frame: a clear error, not a
+    // dropped connection.
+    let e = agent.err("readFile", json!({"path": "big.bin"}));
+    assert_eq!(e["constructorName"], "RangeError", "{e}");
+
+    let reply = agent.ok("readFile", json!({"path": "big.bin", "stream": true}));
+    let out = stream_id(&reply["streamId"]);
+    let mut got = Vec::new();
+    let data = |f: &Frame| f.id == out && matches!(f.kind, FrameKind::Data | FrameKind::End);
+    // Without credit, no more than a window arrives.
+    while let Some(f) = agent.take_matching(Instant::now() + Duration::from_millis(500), data) {
+        assert_eq!(f.kind, FrameKind::Data, "ended early");
+        got.extend_from_slice(&f.payload);
+    }
+    assert!(
+        got.len() <= FILE_WINDOW && got.len() > FILE_WINDOW - 64 * 1024,
+        "about a window, then nothing without credit: {} bytes",
+        got.len()
+    );
+    agent.send(FrameKind::Credit, out, &(got.len() as u32).to_be_bytes());
+    loop {
+        let f = agent
+            .take_matching(Instant::now() + TIMEOUT, data)
+            .unwrap_or_else(|| panic!("stream stalled at {} of {size} bytes", got.len()));
+        if f.kind == FrameKind::End {
+            break;
+        }
+        got.extend_from_slice(&f.payload);
+        agent.send(
+            FrameKind::Credit,
+            out,
+            &(f.payload.len() as u32).to_be_bytes(),
+        );
+    }
+    assert_eq!(got.len(), size);
+    assert!(got == content, "the streamed read differs from the file");
+
+    // Failing to open fails the call itself, with the inline error.
+    let e = agent.err("readTextFile", json!({"path": "missing", "stream": true}));
+    assert_eq!(e["code"], "ENOENT", "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("readTextFile 'missing'"),
+        "{e}"
+    );
+    // A write into a directory that does not exist fails before any data
+    // is taken, and tells the host to stop sending.
+    let id = agent.send_call(
+        "writeFile",
+        json!({"path": "nope/x", "contentStreamId": 12}),
+    );
+    let e = agent
+        .reply(id, "writeFile into a missing directory")
+        .unwrap_err();
+    assert_eq!(e["code"], "ENOENT", "{e}");
+    assert!(
+        agent
+            .take_matching(Instant::now() + TIMEOUT, |f| {
+                f.kind == FrameKind::Cancel && f.id == 12
+            })
+            .is_some(),
+        "the host is told to stop sending"
+    );
     agent.finish();
 }

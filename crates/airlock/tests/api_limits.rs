@@ -157,7 +157,7 @@ fn protocol_violations_close_with_their_rfc_codes_and_the_sandbox_lives() {
 }
 
 #[test]
-fn a_20_mib_message_in_one_frame_is_served_and_over_32_mib_closes_1009() {
+fn a_20_mib_message_in_one_frame_is_served_and_over_100_mib_closes_1009() {
     let d = Daemon::start("limits");
     let (mut ws, _id) = d.create(json!({}));
     // A `Uint8Array` body as the JS SDK sends it: one stream chunk, one
@@ -186,10 +186,10 @@ fn a_20_mib_message_in_one_frame_is_served_and_over_32_mib_closes_1009() {
     assert_eq!(r["result"], json!({"ok": null}), "{r}");
     let r = call(&mut ws, 2, "stat", json!({"path": "/tmp/big"}));
     assert_eq!(r["result"]["ok"]["size"], 15 << 20, "{r}");
-    // Over MAX_MESSAGE (32 MiB): 1009. The daemon closes as soon as it has
+    // Over MAX_MESSAGE (100 MiB): 1009. The daemon closes as soon as it has
     // the frame's length, while the client still writes, so the client may
     // see a reset instead of the close frame.
-    let _ = ws.send(Message::text("x".repeat(33 << 20)));
+    let _ = ws.send(Message::text("x".repeat(101 << 20)));
     let got = close_frame(&mut ws);
     assert!(matches!(got, Some((CloseCode::Size, _)) | None), "{got:?}");
 }
@@ -349,4 +349,91 @@ fn slow_headers_are_cut_and_one_address_is_capped() {
     // Their slots are free again.
     let mut again = connect_from(&d, "127.0.0.1");
     assert_eq!(health(&mut again), "HTTP/1.1 200 OK");
+}
+
+/// Completed calls of `method`, from the daemon's metrics.
+fn calls_done(d: &Daemon, method: &str) -> u64 {
+    let (_, metrics) = d.http("GET", "/metrics");
+    let want = format!("airlock_rpc_calls_total{{method=\"{method}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(want.as_str()))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// ATTACK: a client that asks for big files and never reads the answers
+/// cannot make the daemon hold more than `FILE_BUDGET` (768 MiB) of them,
+/// memory outside any sandbox's cgroup: a readFile that would exceed it
+/// fails at once with an error saying so, and once the client reads its
+/// answers the budget is free again. (Before, readFile of anything over the
+/// agent's 1 MiB frame failed; files now move, so their bytes are bounded.)
+#[test]
+fn big_reads_a_client_does_not_take_stay_within_the_daemon_file_budget() {
+    let d = Daemon::start("limits");
+    // The client takes the replies whole when it finally reads them.
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(128 << 20))
+        .max_frame_size(Some(128 << 20));
+    let (mut ws, _) = tungstenite::client::connect_with_config(
+        d.request("/api/v3/sandboxes/create", Some(json!({})), &d.token),
+        Some(config),
+        3,
+    )
+    .expect("create handshake");
+    common::daemon::set_timeout(&ws);
+    // 45 MiB: each reply holds 60 MiB of base64, so 12 fit in the budget.
+    let size = 45 << 20;
+    let r = call(
+        &mut ws,
+        1,
+        "spawn",
+        json!({"command": "sh", "args": ["-c", format!("head -c {size} /dev/urandom > /root/big")],
+               "stdout": "null", "stderr": "null"}),
+    );
+    let pid = r["result"]["ok"]["pid"].clone();
+    let r = call(&mut ws, 2, "processWait", json!({"pid": pid}));
+    assert_eq!(r["result"]["ok"]["code"], 0, "{r}");
+
+    let asked = 16u64;
+    for i in 0..asked {
+        ws.send(Message::text(
+            json!({"jsonrpc": "2.0", "id": 100 + i, "method": "readFile", "params": {"path": "/root/big"}})
+                .to_string(),
+        ))
+        .unwrap();
+    }
+    // Every read is answered (queued to the socket) before the client reads
+    // one byte of the answers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while calls_done(&d, "readFile") < asked {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reads did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (mut whole, mut refused) = (0, 0);
+    // Answers come in the order they were ready.
+    for _ in 0..asked {
+        let r = match ws.read().expect("reading an answer") {
+            Message::Text(t) => serde_json::from_str::<Value>(&t).unwrap(),
+            other => panic!("unexpected {other:?}"),
+        };
+        if let Some(b64) = r["result"]["ok"].as_str() {
+            let n = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap()
+                .len();
+            assert_eq!(n, size, "a whole file");
+            whole += 1;
+        } else {
+            let msg = r["result"]["error"]["message"].as_str().unwrap_or_default();
+            assert!(msg.contains("the daemon is already moving 768 MiB"), "{r}");
+            refused += 1;
+        }
+    }
+    assert_eq!((whole, refused), (12, 4), "12 × 60 MiB fit in 768 MiB");
+    // Read, the answers gave their budget back.
+    let r = call(&mut ws, 200, "readFile", json!({"path": "/root/big"}));
+    assert!(r["result"]["ok"].is_string(), "{}", r["result"]["error"]);
 }

@@ -202,11 +202,11 @@ fn bad_requests_get_the_documented_errors() {
         (&Value::Null, &json!(-32700)),
         "{r}"
     );
-    // Over MAX_MESSAGE (32 MiB): closed with 1009. The daemon closes as soon
+    // Over MAX_MESSAGE (100 MiB): closed with 1009. The daemon closes as soon
     // as it reads the frame's length, while the client is still writing, so
     // the client may see a reset instead of the close frame; a daemon that
     // took the message would answer it with a parse error.
-    let _ = ws.send(Message::text("x".repeat(33 << 20)));
+    let _ = ws.send(Message::text("x".repeat(101 << 20)));
     let code = close_code(&mut ws);
     assert!(matches!(code, Some(CloseCode::Size) | None), "{code:?}");
     let (mut ws, _) = d.create(json!({}));

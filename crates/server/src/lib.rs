@@ -25,12 +25,25 @@ pub use config::{ConfigLimits, SandboxConfig};
 pub use error::ApiError;
 
 /// Largest WebSocket message accepted from a client; bigger is refused by
-/// closing with 1009. The JS SDK sends a stream's chunk as one message in
-/// base64, and a `Uint8Array` body (`fetch`, `writeFile`) is one chunk, so
-/// this allows bodies of up to 24 MiB in one piece. It is also the largest
-/// frame: clients send a message as one frame (tungstenite's default frame
-/// limit of 16 MiB closed such messages with 1009 at half this size).
-pub const MAX_MESSAGE: usize = 32 << 20;
+/// closing with 1009. The JS SDK sends a `Uint8Array` (`writeFile`,
+/// `fetch` bodies, a stream's chunk) as one message in base64, and the
+/// Python SDK's `write_file(bytes)` sends its bytes as one chunk, so this
+/// is the JS SDK's own WebSocket limit (`ws`'s `maxPayload`, 100 MiB):
+/// content up to 75 MiB in one piece, anything the SDK itself can send.
+/// It is also the largest frame: clients send a message as one frame
+/// (tungstenite's default frame limit of 16 MiB closed such messages with
+/// 1009). The library holds a message whole before the daemon sees it, so
+/// each connection can hold up to this much (outside any sandbox's
+/// cgroup) while one arrives; [`FILE_BUDGET`] bounds what the daemon then
+/// keeps of file contents across all connections.
+pub const MAX_MESSAGE: usize = 100 << 20;
+
+/// Bytes of file contents the daemon holds at once, across all clients:
+/// `writeFile` content received inline while it streams to the agent, and
+/// `readFile` replies assembled for SDKs that take a file as one message
+/// (about 2.7 bytes per file byte while a reply is built). A call that
+/// would exceed it fails at once with an error saying so.
+pub const FILE_BUDGET: usize = 768 << 20;
 
 pub struct AppState {
     pub manager: Arc<Manager>,
@@ -45,6 +58,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Exposed HTTP (`exposeHttp`); `None` when the daemon serves none.
     pub expose: Option<Arc<expose::Exposure>>,
+    /// [`FILE_BUDGET`], in bytes.
+    pub(crate) file_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -65,6 +80,7 @@ impl AppState {
             ),
             manager,
             expose,
+            file_budget: Arc::new(tokio::sync::Semaphore::new(FILE_BUDGET)),
         })
     }
 }

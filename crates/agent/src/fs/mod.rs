@@ -4,8 +4,9 @@
 //!
 //! - [`FsState::call`]: the 22 path-based methods and the 13 file-handle
 //!   methods, params as the JS and PY SDKs send them.
-//! - [`write_file_bytes`]: writeFile/writeTextFile whose content came on a
-//!   stream.
+//! - [`open_for_write`], [`open_for_read`]: writeFile/writeTextFile whose
+//!   content comes on a stream and readFile/readTextFile that send it on
+//!   one, piece by piece (files of any size, held a window at a time).
 //! - [`walk`], [`expand_glob`]: the entries the dispatcher streams back, one
 //!   JSON document per chunk.
 //!
@@ -56,8 +57,8 @@ impl FsState {
     /// dispatcher calls [`walk`]/[`expand_glob`] for those).
     ///
     /// writeFile/writeTextFile with `contentStreamId` instead of `content`
-    /// answer `TypeError`: the dispatcher collects the stream and calls
-    /// [`write_file_bytes`].
+    /// answer `TypeError`: the dispatcher writes the stream with
+    /// [`open_for_write`].
     pub fn call(
         &mut self,
         method: &str,
@@ -84,11 +85,54 @@ impl FsState {
     }
 }
 
-/// writeFile / writeTextFile when the content arrived on a stream. `params`
-/// are the call's params (`path`, options `{append, create, createNew, mode}`).
-pub fn write_file_bytes(params: &Value, bytes: &[u8], cwd: &Path) -> Result<Value, ErrorObject> {
-    let p = Params::new("writeFile", params)?;
-    ops::write_bytes(&p, bytes, cwd)
+/// writeFile / writeTextFile whose content arrives on a stream: opens the
+/// file as the call's params say (`path`, options `{append, create,
+/// createNew, mode}`); the caller writes each piece as it comes, so no file
+/// is ever held whole in the agent's memory. Errors while writing are
+/// reported with [`write_error`].
+pub fn open_for_write(
+    method: &str,
+    params: &Value,
+    cwd: &Path,
+) -> Result<(std::fs::File, String), ErrorObject> {
+    let p = Params::new(method, params)?;
+    let (file, t) = ops::open_for_write(&p, cwd)?;
+    Ok((file, t.given.to_string()))
+}
+
+/// An error writing the file of `method` at `given` (the path as the
+/// caller wrote it), in the same shape as the inline write's.
+pub fn write_error(method: &str, given: &str, err: &std::io::Error) -> ErrorObject {
+    ops::io_error(method, given, err)
+}
+
+/// readFile / readTextFile as a stream (`stream: true`): opens the file and
+/// reads its first piece, so that a missing file, a directory or an
+/// unreadable file fail the call itself with the same error as the inline
+/// read. Returns the open file, its size as `fstat` has it (0 for many
+/// `/proc` files, which have contents all the same) and the first piece
+/// (empty at end of file).
+pub fn open_for_read(
+    method: &str,
+    params: &Value,
+    cwd: &Path,
+    piece: usize,
+) -> Result<(std::fs::File, u64, Vec<u8>), ErrorObject> {
+    use std::io::Read;
+    let p = Params::new(method, params)?;
+    let t = ops::target(&p, "path", cwd)?;
+    let mut file = std::fs::File::open(&t.path).map_err(|e| t.err(method, &e))?;
+    let mut first = vec![0u8; piece];
+    let n = loop {
+        match file.read(&mut first) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(t.err(method, &e)),
+        }
+    };
+    first.truncate(n);
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    Ok((file, size, first))
 }
 
 /// std/fs `walk`: the `WalkEntry` objects `{path, name, isFile, isDirectory,

@@ -116,14 +116,14 @@ fn write_text_file(p: &Params, cwd: &Path) -> Result<Value, ErrorObject> {
 }
 
 /// The inline `content`; content sent on a stream is the dispatcher's job
-/// (it collects the stream and calls `write_file_bytes`).
+/// (it writes the stream's pieces to a file from `open_for_write`).
 fn inline_content<'p>(p: &'p Params) -> Result<&'p Value, ErrorObject> {
     if let Some(content) = p.get("content") {
         return Ok(content);
     }
     if p.has("contentStreamId") {
         return Err(p.error(
-            "content arrives on stream \"contentStreamId\"; the dispatcher must collect it and use write_file_bytes",
+            "content arrives on stream \"contentStreamId\"; the dispatcher must write it to a file from open_for_write",
         ));
     }
     Err(p.missing("content", "string"))
@@ -133,6 +133,17 @@ fn inline_content<'p>(p: &'p Params) -> Result<&'p Value, ErrorObject> {
 /// `createNew`, `append` (else truncate), `mode` (also chmod'ed when given,
 /// as Deno does, so the umask does not narrow it).
 pub(crate) fn write_bytes(p: &Params, bytes: &[u8], cwd: &Path) -> Result<Value, ErrorObject> {
+    let (mut file, t) = open_for_write(p, cwd)?;
+    file.write_all(bytes).map_err(|e| t.err(p.method(), &e))?;
+    Ok(Value::Null)
+}
+
+/// Opens (creates, truncates) the file of a writeFile/writeTextFile call as
+/// its options say; the caller writes the content.
+pub(crate) fn open_for_write<'p>(
+    p: &'p Params,
+    cwd: &Path,
+) -> Result<(fs::File, Target<'p>), ErrorObject> {
     let t = target(p, "path", cwd)?;
     let append = p.bool_or("append", false)?;
     let create = p.bool_or("create", true)?;
@@ -149,13 +160,12 @@ pub(crate) fn write_bytes(p: &Params, bytes: &[u8], cwd: &Path) -> Result<Value,
         opts.mode(mode);
     }
     let method = p.method();
-    let mut file = opts.open(&t.path).map_err(|e| t.err(method, &e))?;
+    let file = opts.open(&t.path).map_err(|e| t.err(method, &e))?;
     if let Some(mode) = mode {
         let perms = Permissions::from_mode(mode);
         file.set_permissions(perms).map_err(|e| t.err(method, &e))?;
     }
-    file.write_all(bytes).map_err(|e| t.err(method, &e))?;
-    Ok(Value::Null)
+    Ok((file, t))
 }
 
 /// Entries sorted by name, so results do not depend on directory order.

@@ -282,30 +282,53 @@ fn write_options_append_create_create_new_mode() {
     assert_eq!(mode & 0o777, 0o640);
 }
 
+/// Writes `bytes` to the file a streamed writeFile with `params` opens.
+fn write_streamed(params: &Value, bytes: &[u8], cwd: &std::path::Path) -> Result<(), ErrorObject> {
+    use std::io::Write;
+    let (mut file, given) = open_for_write("writeFile", params, cwd)?;
+    file.write_all(bytes)
+        .map_err(|e| write_error("writeFile", &given, &e))
+}
+
 #[test]
-fn content_streams_go_through_write_file_bytes() {
+fn content_streams_go_through_open_for_write() {
     let mut fx = Fx::new();
     let e = fx.err("writeFile", json!({"path": "s", "contentStreamId": 7}));
     assert_class(&e, "TypeError", None);
-    assert!(e.message.contains("write_file_bytes"), "{}", e.message);
+    assert!(e.message.contains("open_for_write"), "{}", e.message);
     let e = fx.err("writeFile", json!({"path": "s"}));
     assert_invalid(&e, &["content"], "string", "undefined");
     assert!(e.message.contains("\"content\""), "{}", e.message);
 
     let cwd = fx.cwd();
     let params = json!({"path": "s", "contentStreamId": 7, "options": {"append": true}});
-    write_file_bytes(&params, b"one ", &cwd).expect("write");
-    write_file_bytes(&params, b"two", &cwd).expect("append");
+    write_streamed(&params, b"one ", &cwd).expect("write");
+    write_streamed(&params, b"two", &cwd).expect("append");
     assert_eq!(fx.read("s"), "one two");
-    let e = write_file_bytes(
+    let e = write_streamed(
         &json!({"path": "s", "options": {"createNew": true}}),
         b"x",
         &cwd,
     )
     .expect_err("exists");
     assert_class(&e, "AlreadyExists", Some("EEXIST"));
-    let e = write_file_bytes(&json!({}), b"x", &cwd).expect_err("no path");
+    let e = write_streamed(&json!({}), b"x", &cwd).expect_err("no path");
     assert_invalid(&e, &["path"], "string", "undefined");
+}
+
+#[test]
+fn reads_as_a_stream_fail_like_inline_reads() {
+    let mut fx = Fx::new();
+    let cwd = fx.cwd();
+    fx.ok("writeTextFile", json!({"path": "f", "content": "abc"}));
+    let (_, size, first) = open_for_read("readFile", &json!({"path": "f"}), &cwd, 2).expect("open");
+    assert_eq!((size, first.as_slice()), (3, &b"ab"[..]));
+    let e = open_for_read("readFile", &json!({"path": "missing"}), &cwd, 2).expect_err("missing");
+    assert_eq!(e.code.as_deref(), Some("ENOENT"));
+    assert!(e.message.ends_with("readFile 'missing'"), "{}", e.message);
+    fx.ok("mkdir", json!({"path": "d"}));
+    let e = open_for_read("readTextFile", &json!({"path": "d"}), &cwd, 2).expect_err("dir");
+    assert_eq!(e.code.as_deref(), Some("EISDIR"));
 }
 
 #[test]

@@ -140,6 +140,17 @@ pub(crate) enum ClientKind {
 }
 
 impl ClientKind {
+    /// Largest message the client's WebSocket accepts: the Python SDK's
+    /// `websockets` closes the connection over 1 MiB (its default
+    /// `max_size`), the JS SDK's `ws` over 100 MiB (its default
+    /// `maxPayload`).
+    pub(crate) fn max_message(self) -> usize {
+        match self {
+            ClientKind::Python => 1 << 20,
+            ClientKind::Standard => 100 << 20,
+        }
+    }
+
     fn of(headers: &HeaderMap) -> Self {
         let ua = headers
             .get(axum::http::header::USER_AGENT)

@@ -10,10 +10,10 @@
 //!   it (the Python SDK drops output that arrives before its readers exist).
 
 use super::fetch;
-use super::session::notification;
+use super::session::{notification, Outgoing};
 use super::ClientKind;
 use crate::AppState;
-use agent_proto::ErrorObject;
+use agent_proto::{ErrorObject, FILE_WINDOW};
 use axum::extract::ws::Message;
 use base64::Engine;
 use bytes::Bytes;
@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 /// Methods the agent serves with the same params and results.
 const AGENT_METHODS: &[&str] = &[
@@ -129,7 +129,7 @@ struct Inner {
 pub struct Rpc {
     state: Arc<AppState>,
     live: Arc<Live>,
-    out: mpsc::UnboundedSender<Message>,
+    out: mpsc::UnboundedSender<Outgoing>,
     inner: Arc<Mutex<Inner>>,
     /// Requests not answered yet: 0 wakes `drain`.
     in_flight: watch::Sender<usize>,
@@ -140,7 +140,7 @@ impl Rpc {
     pub fn new(
         state: Arc<AppState>,
         live: Arc<Live>,
-        out: mpsc::UnboundedSender<Message>,
+        out: mpsc::UnboundedSender<Outgoing>,
         kind: ClientKind,
     ) -> Self {
         let inner = Inner {
@@ -221,16 +221,28 @@ impl Rpc {
                 // Bound here, in message order, before the request runs on
                 // its own task: the stream's data and end are handled in
                 // this loop and may follow at once.
-                let body = self.bind_client_stream(&method, &mut params).await;
+                let (body, feed) = match self.bind_client_stream(&method, &mut params) {
+                    Ok(Bound::None) => (None, None),
+                    Ok(Bound::Local(rx)) => (Some(rx), None),
+                    Ok(Bound::Agent(feed)) => (None, Some(feed)),
+                    Err(e) => return self.respond(id, Ok(Err(e))),
+                };
                 let rpc = self.clone();
                 self.in_flight.send_modify(|n| *n += 1);
                 tokio::spawn(async move {
                     let started = std::time::Instant::now();
-                    let response = rpc.request(&method, params, body).await;
+                    let mut held = None;
+                    let response = rpc.request(&method, params, body, &mut held).await;
                     rpc.count(&method, &response, started);
-                    rpc.respond(id, response);
+                    rpc.respond_held(id, response, held);
                     rpc.in_flight.send_modify(|n| *n -= 1);
                 });
+                // What arrived before the request goes on after the call is
+                // on its way: a windowed stream's sends wait for the
+                // agent's credit, which the call's handler grants.
+                if let Some(feed) = feed {
+                    self.feed(feed).await;
+                }
             }
             (Some(method), None) => self.notification(&method, &params).await,
             (None, Some(id)) => self.respond(id, Err(RpcError::new(-32600, "Invalid Request"))),
@@ -309,31 +321,56 @@ impl Rpc {
     }
 
     fn send(&self, msg: Message) {
-        let _ = self.out.send(msg);
+        let _ = self.out.send(msg.into());
     }
 
-    /// Sends a call's answer. Every parameter validation error, whether the
-    /// daemon or the agent found it, leaves here as a top-level `-32602`:
-    /// that is how the hosted service answers params its zod schemas
-    /// reject, and the only shape the Python SDK raises `RpcValidationError`
-    /// for.
+    /// Sends a call's answer.
     fn respond(&self, id: Value, result: Result<Result<Value, ErrorObject>, RpcError>) {
+        self.respond_held(id, result, None);
+    }
+
+    /// Answers request `id`; `held` (the budget a big reply holds) is
+    /// released once the answer is written to the socket. Every parameter
+    /// validation error, whether the daemon or the agent found it, leaves
+    /// here as a top-level `-32602`: that is how the hosted service answers
+    /// params its zod schemas reject, and the only shape the Python SDK
+    /// raises `RpcValidationError` for.
+    fn respond_held(
+        &self,
+        id: Value,
+        result: Result<Result<Value, ErrorObject>, RpcError>,
+        held: Option<OwnedSemaphorePermit>,
+    ) {
         let result = match result {
             Ok(Err(e)) if e.is_invalid_params() => Err(RpcError::invalid_params(e)),
             other => other,
         };
         let body = match result {
-            Ok(Ok(v)) => json!({"jsonrpc": "2.0", "id": id, "result": {"ok": v}}),
-            Ok(Err(e)) => json!({"jsonrpc": "2.0", "id": id, "result": {"error": e}}),
+            // A file's contents (base64, or text without characters to
+            // escape) go into the message in place: the reply is built
+            // around the string instead of copying it.
+            Ok(Ok(Value::String(mut s))) if s.len() >= IN_PLACE_REPLY && !needs_escape(&s) => {
+                let head = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"ok":""#);
+                let tail = r#""}}"#;
+                s.reserve_exact(head.len() + tail.len());
+                s.insert_str(0, &head);
+                s.push_str(tail);
+                s
+            }
+            Ok(Ok(v)) => json!({"jsonrpc": "2.0", "id": id, "result": {"ok": v}}).to_string(),
+            Ok(Err(e)) => json!({"jsonrpc": "2.0", "id": id, "result": {"error": e}}).to_string(),
             Err(e) => {
                 let mut err = json!({"code": e.code, "message": e.message});
                 if let Some(data) = e.data {
                     err["data"] = data;
                 }
-                json!({"jsonrpc": "2.0", "id": id, "error": err})
+                json!({"jsonrpc": "2.0", "id": id, "error": err}).to_string()
             }
         };
-        self.send(Message::Text(body.to_string().into()));
+        let _ = self.out.send(Outgoing {
+            msg: Message::Text(body.into()),
+            held,
+        });
     }
 
     async fn request(
@@ -341,6 +378,7 @@ impl Rpc {
         method: &str,
         params: Value,
         body: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
+        held: &mut Option<OwnedSemaphorePermit>,
     ) -> Result<Result<Value, ErrorObject>, RpcError> {
         let Value::Object(params) = params else {
             return Err(RpcError::invalid_params(ErrorObject::invalid_type(
@@ -356,7 +394,8 @@ impl Rpc {
             // (`spawnDeno`'s `watcherId` passes through).
             "spawn" | "spawnDeno" | "spawnDenoRepl" => self.spawn(method, params).await,
             "processWait" => self.process_wait(params).await,
-            "writeFile" | "writeTextFile" => Ok(self.forward(method, params).await),
+            "writeFile" | "writeTextFile" => Ok(self.write_file(method, params).await),
+            "readFile" | "readTextFile" => Ok(self.read_file(method, params, held).await),
             "walk" | "expandGlob" => {
                 let result = self.forward(method, params).await;
                 let agent_id = match result {
@@ -488,6 +527,254 @@ impl Rpc {
         Ok(Value::Array(entries))
     }
 
+    /// Takes `bytes` of the daemon's [`crate::FILE_BUDGET`] for `method`,
+    /// or says why not. Never waits: two calls each holding part of the
+    /// budget and waiting for more would wait for ever.
+    fn take_budget(
+        &self,
+        method: &str,
+        bytes: usize,
+        held: &mut Option<OwnedSemaphorePermit>,
+    ) -> Result<(), ErrorObject> {
+        let permit = u32::try_from(bytes)
+            .ok()
+            .and_then(|n| {
+                self.state
+                    .file_budget
+                    .clone()
+                    .try_acquire_many_owned(n)
+                    .ok()
+            })
+            .ok_or_else(|| {
+                ErrorObject::new(
+                    "Error",
+                    format!(
+                        "{method}: the daemon is already moving {} MiB of file contents for its \
+                         clients (its limit); retry shortly, or move the file as a stream",
+                        crate::FILE_BUDGET >> 20
+                    ),
+                    None,
+                )
+            })?;
+        match held {
+            Some(h) => h.merge(permit),
+            None => *held = Some(permit),
+        }
+        Ok(())
+    }
+
+    /// writeFile/writeTextFile. Content the SDK sent inline is forwarded
+    /// inline when it fits an agent frame; bigger content goes to the agent
+    /// as a windowed stream (the agent writes it piece by piece), decoded
+    /// from the request a piece at a time, so neither side holds the file
+    /// twice. Content already on a stream is relayed by `feed`/`notification`.
+    async fn write_file(
+        &self,
+        method: &str,
+        mut params: Map<String, Value>,
+    ) -> Result<Value, ErrorObject> {
+        let inline_fits = match params.get("content") {
+            Some(Value::String(content)) => content.len() <= INLINE_WRITE_MAX,
+            _ => true,
+        };
+        if inline_fits {
+            return self.forward(method, params).await;
+        }
+        let Some(Value::String(content)) = params.remove("content") else {
+            unreachable!("checked above");
+        };
+        let mut held = None;
+        self.take_budget(method, content.len(), &mut held)?;
+        let base64 = method == "writeFile";
+        if base64 {
+            check_base64(&content).map_err(|e| {
+                ErrorObject::type_error(format!(
+                    "{method}: param \"content\" is not valid base64: {e}"
+                ))
+            })?;
+        }
+        let client = &self.live.client;
+        let (id, window) = client.open_windowed_stream(FILE_WINDOW);
+        params.insert("contentStreamId".into(), json!(id));
+        let pump = async {
+            let mut piece = vec![0u8; B64_PIECE / 4 * 3];
+            let step = if base64 { B64_PIECE } else { TEXT_PIECE };
+            for chunk in content.as_bytes().chunks(step) {
+                let bytes = if base64 {
+                    let n = LENIENT_B64
+                        .decode_slice(chunk, &mut piece)
+                        .expect("checked by check_base64");
+                    &piece[..n]
+                } else {
+                    chunk
+                };
+                if bytes.is_empty() {
+                    continue;
+                }
+                if client.send_windowed(id, &window, bytes).await.is_err() {
+                    // The agent failed the call (its reply says why).
+                    return;
+                }
+            }
+            let _ = client.send_end(id).await;
+        };
+        let (result, ()) = tokio::join!(self.forward(method, params), pump);
+        client.close_windowed_stream(id);
+        drop(held);
+        result
+    }
+
+    /// readFile/readTextFile: the agent sends the file as a windowed stream
+    /// (`stream: true`), and the reply the SDKs expect (the whole file in
+    /// one message) is assembled here, up to what the client's WebSocket
+    /// takes in one message and within the daemon's file budget. A bigger
+    /// file is an error that names the limit and the way to read it in
+    /// pieces, not a message the SDK would drop with its connection.
+    async fn read_file(
+        &self,
+        method: &str,
+        mut params: Map<String, Value>,
+        held: &mut Option<OwnedSemaphorePermit>,
+    ) -> Result<Value, ErrorObject> {
+        let path = params
+            .get("path")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        params.insert("stream".into(), Value::Bool(true));
+        let reply = self.forward(method, params).await?;
+        let Some(agent_id) = reply.get("streamId").and_then(Value::as_u64) else {
+            // An agent that answered inline (it has no stream to offer).
+            return Ok(reply);
+        };
+        let agent_id = agent_id as u32;
+        let client = &self.live.client;
+        let Some(mut rx) = client.take_stream(agent_id) else {
+            return Err(ErrorObject::new(
+                "Error",
+                format!("{method}: stream {agent_id} was already taken"),
+                None,
+            ));
+        };
+        let text = method == "readTextFile";
+        let limit = self.kind.max_message() - REPLY_ENVELOPE;
+        // Bytes held per file byte: the raw text and its reply, or the
+        // base64 (4 per 3) built into the reply in place.
+        let cost = |bytes: usize| {
+            if text {
+                bytes.saturating_mul(2)
+            } else {
+                bytes.div_ceil(3).saturating_mul(4)
+            }
+        };
+        let too_big = |bytes: usize| {
+            if text {
+                bytes > limit
+            } else {
+                bytes.div_ceil(3).saturating_mul(4) > limit
+            }
+        };
+        // The size the agent saw decides at once what most files need (one
+        // that grows meanwhile takes more as it comes): a file too big is
+        // refused before it moves, and concurrent reads are admitted or
+        // refused whole, rather than all failing halfway through the budget.
+        let size = reply.get("size").and_then(Value::as_u64).unwrap_or(0);
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        let early = if too_big(size) {
+            Some(self.too_big(method, &path))
+        } else {
+            self.take_budget(method, cost(size), held).err()
+        };
+        let mut reserved = if early.is_none() { cost(size) } else { 0 };
+        // Sized up front (with room for the reply's envelope, added in
+        // place), so growing never holds two copies at once.
+        let (mut b64, mut raw) = match (&early, text) {
+            (None, false) => (String::with_capacity(reserved + 256), Vec::new()),
+            (None, true) => (String::new(), Vec::with_capacity(size)),
+            (Some(_), _) => (String::new(), Vec::new()),
+        };
+        let mut total = 0usize;
+        // Base64 is encoded in multiples of 3 bytes; the rest waits here.
+        let mut carry = Vec::with_capacity(3);
+        if early.is_some() {
+            let _ = client.send_cancel(agent_id).await;
+        }
+        let mut failure = early;
+        while let Some(chunk) = rx.recv().await {
+            let _ = client.send_credit(agent_id, chunk.len() as u32).await;
+            if failure.is_some() {
+                continue;
+            }
+            total += chunk.len();
+            let need = cost(total);
+            if too_big(total) {
+                failure = Some(self.too_big(method, &path));
+            } else if need > reserved {
+                match self.take_budget(method, need - reserved, held) {
+                    Ok(()) => reserved = need,
+                    Err(e) => failure = Some(e),
+                }
+            }
+            if failure.is_some() {
+                // Stop the agent; what is in flight (a window) is drained.
+                let _ = client.send_cancel(agent_id).await;
+                b64 = String::new();
+                raw = Vec::new();
+                continue;
+            }
+            if text {
+                raw.extend_from_slice(&chunk);
+                continue;
+            }
+            carry.extend_from_slice(&chunk);
+            let whole = carry.len() / 3 * 3;
+            base64::engine::general_purpose::STANDARD.encode_string(&carry[..whole], &mut b64);
+            carry.drain(..whole);
+        }
+        client.drop_stream(agent_id);
+        if let Some(e) = failure {
+            // An error reply holds nothing.
+            *held = None;
+            return Err(e);
+        }
+        if !text {
+            base64::engine::general_purpose::STANDARD.encode_string(&carry, &mut b64);
+            return Ok(Value::String(b64));
+        }
+        let text = String::from_utf8(raw).map_err(|e| {
+            let msg = format!("{}: {method} '{path}'", e.utf8_error());
+            ErrorObject::new("InvalidData", msg, None)
+        })?;
+        if escaped_len(&text) > limit {
+            return Err(self.too_big(method, &path));
+        }
+        Ok(Value::String(text))
+    }
+
+    /// The error for a file bigger than the client takes in one message.
+    fn too_big(&self, method: &str, path: &str) -> ErrorObject {
+        let (sdk, how) = match self.kind {
+            ClientKind::Python => (
+                "the Python SDK",
+                "open it with fs.open() and read it in pieces of at most 512 KiB",
+            ),
+            ClientKind::Standard => (
+                "the SDK",
+                "read it in pieces with sandbox.fs.open() (FsFile.read or .readable), \
+                 or copy it out with sandbox.fs.download()",
+            ),
+        };
+        ErrorObject::new(
+            "RangeError",
+            format!(
+                "{method} '{path}': the file is larger than {sdk} takes in one message \
+                 ({} KiB with its encoding); {how}",
+                self.kind.max_message() >> 10
+            ),
+            Some("EFBIG"),
+        )
+    }
+
     /// The sandbox ended, or is being torn down (its agent is gone).
     fn sandbox_gone(&self) -> bool {
         self.live.is_ended() || self.live.client.is_closed()
@@ -609,33 +896,41 @@ impl Rpc {
             .send_replace(true);
     }
 
-    /// Says where client stream `cid` named by a request goes, sending on
-    /// what arrived before the request. For `fetch` the daemon itself reads
-    /// it (returned); otherwise it becomes an agent stream and the param is
-    /// rewritten to that stream's id.
-    async fn bind_client_stream(
-        &self,
-        method: &str,
-        params: &mut Value,
-    ) -> Option<mpsc::UnboundedReceiver<Vec<u8>>> {
-        let key = client_stream_param(method)?;
-        let cid = params.get(key).and_then(Value::as_u64)?;
-        let pending = self
-            .inner
-            .lock()
-            .expect("rpc lock")
-            .client_streams
-            .remove(&cid);
-        let (queued, ended) = match pending {
+    /// Says where client stream `cid` named by a request goes. For `fetch`
+    /// the daemon itself reads it (returned); otherwise it becomes an agent
+    /// stream, the param is rewritten to that stream's id, and what arrived
+    /// before the request is returned to [`Self::feed`] once the request
+    /// is on its way. A writeFile's stream is windowed: the agent credits
+    /// what it wrote, and this connection's reads wait for that credit, so
+    /// a client streaming a big file is held back by TCP instead of being
+    /// buffered here or in the agent.
+    fn bind_client_stream(&self, method: &str, params: &mut Value) -> Result<Bound, ErrorObject> {
+        let Some(key) = client_stream_param(method) else {
+            return Ok(Bound::None);
+        };
+        let Some(cid) = params.get(key).and_then(Value::as_u64) else {
+            return Ok(Bound::None);
+        };
+        let mut inner = self.inner.lock().expect("rpc lock");
+        let (queued, ended) = match inner.client_streams.remove(&cid) {
+            Some(Sink::Pending {
+                overflowed: true, ..
+            }) => {
+                return Err(ErrorObject::new(
+                    "RangeError",
+                    format!(
+                        "{method}: more than {} MiB of stream {cid} arrived before the request \
+                         naming it, and the rest was not kept; send the request first",
+                        MAX_HELD >> 20
+                    ),
+                    None,
+                ));
+            }
             Some(Sink::Pending { queued, ended, .. }) => (queued, ended),
             // Already bound by an earlier request: nothing more to give.
             Some(bound) => {
-                self.inner
-                    .lock()
-                    .expect("rpc lock")
-                    .client_streams
-                    .insert(cid, bound);
-                return None;
+                inner.client_streams.insert(cid, bound);
+                return Ok(Bound::None);
             }
             None => (Vec::new(), false),
         };
@@ -645,29 +940,62 @@ impl Rpc {
                 let _ = tx.send(chunk);
             }
             if !ended {
-                self.inner
-                    .lock()
-                    .expect("rpc lock")
-                    .client_streams
-                    .insert(cid, Sink::Local(tx));
+                inner.client_streams.insert(cid, Sink::Local(tx));
             }
-            return Some(rx);
+            return Ok(Bound::Local(rx));
         }
-        let agent_id = self.live.client.open_stream();
-        for chunk in queued {
-            let _ = self.live.client.send_data(agent_id, &chunk).await;
-        }
-        if ended {
-            let _ = self.live.client.send_end(agent_id).await;
+        let (agent_id, window) = if matches!(method, "writeFile" | "writeTextFile") {
+            let (id, window) = self.live.client.open_windowed_stream(FILE_WINDOW);
+            (id, Some(window))
         } else {
-            self.inner
-                .lock()
-                .expect("rpc lock")
-                .client_streams
-                .insert(cid, Sink::Agent(agent_id));
+            (self.live.client.open_stream(), None)
+        };
+        if !ended {
+            inner.client_streams.insert(
+                cid,
+                Sink::Agent {
+                    id: agent_id,
+                    window: window.clone(),
+                },
+            );
         }
         params[key] = json!(agent_id);
-        None
+        Ok(Bound::Agent(Feed {
+            agent_id,
+            window,
+            queued,
+            ended,
+        }))
+    }
+
+    /// Sends what arrived for a client stream before its request.
+    async fn feed(&self, feed: Feed) {
+        for chunk in &feed.queued {
+            self.to_agent(feed.agent_id, feed.window.as_deref(), chunk)
+                .await;
+        }
+        if feed.ended {
+            self.end_agent_stream(feed.agent_id, feed.window.is_some())
+                .await;
+        }
+    }
+
+    /// Client stream bytes for agent stream `id`, waiting for credit when
+    /// it is windowed. Once the agent stopped reading (it failed the call)
+    /// the rest is dropped.
+    async fn to_agent(&self, id: u32, window: Option<&Semaphore>, bytes: &[u8]) {
+        let client = &self.live.client;
+        let _ = match window {
+            Some(window) => client.send_windowed(id, window, bytes).await,
+            None => client.send_data(id, bytes).await,
+        };
+    }
+
+    async fn end_agent_stream(&self, id: u32, windowed: bool) {
+        let _ = self.live.client.send_end(id).await;
+        if windowed {
+            self.live.client.close_windowed_stream(id);
+        }
     }
 
     /// Relays agent stream `agent_id` to the client as a new server stream,
@@ -765,9 +1093,9 @@ impl Rpc {
                 if bytes.is_empty() {
                     return;
                 }
-                let agent_id = match self.inner.lock().expect("rpc lock").sink(sid) {
+                let (agent_id, window) = match self.inner.lock().expect("rpc lock").sink(sid) {
                     None => return,
-                    Some(Sink::Agent(id)) => *id,
+                    Some(Sink::Agent { id, window }) => (*id, window.clone()),
                     Some(Sink::Local(tx)) => {
                         let _ = tx.send(bytes);
                         return;
@@ -775,24 +1103,29 @@ impl Rpc {
                     Some(Sink::Pending {
                         queued,
                         bytes: held,
+                        overflowed,
                         ..
                     }) => {
                         // A client streaming into a stream no request
-                        // names is capped, not buffered without end.
+                        // names is capped, not buffered without end; the
+                        // request that names it then fails.
                         if *held + bytes.len() <= MAX_HELD {
                             *held += bytes.len();
                             queued.push(bytes);
+                        } else {
+                            *overflowed = true;
+                            queued.clear();
                         }
                         return;
                     }
                 };
-                let _ = self.live.client.send_data(agent_id, &bytes).await;
+                self.to_agent(agent_id, window.as_deref(), &bytes).await;
             }
             "$sandbox.stream.end" | "$sandbox.stream.error" => {
-                let agent_id = {
+                let agent_stream = {
                     let mut inner = self.inner.lock().expect("rpc lock");
                     match inner.client_streams.remove(&sid) {
-                        Some(Sink::Agent(id)) => Some(id),
+                        Some(Sink::Agent { id, window }) => Some((id, window.is_some())),
                         // Dropping the sender ends a local reader.
                         Some(Sink::Local(_)) => None,
                         // The end may come before the request naming it.
@@ -806,8 +1139,8 @@ impl Rpc {
                         }
                     }
                 };
-                if let Some(agent_id) = agent_id {
-                    let _ = self.live.client.send_end(agent_id).await;
+                if let Some((id, windowed)) = agent_stream {
+                    self.end_agent_stream(id, windowed).await;
                 }
             }
             "$sandbox.stream.cancel" => {
@@ -837,9 +1170,15 @@ enum Sink {
         queued: Vec<Vec<u8>>,
         bytes: usize,
         ended: bool,
+        /// More than [`MAX_HELD`] arrived: the rest was dropped.
+        overflowed: bool,
     },
-    /// Forwarded to this agent stream.
-    Agent(u32),
+    /// Forwarded to this agent stream; a windowed one (a file's contents)
+    /// waits for the agent's credit.
+    Agent {
+        id: u32,
+        window: Option<Arc<Semaphore>>,
+    },
     /// Read by the daemon itself (a `fetch` body).
     Local(mpsc::UnboundedSender<Vec<u8>>),
 }
@@ -863,8 +1202,73 @@ impl Sink {
             queued: Vec::new(),
             bytes: 0,
             ended: false,
+            overflowed: false,
         }
     }
+}
+
+/// What a request's client stream became (see `bind_client_stream`).
+enum Bound {
+    None,
+    /// Read by the daemon (a `fetch` body).
+    Local(mpsc::UnboundedReceiver<Vec<u8>>),
+    /// Relayed to an agent stream; this arrived before the request.
+    Agent(Feed),
+}
+
+struct Feed {
+    agent_id: u32,
+    window: Option<Arc<Semaphore>>,
+    queued: Vec<Vec<u8>>,
+    ended: bool,
+}
+
+/// Largest writeFile/writeTextFile content (as sent, base64 for bytes)
+/// passed to the agent inline in the call: well within an agent frame
+/// (`agent_proto::MAX_PAYLOAD`, 1 MiB). Bigger content is streamed.
+const INLINE_WRITE_MAX: usize = 256 << 10;
+/// Base64 characters decoded per piece of a streamed inline writeFile (a
+/// multiple of 4, so every piece but the last is whole quanta).
+const B64_PIECE: usize = 64 << 10;
+/// Bytes per piece of a streamed inline writeTextFile.
+const TEXT_PIECE: usize = 64 << 10;
+/// Room left in a reply message for its JSON-RPC envelope.
+const REPLY_ENVELOPE: usize = 4 << 10;
+/// Replies with a string at least this long are built around it in place.
+const IN_PLACE_REPLY: usize = 64 << 10;
+
+/// Standard-alphabet base64 with padding optional, as the agent (and JS)
+/// decode it.
+const LENIENT_B64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// Checks that `s` decodes, a piece at a time (nothing is kept), so a
+/// streamed write never starts with content that fails halfway.
+fn check_base64(s: &str) -> Result<(), base64::DecodeSliceError> {
+    let mut scratch = vec![0u8; B64_PIECE / 4 * 3];
+    for chunk in s.as_bytes().chunks(B64_PIECE) {
+        LENIENT_B64.decode_slice(chunk, &mut scratch)?;
+    }
+    Ok(())
+}
+
+/// Whether `s` has characters a JSON string must escape.
+fn needs_escape(s: &str) -> bool {
+    s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
+}
+
+/// Length of `s` as a JSON string's contents (escapes counted).
+fn escaped_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..0x20 => 6,
+            _ => 1,
+        })
+        .sum()
 }
 
 /// Params that name a client → sandbox stream, per method.

@@ -26,11 +26,15 @@ pub async fn run(
     kind: super::ClientKind,
 ) {
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
     let writer = tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
+        while let Some(Outgoing { msg, held }) = rx.recv().await {
             let closing = matches!(msg, Message::Close(_));
-            if sink.send(msg).await.is_err() || closing {
+            let sent = sink.send(msg).await;
+            // What a big reply held of the daemon's file budget is free
+            // once the message has gone.
+            drop(held);
+            if sent.is_err() || closing {
                 break;
             }
         }
@@ -53,13 +57,13 @@ pub async fn run(
                     // The library failed the connection (RFC 6455 §7.1.7):
                     // tell the client why with the code §7.4.1 assigns.
                     if let Some(frame) = close_for_read_error(e) {
-                        let _ = tx.send(frame);
+                        let _ = tx.send(frame.into());
                     }
                     break;
                 }
                 Some(Ok(Message::Text(t))) => {
                     if t.as_str() == "ping" {
-                        let _ = tx.send(Message::Text("pong".into()));
+                        let _ = tx.send(Message::Text("pong".into()).into());
                     } else {
                         rpc.on_message(t.as_str()).await;
                     }
@@ -79,12 +83,12 @@ pub async fn run(
                     close_at = Some(tokio::time::Instant::now() + CONSOLE_KILL_GRACE);
                 } else {
                     rpc.drain(DRAIN_ON_END).await;
-                    let _ = tx.send(close(1001, &format!("sandbox {reason}")));
+                    let _ = tx.send(close(1001, &format!("sandbox {reason}")).into());
                     break;
                 }
             }
             _ = grace => {
-                let _ = tx.send(close(1001, "sandbox killed"));
+                let _ = tx.send(close(1001, "sandbox killed").into());
                 break;
             }
         }
@@ -93,7 +97,7 @@ pub async fn run(
     // first Close it sends, so this is a no-op after one already queued.
     // Without it the writer would wait for every clone of `tx` (held by
     // stream relays) and the client would wait for our close frame.
-    let _ = tx.send(Message::Close(None));
+    let _ = tx.send(Message::Close(None).into());
     drop(tx);
     rpc.shutdown();
     drop(rpc);
@@ -154,6 +158,19 @@ fn close(code: u16, reason: &str) -> Message {
         code,
         reason: reason.into(),
     }))
+}
+
+/// A message on its way to the client, with what it holds of the daemon's
+/// budget for file contents (released once it is written to the socket).
+pub struct Outgoing {
+    pub msg: Message,
+    pub held: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl From<Message> for Outgoing {
+    fn from(msg: Message) -> Self {
+        Self { msg, held: None }
+    }
 }
 
 /// A JSON-RPC notification (no id).
