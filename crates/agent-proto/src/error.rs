@@ -39,8 +39,9 @@ impl ZodIssue {
     }
 }
 
-/// zod's name for the type of a parsed JSON value.
-fn zod_type(v: &Value) -> &'static str {
+/// zod's name for the type of a parsed JSON value (also the name error
+/// messages use for it).
+pub fn zod_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "boolean",

@@ -55,5 +55,5 @@ pub const TUNNEL_WINDOW: usize = 1 << 20;
 pub const FILE_WINDOW: usize = 1 << 20;
 
 pub use codec::{encode_frame, DecodeError, Decoder, Frame, FrameKind, HEADER_LEN, MAX_PAYLOAD};
-pub use error::{ErrorObject, ZodIssue, VALIDATION_ERROR};
+pub use error::{zod_type, ErrorObject, ZodIssue, VALIDATION_ERROR};
 pub use messages::{Call, Hello, Reply, PROTOCOL_VERSION};

@@ -213,14 +213,7 @@ pub(crate) fn as_integer(v: &Value) -> Option<i64> {
     (f.fract() == 0.0 && in_range).then_some(f as i64)
 }
 
-/// The JSON type name of a value, for error messages.
+/// The JSON type name of a value, for error messages (zod's names).
 pub(crate) fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
+    agent_proto::zod_type(v)
 }
