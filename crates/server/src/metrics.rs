@@ -82,16 +82,12 @@ impl Metrics {
         }
     }
 
-    /// Method names as labels: only the protocol's, so a client cannot
-    /// create unbounded label values.
-    pub fn method_label(method: &str) -> MethodLabels {
-        let known = crate::ws::is_known_method(method);
+    /// Method names as labels: only those of the method table a client
+    /// may call ([`agent_proto::Method::from_client`]), else `unknown`, so
+    /// a client cannot create unbounded label values.
+    pub fn method_label(method: Option<agent_proto::Method>) -> MethodLabels {
         MethodLabels {
-            method: if known {
-                method.to_string()
-            } else {
-                "unknown".to_string()
-            },
+            method: method.map_or("unknown", |m| m.as_str()).to_string(),
         }
     }
 

@@ -13,7 +13,7 @@ use super::fetch;
 use super::session::{notification, Outgoing};
 use super::ClientKind;
 use crate::AppState;
-use agent_proto::{ErrorObject, FILE_WINDOW};
+use agent_proto::{ErrorObject, Method, Route, FILE_WINDOW};
 use axum::extract::ws::Message;
 use base64::Engine;
 use bytes::Bytes;
@@ -25,84 +25,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
-
-/// Methods the agent serves with the same params and results.
-const AGENT_METHODS: &[&str] = &[
-    "processKill",
-    // airlock extension (not in the Deno protocol): resize a spawned PTY;
-    // `airlock exec -t` and `airlock shell` forward window changes with it.
-    "ptyResize",
-    // airlock extension (not in the Deno protocol): run a snippet in a
-    // stateful python3 interpreter per (sandbox, session); see the README.
-    "pythonRun",
-    // Deno runtime: `denoHttpWait` holds its reply until the process listens
-    // or exits; the REPL calls address a `spawnDenoRepl` pid.
-    "denoHttpWait",
-    "denoReplEval",
-    "denoReplCall",
-    "denoReplClose",
-    "envGet",
-    "envSet",
-    "envDelete",
-    "envToObject",
-    "readFile",
-    "readTextFile",
-    "writeFile",
-    "writeTextFile",
-    "readDir",
-    "remove",
-    "mkdir",
-    "rename",
-    "stat",
-    "lstat",
-    "chmod",
-    "chown",
-    "copyFile",
-    "link",
-    "symlink",
-    "readLink",
-    "realPath",
-    "makeTempDir",
-    "makeTempFile",
-    "truncate",
-    "umask",
-    "utime",
-    "open",
-    "create",
-    "fileRead",
-    "fileWrite",
-    "fileSeek",
-    "fileStat",
-    "fileTruncate",
-    "fileUtime",
-    "fileLock",
-    "fileUnlock",
-    "fileSync",
-    "fileSyncData",
-    "fileClose",
-];
-
-/// Protocol methods airlock does not serve yet: answered with a clear
-/// application error rather than "method not found".
-const NOT_YET: &[&str] = &["vscode"];
-
-/// Whether `method` is one of the protocol's (for metric labels).
-pub(crate) fn is_known_method(method: &str) -> bool {
-    AGENT_METHODS.contains(&method)
-        || NOT_YET.contains(&method)
-        || matches!(
-            method,
-            "spawn"
-                | "spawnDeno"
-                | "spawnDenoRepl"
-                | "processWait"
-                | "walk"
-                | "expandGlob"
-                | "abort"
-                | "fetch"
-                | "exposeHttp"
-        )
-}
 
 /// Most JSON a walk list for the Python SDK may hold: its `websockets`
 /// client refuses messages over 1 MiB and closes the connection.
@@ -217,11 +139,17 @@ impl Rpc {
             .cloned();
         let mut params = msg.get("params").cloned().unwrap_or_else(|| json!({}));
         match (method, id) {
-            (Some(method), Some(id)) => {
+            (Some(name), Some(id)) => {
+                // Internal methods and unknown ones are `None`: -32601.
+                let method = Method::from_client(&name);
                 // Bound here, in message order, before the request runs on
                 // its own task: the stream's data and end are handled in
                 // this loop and may follow at once.
-                let (body, feed) = match self.bind_client_stream(&method, &mut params) {
+                let bound = match method {
+                    Some(method) => self.bind_client_stream(method, &mut params),
+                    None => Ok(Bound::None),
+                };
+                let (body, feed) = match bound {
                     Ok(Bound::None) => (None, None),
                     Ok(Bound::Local(rx)) => (Some(rx), None),
                     Ok(Bound::Agent(feed)) => (None, Some(feed)),
@@ -232,8 +160,8 @@ impl Rpc {
                 tokio::spawn(async move {
                     let started = std::time::Instant::now();
                     let mut held = None;
-                    let response = rpc.request(&method, params, body, &mut held).await;
-                    rpc.count(&method, &response, started);
+                    let response = rpc.request(method, params, body, &mut held).await;
+                    rpc.count(method, &response, started);
                     rpc.respond_held(id, response, held);
                     rpc.in_flight.send_modify(|n| *n -= 1);
                 });
@@ -305,7 +233,7 @@ impl Rpc {
 
     fn count(
         &self,
-        method: &str,
+        method: Option<Method>,
         response: &Result<Result<Value, ErrorObject>, RpcError>,
         started: std::time::Instant,
     ) {
@@ -315,7 +243,7 @@ impl Rpc {
         if !matches!(response, Ok(Ok(_))) {
             m.rpc_errors.get_or_create(&label).inc();
         }
-        if method == "spawn" {
+        if method == Some(Method::Spawn) {
             m.spawn_seconds.observe(started.elapsed().as_secs_f64());
         }
     }
@@ -375,7 +303,7 @@ impl Rpc {
 
     async fn request(
         &self,
-        method: &str,
+        method: Option<Method>,
         params: Value,
         body: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
         held: &mut Option<OwnedSemaphorePermit>,
@@ -387,34 +315,47 @@ impl Rpc {
                 Some(&params),
             )));
         };
+        let Some(m) = method else {
+            return Err(RpcError::new(-32601, "Method not found"));
+        };
+        let method = m.as_str();
         // The Python SDK nests options; the agent reads them flat too, but
         // stream ids must be found where the SDK put them.
-        match method {
+        match m {
             // Spawn-like: results carry output stream ids to translate
             // (`spawnDeno`'s `watcherId` passes through).
-            "spawn" | "spawnDeno" | "spawnDenoRepl" => self.spawn(method, params).await,
-            "processWait" => self.process_wait(params).await,
-            "writeFile" | "writeTextFile" => Ok(self.write_file(method, params).await),
-            "readFile" | "readTextFile" => Ok(self.read_file(method, params, held).await),
-            "walk" | "expandGlob" => {
+            Method::Spawn | Method::SpawnDeno | Method::SpawnDenoRepl => {
+                self.spawn(m, params).await
+            }
+            Method::ProcessWait => self.process_wait(params).await,
+            Method::WriteFile | Method::WriteTextFile => Ok(self.write_file(method, params).await),
+            Method::ReadFile | Method::ReadTextFile => {
+                Ok(self.read_file(method, params, held).await)
+            }
+            Method::Walk | Method::ExpandGlob => {
                 let result = self.forward(method, params).await;
+                let [key] = m.server_stream_results() else {
+                    unreachable!("walk and expandGlob answer one stream")
+                };
                 let agent_id = match result {
-                    Ok(v) => match v.get("streamId").and_then(Value::as_u64) {
+                    Ok(v) => match v.get(*key).and_then(Value::as_u64) {
                         Some(id) => id as u32,
                         None => return Ok(Ok(v)),
                     },
                     Err(e) => return Ok(Err(e)),
                 };
                 Ok(match self.kind {
-                    ClientKind::Python => self.collect_walk(method, agent_id).await,
+                    ClientKind::Python => self.collect_walk(m, agent_id).await,
                     ClientKind::Standard => {
-                        Ok(json!({"streamId": self.forward_stream(agent_id, None)}))
+                        Ok(json!({ *key: self.forward_stream(agent_id, None) }))
                     }
                 })
             }
-            "fetch" => Ok(self.fetch(params, body).await),
-            "exposeHttp" => Ok(crate::expose::bind_rpc(&self.state, &self.live, &params).await),
-            "abort" => {
+            Method::Fetch => Ok(self.fetch(params, body).await),
+            Method::ExposeHttp => {
+                Ok(crate::expose::bind_rpc(&self.state, &self.live, &params).await)
+            }
+            Method::Abort => {
                 let id = params.get("abortId").and_then(Value::as_i64);
                 let pending =
                     id.and_then(|id| self.inner.lock().expect("rpc lock").aborts.remove(&id));
@@ -423,24 +364,28 @@ impl Rpc {
                 }
                 Ok(Ok(Value::Null))
             }
-            m if AGENT_METHODS.contains(&m) => {
-                let result = self.forward(method, params).await;
-                // A process of an ended sandbox is gone: killing it (or
-                // closing its REPL) is done.
-                if matches!(m, "processKill" | "denoReplClose")
-                    && result.is_err()
-                    && self.sandbox_gone()
-                {
-                    return Ok(Ok(Value::Null));
+            _ => match m.route() {
+                Route::Agent => {
+                    let result = self.forward(method, params).await;
+                    // A process of an ended sandbox is gone: killing it (or
+                    // closing its REPL) is done.
+                    if matches!(m, Method::ProcessKill | Method::DenoReplClose)
+                        && result.is_err()
+                        && self.sandbox_gone()
+                    {
+                        return Ok(Ok(Value::Null));
+                    }
+                    Ok(result)
                 }
-                Ok(result)
-            }
-            m if NOT_YET.contains(&m) => Ok(Err(ErrorObject::new(
-                "NotSupported",
-                format!("{m} is not supported by this airlock version yet"),
-                None,
-            ))),
-            _ => Err(RpcError::new(-32601, "Method not found")),
+                Route::NotYet => Ok(Err(ErrorObject::new(
+                    "NotSupported",
+                    format!("{m} is not supported by this airlock version yet"),
+                    None,
+                ))),
+                // Every daemon method is matched above; internal ones are
+                // not `from_client`.
+                Route::Daemon | Route::Internal => Err(RpcError::new(-32601, "Method not found")),
+            },
         }
     }
 
@@ -495,7 +440,7 @@ impl Rpc {
     /// for `expandGlob` their paths, as the SDK's `list[str]` says. The SDK
     /// takes messages up to 1 MiB, so a bigger list is an error that says
     /// how to narrow it rather than a closed connection.
-    async fn collect_walk(&self, method: &str, agent_id: u32) -> Result<Value, ErrorObject> {
+    async fn collect_walk(&self, method: Method, agent_id: u32) -> Result<Value, ErrorObject> {
         let Some(mut rx) = self.live.client.take_stream(agent_id) else {
             return Ok(json!([]));
         };
@@ -520,7 +465,7 @@ impl Rpc {
                 continue;
             };
             entries.push(match method {
-                "expandGlob" => entry.get("path").cloned().unwrap_or(Value::Null),
+                Method::ExpandGlob => entry.get("path").cloned().unwrap_or(Value::Null),
                 _ => entry,
             });
         }
@@ -802,16 +747,16 @@ impl Rpc {
 
     async fn spawn(
         &self,
-        method: &str,
+        method: Method,
         params: Map<String, Value>,
     ) -> Result<Result<Value, ErrorObject>, RpcError> {
-        let mut result = match self.forward(method, params).await {
+        let mut result = match self.forward(method.as_str(), params).await {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
         let pid = result.get("pid").and_then(Value::as_i64).unwrap_or(0);
         let gate = self.gate(pid);
-        for key in ["stdoutStreamId", "stderrStreamId"] {
+        for &key in method.server_stream_results() {
             if let Some(agent_id) = result.get(key).and_then(Value::as_u64) {
                 let sid = self.forward_stream(agent_id as u32, Some(gate.clone()));
                 result[key] = json!(sid);
@@ -858,7 +803,7 @@ impl Rpc {
         if let Some(pid) = params.get("pid").and_then(Value::as_i64) {
             self.open_gate(pid);
         }
-        let result = self.forward("processWait", params).await;
+        let result = self.forward(Method::ProcessWait.as_str(), params).await;
         Ok(match result {
             Ok(mut status) => {
                 if status.get("signal").and_then(Value::as_str) == Some("SIGKILL")
@@ -904,8 +849,8 @@ impl Rpc {
     /// what it wrote, and this connection's reads wait for that credit, so
     /// a client streaming a big file is held back by TCP instead of being
     /// buffered here or in the agent.
-    fn bind_client_stream(&self, method: &str, params: &mut Value) -> Result<Bound, ErrorObject> {
-        let Some(key) = client_stream_param(method) else {
+    fn bind_client_stream(&self, method: Method, params: &mut Value) -> Result<Bound, ErrorObject> {
+        let Some(key) = method.client_stream_param() else {
             return Ok(Bound::None);
         };
         let Some(cid) = params.get(key).and_then(Value::as_u64) else {
@@ -934,7 +879,7 @@ impl Rpc {
             }
             None => (Vec::new(), false),
         };
-        if method == "fetch" {
+        if method.route() == Route::Daemon {
             let (tx, rx) = mpsc::unbounded_channel();
             for chunk in queued {
                 let _ = tx.send(chunk);
@@ -944,7 +889,7 @@ impl Rpc {
             }
             return Ok(Bound::Local(rx));
         }
-        let (agent_id, window) = if matches!(method, "writeFile" | "writeTextFile") {
+        let (agent_id, window) = if method.windowed_client_stream() {
             let (id, window) = self.live.client.open_windowed_stream(FILE_WINDOW);
             (id, Some(window))
         } else {
@@ -1269,16 +1214,6 @@ fn escaped_len(s: &str) -> usize {
             _ => 1,
         })
         .sum()
-}
-
-/// Params that name a client → sandbox stream, per method.
-fn client_stream_param(method: &str) -> Option<&'static str> {
-    match method {
-        "spawn" | "spawnDeno" | "spawnDenoRepl" => Some("stdinStreamId"),
-        "writeFile" | "writeTextFile" => Some("contentStreamId"),
-        "fetch" => Some("bodyStreamId"),
-        _ => None,
-    }
 }
 
 /// A JSON-RPC level error (`error` member), for protocol failures.
