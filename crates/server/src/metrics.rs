@@ -283,3 +283,29 @@ fn labelled(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+    use agent_proto::Method;
+
+    /// Labels come from the method table: a client's arbitrary method names
+    /// (and the daemon ↔ agent methods) all count as `unknown`.
+    #[test]
+    fn method_labels_are_the_tables_client_methods() {
+        let label = |name: &str| Metrics::method_label(Method::from_client(name)).method;
+        assert_eq!(label("spawn"), "spawn");
+        assert_eq!(label("fileSyncData"), "fileSyncData");
+        assert_eq!(label("vscode"), "vscode");
+        for name in [
+            "ping",
+            "tcpConnect",
+            "httpPort",
+            "noSuchMethod",
+            "Spawn",
+            "",
+        ] {
+            assert_eq!(label(name), "unknown", "{name:?}");
+        }
+    }
+}
