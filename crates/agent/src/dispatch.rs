@@ -152,25 +152,22 @@ impl Agent {
             Method::TcpConnect => tunnel::connect(&self.streams, &self.out, &params).await,
             // airlock extension: stateful Python sessions.
             Method::PythonRun => self.python.run(&self.env, &self.cwd, &params).await,
-            _ if m.is_fs() => self.fs_call(method, params).await,
+            _ if m.is_fs() => self.fs_call(m, params).await,
             // Served by the daemon (Route::Daemon, Route::NotYet), never
             // by the agent.
             _ => Err(ErrorObject::unknown_method(method)),
         }
     }
 
-    async fn fs_call(&self, method: &str, params: Value) -> Result<Value, ErrorObject> {
+    async fn fs_call(&self, method: Method, params: Value) -> Result<Value, ErrorObject> {
         let fs = self.fs.clone();
         let cwd = self.cwd.clone();
-        let method_owned = method.to_string();
         let result = tokio::task::spawn_blocking(move || {
-            fs.lock()
-                .expect("fs lock")
-                .call(&method_owned, &params, &cwd)
+            fs.lock().expect("fs lock").call(method, &params, &cwd)
         })
         .await
         .map_err(|e| ErrorObject::new("Error", format!("{method} failed: {e}"), None))?;
-        result.unwrap_or_else(|| Err(ErrorObject::unknown_method(method)))
+        result.unwrap_or_else(|| Err(ErrorObject::unknown_method(method.as_str())))
     }
 
     /// `fileLock` blocks until the lock is free, as Deno's does, but waits
