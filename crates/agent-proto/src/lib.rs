@@ -46,6 +46,7 @@
 mod codec;
 mod error;
 mod messages;
+mod methods;
 
 /// Bytes a tunnel stream's sender may have in flight before a `Credit`.
 pub const TUNNEL_WINDOW: usize = 1 << 20;
@@ -57,3 +58,4 @@ pub const FILE_WINDOW: usize = 1 << 20;
 pub use codec::{encode_frame, DecodeError, Decoder, Frame, FrameKind, HEADER_LEN, MAX_PAYLOAD};
 pub use error::{zod_type, ErrorObject, ZodIssue, VALIDATION_ERROR};
 pub use messages::{Call, Hello, Reply, PROTOCOL_VERSION};
+pub use methods::{Method, Route};

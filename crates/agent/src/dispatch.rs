@@ -9,7 +9,7 @@ use crate::python;
 use crate::signals;
 use crate::streams::Streams;
 use crate::tunnel;
-use agent_proto::{Call, ErrorObject, Frame, FrameKind, Reply, FILE_WINDOW};
+use agent_proto::{Call, ErrorObject, Frame, FrameKind, Method, Reply, FILE_WINDOW};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -89,11 +89,14 @@ impl Agent {
         if !params.is_object() {
             return Err(ErrorObject::invalid_type(&[], "object", Some(&params)));
         }
-        match method {
-            "ping" => Ok(json!("pong")),
-            "spawn" => process::spawn(&self.ctx(), &params),
-            "processWait" => self.table.wait(process::pid_param(method, &params)?).await,
-            "processKill" => {
+        let Some(m) = Method::from_wire(method) else {
+            return Err(ErrorObject::unknown_method(method));
+        };
+        match m {
+            Method::Ping => Ok(json!("pong")),
+            Method::Spawn => process::spawn(&self.ctx(), &params),
+            Method::ProcessWait => self.table.wait(process::pid_param(method, &params)?).await,
+            Method::ProcessKill => {
                 let pid = process::pid_param(method, &params)?;
                 let signal = match params.get("signal") {
                     None | Some(Value::Null) => libc::SIGTERM,
@@ -108,7 +111,7 @@ impl Agent {
                 };
                 self.table.kill(pid, signal)
             }
-            "ptyResize" => {
+            Method::PtyResize => {
                 let pid = process::pid_param(method, &params)?;
                 let dim = |k: &str| {
                     params
@@ -122,44 +125,49 @@ impl Agent {
                 };
                 self.table.resize(pid, dim("rows")?, dim("cols")?)
             }
-            "envGet" | "envSet" | "envDelete" | "envToObject" => {
+            Method::EnvGet | Method::EnvSet | Method::EnvDelete | Method::EnvToObject => {
                 self.env.call(method, &params).expect("env method")
             }
-            "writeFile" | "writeTextFile"
+            Method::WriteFile | Method::WriteTextFile
                 if params.get("contentStreamId").is_some_and(|v| !v.is_null()) =>
             {
                 self.write_from_stream(method, params).await
             }
-            "readFile" | "readTextFile" if params.get("stream") == Some(&Value::Bool(true)) => {
+            Method::ReadFile | Method::ReadTextFile
+                if params.get("stream") == Some(&Value::Bool(true)) =>
+            {
                 self.read_to_stream(method, params).await
             }
-            "walk" | "expandGlob" => self.walk(method, params).await,
-            "fileLock" => self.file_lock(params).await,
-            "spawnDeno" | "denoHttpWait" | "spawnDenoRepl" | "denoReplEval" | "denoReplCall"
-            | "denoReplClose" | "httpPort" => {
-                deno::call(&self.ctx(), &self.deno_repls, method, &params).await
-            }
+            Method::Walk | Method::ExpandGlob => self.walk(m, params).await,
+            Method::FileLock => self.file_lock(params).await,
+            Method::SpawnDeno
+            | Method::DenoHttpWait
+            | Method::SpawnDenoRepl
+            | Method::DenoReplEval
+            | Method::DenoReplCall
+            | Method::DenoReplClose
+            | Method::HttpPort => deno::call(&self.ctx(), &self.deno_repls, method, &params).await,
             // airlock internal: a TCP connection inside the sandbox, for
             // `fetch` and exposed ports.
-            "tcpConnect" => tunnel::connect(&self.streams, &self.out, &params).await,
+            Method::TcpConnect => tunnel::connect(&self.streams, &self.out, &params).await,
             // airlock extension: stateful Python sessions.
-            "pythonRun" => self.python.run(&self.env, &self.cwd, &params).await,
-            _ => self.fs_call(method, params).await,
+            Method::PythonRun => self.python.run(&self.env, &self.cwd, &params).await,
+            _ if m.is_fs() => self.fs_call(m, params).await,
+            // Served by the daemon (Route::Daemon, Route::NotYet), never
+            // by the agent.
+            _ => Err(ErrorObject::unknown_method(method)),
         }
     }
 
-    async fn fs_call(&self, method: &str, params: Value) -> Result<Value, ErrorObject> {
+    async fn fs_call(&self, method: Method, params: Value) -> Result<Value, ErrorObject> {
         let fs = self.fs.clone();
         let cwd = self.cwd.clone();
-        let method_owned = method.to_string();
         let result = tokio::task::spawn_blocking(move || {
-            fs.lock()
-                .expect("fs lock")
-                .call(&method_owned, &params, &cwd)
+            fs.lock().expect("fs lock").call(method, &params, &cwd)
         })
         .await
         .map_err(|e| ErrorObject::new("Error", format!("{method} failed: {e}"), None))?;
-        result.unwrap_or_else(|| Err(ErrorObject::unknown_method(method)))
+        result.unwrap_or_else(|| Err(ErrorObject::unknown_method(method.as_str())))
     }
 
     /// `fileLock` blocks until the lock is free, as Deno's does, but waits
@@ -283,9 +291,9 @@ impl Agent {
 
     /// `walk`/`expandGlob`: replies `{streamId}`, then sends one JSON entry
     /// per Data frame and an End.
-    async fn walk(&self, method: &str, params: Value) -> Result<Value, ErrorObject> {
+    async fn walk(&self, method: Method, params: Value) -> Result<Value, ErrorObject> {
         let cwd = self.cwd.clone();
-        let is_walk = method == "walk";
+        let is_walk = method == Method::Walk;
         let entries = tokio::task::spawn_blocking(move || {
             if is_walk {
                 fs::walk(&params, &cwd)

@@ -1660,3 +1660,33 @@ fn files_bigger_than_a_frame_move_as_windowed_streams() {
     );
     agent.finish();
 }
+
+/// The agent serves every method the table (`agent_proto::Method`) routes
+/// to it, and answers the daemon's own methods as unknown: the table and
+/// the agent's dispatch (and its fs lookup tables) cannot drift apart.
+/// Params name only paths under the test's directory (some calls, such as
+/// `mkdir`, succeed there), so no call touches the rest of the host.
+#[test]
+fn agent_serves_exactly_the_tables_agent_methods() {
+    use agent_proto::{Method, Route};
+    let mut agent = Agent::start();
+    let absent = agent.dir.path().join("absent");
+    let params = json!({
+        "path": absent,
+        "dir": absent,
+        "from": absent,
+        "to": absent,
+        "oldpath": absent,
+        "newpath": absent,
+    });
+    for &m in Method::ALL {
+        let reply = agent.call(m.as_str(), params.clone());
+        let unknown = matches!(&reply, Err(e) if e["code"] == json!("ENOSYS")
+            && e["message"].as_str().is_some_and(|s| s.starts_with("unknown method")));
+        match m.route() {
+            Route::Agent | Route::Internal => assert!(!unknown, "{m} is unknown to the agent"),
+            Route::Daemon | Route::NotYet => assert!(unknown, "{m}: {reply:?}"),
+        }
+    }
+    agent.assert_ping("every method of the table");
+}

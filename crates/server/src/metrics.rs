@@ -82,16 +82,12 @@ impl Metrics {
         }
     }
 
-    /// Method names as labels: only the protocol's, so a client cannot
-    /// create unbounded label values.
-    pub fn method_label(method: &str) -> MethodLabels {
-        let known = crate::ws::is_known_method(method);
+    /// Method names as labels: only those of the method table a client
+    /// may call ([`agent_proto::Method::from_client`]), else `unknown`, so
+    /// a client cannot create unbounded label values.
+    pub fn method_label(method: Option<agent_proto::Method>) -> MethodLabels {
         MethodLabels {
-            method: if known {
-                method.to_string()
-            } else {
-                "unknown".to_string()
-            },
+            method: method.map_or("unknown", |m| m.as_str()).to_string(),
         }
     }
 
@@ -286,4 +282,30 @@ fn labelled(
         ConstCounter::new(*n).encode(family.encode_family(&[(label, *value)])?)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+    use agent_proto::Method;
+
+    /// Labels come from the method table: a client's arbitrary method names
+    /// (and the daemon ↔ agent methods) all count as `unknown`.
+    #[test]
+    fn method_labels_are_the_tables_client_methods() {
+        let label = |name: &str| Metrics::method_label(Method::from_client(name)).method;
+        assert_eq!(label("spawn"), "spawn");
+        assert_eq!(label("fileSyncData"), "fileSyncData");
+        assert_eq!(label("vscode"), "vscode");
+        for name in [
+            "ping",
+            "tcpConnect",
+            "httpPort",
+            "noSuchMethod",
+            "Spawn",
+            "",
+        ] {
+            assert_eq!(label(name), "unknown", "{name:?}");
+        }
+    }
 }

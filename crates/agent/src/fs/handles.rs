@@ -5,7 +5,7 @@ use super::info::file_info;
 use super::ops::{target, time_param};
 use super::params::{as_integer, kind, Params};
 use super::time::Timestamp;
-use agent_proto::ErrorObject;
+use agent_proto::{ErrorObject, Method};
 use base64::Engine;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -35,24 +35,24 @@ pub(crate) struct Handles {
     next_id: u32,
 }
 
-type Method = fn(&mut Handles, &Params, &Path) -> Result<Value, ErrorObject>;
+type Handler = fn(&mut Handles, &Params, &Path) -> Result<Value, ErrorObject>;
 
 /// The handler of a handle method, or `None` if `method` is not one.
-pub(crate) fn lookup(method: &str) -> Option<Method> {
+pub(crate) fn lookup(method: Method) -> Option<Handler> {
     Some(match method {
-        "open" => Handles::open,
-        "create" => Handles::create,
-        "fileRead" => Handles::read,
-        "fileWrite" => Handles::write,
-        "fileSeek" => Handles::seek,
-        "fileStat" => Handles::stat,
-        "fileTruncate" => Handles::truncate,
-        "fileUtime" => Handles::utime,
-        "fileLock" => Handles::lock,
-        "fileUnlock" => Handles::unlock,
-        "fileSync" => Handles::sync,
-        "fileSyncData" => Handles::sync_data,
-        "fileClose" => Handles::close,
+        Method::Open => Handles::open,
+        Method::Create => Handles::create,
+        Method::FileRead => Handles::read,
+        Method::FileWrite => Handles::write,
+        Method::FileSeek => Handles::seek,
+        Method::FileStat => Handles::stat,
+        Method::FileTruncate => Handles::truncate,
+        Method::FileUtime => Handles::utime,
+        Method::FileLock => Handles::lock,
+        Method::FileUnlock => Handles::unlock,
+        Method::FileSync => Handles::sync,
+        Method::FileSyncData => Handles::sync_data,
+        Method::FileClose => Handles::close,
         _ => return None,
     })
 }

@@ -27,7 +27,7 @@ mod walk;
 #[cfg(test)]
 mod tests;
 
-use agent_proto::ErrorObject;
+use agent_proto::{ErrorObject, Method};
 use base64::Engine;
 use params::Params;
 use serde_json::Value;
@@ -61,15 +61,16 @@ impl FsState {
     /// [`open_for_write`].
     pub fn call(
         &mut self,
-        method: &str,
+        method: Method,
         params: &Value,
         cwd: &Path,
     ) -> Option<Result<Value, ErrorObject>> {
+        let name = method.as_str();
         if let Some(run) = ops::lookup(method) {
-            return Some(Params::new(method, params).and_then(|p| run(&p, cwd)));
+            return Some(Params::new(name, params).and_then(|p| run(&p, cwd)));
         }
         let run = handles::lookup(method)?;
-        Some(Params::new(method, params).and_then(|p| run(&mut self.handles, &p, cwd)))
+        Some(Params::new(name, params).and_then(|p| run(&mut self.handles, &p, cwd)))
     }
 }
 

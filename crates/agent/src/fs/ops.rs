@@ -6,7 +6,7 @@ use super::params::Params;
 use super::paths::{display, resolve};
 use super::time::{parse_time_value, Timestamp};
 use super::{base64_decode, temp};
-use agent_proto::ErrorObject;
+use agent_proto::{ErrorObject, Method};
 use base64::Engine;
 use nix::sys::stat::{Mode, UtimensatFlags};
 use nix::sys::time::TimeSpec;
@@ -16,33 +16,33 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-type Method = fn(&Params, &Path) -> Result<Value, ErrorObject>;
+type Handler = fn(&Params, &Path) -> Result<Value, ErrorObject>;
 
 /// The handler of a path-based method, or `None` if `method` is not one.
-pub(crate) fn lookup(method: &str) -> Option<Method> {
+pub(crate) fn lookup(method: Method) -> Option<Handler> {
     Some(match method {
-        "readFile" => read_file,
-        "readTextFile" => read_text_file,
-        "writeFile" => write_file,
-        "writeTextFile" => write_text_file,
-        "readDir" => read_dir,
-        "remove" => remove,
-        "mkdir" => mkdir,
-        "rename" => rename,
-        "stat" => stat,
-        "lstat" => lstat,
-        "chmod" => chmod,
-        "chown" => chown,
-        "copyFile" => copy_file,
-        "link" => link,
-        "symlink" => symlink,
-        "readLink" => read_link,
-        "realPath" => real_path,
-        "makeTempDir" => temp::make_temp_dir,
-        "makeTempFile" => temp::make_temp_file,
-        "truncate" => truncate,
-        "umask" => umask,
-        "utime" => utime,
+        Method::ReadFile => read_file,
+        Method::ReadTextFile => read_text_file,
+        Method::WriteFile => write_file,
+        Method::WriteTextFile => write_text_file,
+        Method::ReadDir => read_dir,
+        Method::Remove => remove,
+        Method::Mkdir => mkdir,
+        Method::Rename => rename,
+        Method::Stat => stat,
+        Method::Lstat => lstat,
+        Method::Chmod => chmod,
+        Method::Chown => chown,
+        Method::CopyFile => copy_file,
+        Method::Link => link,
+        Method::Symlink => symlink,
+        Method::ReadLink => read_link,
+        Method::RealPath => real_path,
+        Method::MakeTempDir => temp::make_temp_dir,
+        Method::MakeTempFile => temp::make_temp_file,
+        Method::Truncate => truncate,
+        Method::Umask => umask,
+        Method::Utime => utime,
         _ => return None,
     })
 }

@@ -32,8 +32,9 @@ impl Fx {
 
     fn call(&mut self, method: &str, params: Value) -> Result<Value, ErrorObject> {
         let cwd = self.cwd();
+        let m = Method::from_wire(method).unwrap_or_else(|| panic!("{method} is not a method"));
         self.fs
-            .call(method, &params, &cwd)
+            .call(m, &params, &cwd)
             .unwrap_or_else(|| panic!("{method} is not an fs method"))
     }
 
@@ -91,67 +92,23 @@ fn assert_class(e: &ErrorObject, class: &str, code: Option<&str>) {
 // ---------------------------------------------------------------- dispatch
 
 #[test]
-fn unknown_and_streamed_methods_are_not_handled_by_call() {
+fn the_fs_tables_serve_exactly_the_method_tables_fs_methods() {
     let mut fx = Fx::new();
     let cwd = fx.cwd();
-    for method in ["spawn", "walk", "expandGlob", "readfile", ""] {
-        assert!(fx.fs.call(method, &json!({}), &cwd).is_none(), "{method}");
-    }
-}
-
-#[test]
-fn every_protocol_method_is_handled() {
-    let path_methods = [
-        "readFile",
-        "readTextFile",
-        "writeFile",
-        "writeTextFile",
-        "readDir",
-        "remove",
-        "mkdir",
-        "rename",
-        "stat",
-        "lstat",
-        "chmod",
-        "chown",
-        "copyFile",
-        "link",
-        "symlink",
-        "readLink",
-        "realPath",
-        "makeTempDir",
-        "makeTempFile",
-        "truncate",
-        "umask",
-        "utime",
-    ];
-    let handle_methods = [
-        "open",
-        "create",
-        "fileRead",
-        "fileWrite",
-        "fileSeek",
-        "fileStat",
-        "fileTruncate",
-        "fileUtime",
-        "fileLock",
-        "fileUnlock",
-        "fileSync",
-        "fileSyncData",
-        "fileClose",
-    ];
-    assert_eq!(path_methods.len(), 22);
-    assert_eq!(handle_methods.len(), 13);
-    let mut fx = Fx::new();
-    let cwd = fx.cwd();
+    let mut served = 0;
     // A wrongly typed params value reaches every handler without side effects.
-    for method in path_methods.iter().chain(&handle_methods) {
-        let r = fx.fs.call(method, &json!("not an object"), &cwd);
-        let e = r
-            .unwrap_or_else(|| panic!("{method} unhandled"))
-            .expect_err("bad params");
-        assert_invalid(&e, &[], "object", "string");
+    for &m in Method::ALL {
+        match fx.fs.call(m, &json!("not an object"), &cwd) {
+            Some(r) => {
+                assert!(m.is_fs(), "{m} is served by the fs tables but not is_fs");
+                assert_invalid(&r.expect_err("bad params"), &[], "object", "string");
+                served += 1;
+            }
+            None => assert!(!m.is_fs(), "{m} is_fs but unhandled"),
+        }
     }
+    // 22 path-based methods and 13 file-handle ones.
+    assert_eq!(served, 35);
 }
 
 // ------------------------------------------------------ validation errors

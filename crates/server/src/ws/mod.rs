@@ -5,8 +5,6 @@ mod fetch;
 mod rpc;
 mod session;
 
-pub(crate) use rpc::is_known_method;
-
 use crate::auth::{authenticate, authorize_sandbox};
 use crate::config;
 use crate::{ApiError, AppState, MAX_MESSAGE};
