@@ -1,6 +1,6 @@
 //! The create config (`x-deno-sandbox-config`: base64 of a JSON object) in
 //! the union of what both SDKs send, validated with errors a person can act
-//! on. See PROTOCOL.md §1.3 and §2.
+//! on. See docs/protocol.md, "The create config".
 
 use crate::ApiError;
 use base64::Engine;

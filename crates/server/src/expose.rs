@@ -1,4 +1,4 @@
-//! Exposed HTTP (`sandbox.exposeHttp`, PROTOCOL.md §1.4 and §4.8): the
+//! Exposed HTTP (`sandbox.exposeHttp`, docs/protocol.md, "Exposed HTTP"): the
 //! REST call allocates a domain, the `exposeHttp` RPC binds it to a port of
 //! the sandbox, and the `expose` crate's ingress serves `https://{domain}`
 //! by splicing each connection into a TCP connection the sandbox's agent

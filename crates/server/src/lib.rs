@@ -1,5 +1,5 @@
 //! The airlock daemon's front: HTTP and WebSocket routes of the Deno
-//! Sandbox protocol (see ../shared/PROTOCOL.md), so the official SDKs work
+//! Sandbox protocol (see docs/protocol.md), so the official SDKs work
 //! unchanged. Sandbox work goes to the `manager`; this crate never touches
 //! namespaces or files of a sandbox.
 

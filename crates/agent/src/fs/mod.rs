@@ -1,4 +1,4 @@
-//! Filesystem methods of the Deno Sandbox protocol (PROTOCOL.md §4.3–4.5),
+//! Filesystem methods of the Deno Sandbox protocol (docs/protocol.md),
 //! run by the agent inside the sandbox's mount namespace, so every path
 //! resolves inside the sandbox.
 //!

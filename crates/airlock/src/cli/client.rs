@@ -1,5 +1,5 @@
 //! A small async client of the daemon's WebSocket JSON-RPC protocol
-//! (PROTOCOL.md §3, §5): attaches to a running sandbox with
+//! (docs/protocol.md, "Sessions, envelopes and streams"): attaches to a running sandbox with
 //! `GET /api/v3/sandbox/{id}/connect`, makes calls, receives the server's
 //! output streams and sends client streams (stdin, `writeFile` content).
 

@@ -1,4 +1,4 @@
-//! `fetch` (PROTOCOL.md §4.7): an HTTP request made from inside the
+//! `fetch` (docs/protocol.md, "sandbox.fetch"): an HTTP request made from inside the
 //! sandbox, typically to a server running in it (`http://localhost:8000`).
 //!
 //! The daemon speaks HTTP itself (hyper) over a TCP connection the agent

@@ -127,7 +127,7 @@ pub async fn connect(
 }
 
 /// Which SDK is on the other end, where the server must answer the two
-/// differently (PROTOCOL.md §9.1).
+/// differently (docs/protocol.md, "airlock extensions").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ClientKind {
     /// The Python SDK (its `websockets` library names itself in the

@@ -2,7 +2,8 @@
 //! agent speaks the same method shapes), with stream ids translated
 //! between the client's, the daemon's and the agent's id spaces.
 //!
-//! Rules from PROTOCOL.md §5 this enforces:
+//! Rules of the protocol's streams (docs/protocol.md, "Sessions, envelopes
+//! and streams") this enforces:
 //! * server stream ids are unique across the daemon (JS keys them globally);
 //! * every server stream starts with `start`, never has an empty `enqueue`,
 //!   and gets nothing after the client cancelled it;

@@ -151,8 +151,8 @@ impl Rpc {
     }
 
     /// `walk`/`expandGlob` for the Python SDK, which returns the RPC's
-    /// result as the list itself (PROTOCOL.md §9.2 item 4): the entries,
-    /// gathered from the agent's stream (one JSON document per frame) —
+    /// result as the list itself (docs/protocol.md, "airlock extensions"):
+    /// the entries, gathered from the agent's stream (one JSON document per frame) —
     /// for `expandGlob` their paths, as the SDK's `list[str]` says. The SDK
     /// takes messages up to 1 MiB, so a bigger list is an error that says
     /// how to narrow it rather than a closed connection.
