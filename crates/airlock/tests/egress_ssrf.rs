@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What a sandbox got when it connected to each `host:port`: "refused",
 /// "error ERRNO", or "connected: DATA".
@@ -69,22 +69,6 @@ open("/tmp/out.json", "w").write(json.dumps(out))
             .unwrap_or_else(|| panic!("{text}")),
     )
     .unwrap()
-}
-
-/// The sandbox's audit events, polled until `want` holds (the daemon
-/// writes them in batches) or 10 s pass.
-fn audit(d: &Daemon, id: &str, want: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, body) = d.http("GET", &format!("/api/v3/sandbox/{id}/audit"));
-        assert_eq!(status, 200, "{body}");
-        let body: Value = serde_json::from_str(&body).unwrap();
-        let events = body["events"].as_array().unwrap().clone();
-        if want(&events) || Instant::now() > deadline {
-            return events;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Whether some denied TCP event for `name:port` has a reason containing
@@ -142,7 +126,7 @@ fn a_private_address_in_allow_net_is_reached_only_where_the_operator_allows_it()
     let got = connect_from_sandbox(&mut ws, &targets);
     assert_eq!(got[&key(allowed)], "refused", "{got:?}");
     assert_eq!(got[&key(other)], "refused", "{got:?}");
-    let events = audit(&d, &id, |ev| {
+    let events = d.audit_events(&id, "", |ev| {
         denied(ev, &allowed.ip().to_string(), allowed.port(), &[])
     });
     for addr in [allowed, other] {
@@ -172,7 +156,7 @@ fn a_private_address_in_allow_net_is_reached_only_where_the_operator_allows_it()
         "{got:?}"
     );
     assert_eq!(got[&key(other)], "refused", "{got:?}");
-    let events = audit(&d, &id, |ev| {
+    let events = d.audit_events(&id, "", |ev| {
         denied(ev, &other.ip().to_string(), other.port(), &[])
     });
     assert!(
@@ -207,7 +191,7 @@ fn a_metadata_address_in_allow_net_is_refused() {
     let (mut ws, id) = create(&d, &[metadata.to_string()]);
     let got = connect_from_sandbox(&mut ws, &[target(server)]);
     assert_eq!(got[&key(server)], "refused", "{got:?}");
-    let events = audit(&d, &id, |ev| denied(ev, "169.254.170.2", 80, &[]));
+    let events = d.audit_events(&id, "", |ev| denied(ev, "169.254.170.2", 80, &[]));
     assert!(
         denied(
             &events,
@@ -272,7 +256,7 @@ fn no_spelling_of_a_daemon_listener_is_reachable_through_an_override() {
             );
         }
     }
-    let events = audit(&d, &id, |ev| {
+    let events = d.audit_events(&id, "", |ev| {
         names
             .iter()
             .all(|n| ports.iter().all(|p| denied(ev, n, *p, &[])))
@@ -335,7 +319,7 @@ fn the_hosts_own_addresses_are_refused_even_inside_an_allowed_range() {
     );
     // The host's own address in it is not.
     assert_eq!(got[&key(on_host)], "refused", "{got:?}");
-    let events = audit(&d, &id, |ev| {
+    let events = d.audit_events(&id, "", |ev| {
         denied(ev, &own.to_string(), on_host.port(), &[])
     });
     assert!(
@@ -353,7 +337,7 @@ fn the_hosts_own_addresses_are_refused_even_inside_an_allowed_range() {
             "refused",
             "{got:?}"
         );
-        let events = audit(&d, &id, |ev| {
+        let events = d.audit_events(&id, "", |ev| {
             denied(ev, &ip.to_string(), wide.addr.port(), &[])
         });
         assert!(

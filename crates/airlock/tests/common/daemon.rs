@@ -234,6 +234,28 @@ impl Daemon {
         self.http_as(&self.token, method, path)
     }
 
+    /// Sandbox `id`'s audit events (`GET .../audit?QUERY`), polled until
+    /// `want` holds for them (the daemon writes them in batches) or 10 s
+    /// pass; the last answer either way.
+    pub fn audit_events(
+        &self,
+        id: &str,
+        query: &str,
+        want: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = self.http("GET", &format!("/api/v3/sandbox/{id}/audit?{query}"));
+            assert_eq!(status, 200, "{body}");
+            let body: Value = serde_json::from_str(&body).unwrap();
+            let events = body["events"].as_array().unwrap().clone();
+            if want(&events) || std::time::Instant::now() > deadline {
+                return events;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// `METHOD path` with curl and `token`: (status, body).
     pub fn http_as(&self, token: &str, method: &str, path: &str) -> (u16, String) {
         let out = Command::new("curl")
