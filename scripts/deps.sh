@@ -37,3 +37,5 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${need[@]}" ca-certificates
 fi
 can_link || { echo "cc cannot link a C program even after installing libc6-dev; cargo builds will fail" >&2; exit 1; }
+# gVisor's runsc, for `--isolation gvisor` (and its tests)
+"$(dirname "$0")/install-runsc.sh"

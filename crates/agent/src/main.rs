@@ -31,6 +31,9 @@ fn main() {
 }
 
 async fn run(fd: RawFd, cwd: PathBuf) -> i32 {
+    let Some(fd) = off_stdio(fd) else {
+        return 2;
+    };
     // Close-on-exec: processes the agent spawns must never hold the control
     // socket, or they could read the host's frames and forge replies.
     // SAFETY: fcntl on the fd the jail passed us.
@@ -101,5 +104,36 @@ async fn report_bad_frame(out: &Outbox, err: agent_proto::DecodeError) {
             )
             .await;
         }
+    }
+}
+
+/// Where the socket came as stdin (`--fd=0`, the gvisor backend: runsc
+/// passes only stdio into a sandbox), moves it to a descriptor above
+/// stdio and points stdin, stdout and stderr at /dev/null, so that no
+/// process the agent starts can inherit the control socket as its stdio,
+/// and nothing the agent prints reaches the host's runsc log.
+fn off_stdio(fd: RawFd) -> Option<RawFd> {
+    if fd > 2 {
+        return Some(fd);
+    }
+    // SAFETY: fcntl and open/dup2/close on descriptors this process owns.
+    unsafe {
+        let moved = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3);
+        if moved < 0 {
+            return None;
+        }
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null < 0 {
+            return None;
+        }
+        for std_fd in 0..=2 {
+            if libc::dup2(null, std_fd) < 0 {
+                return None;
+            }
+        }
+        if null > 2 {
+            libc::close(null);
+        }
+        Some(moved)
     }
 }

@@ -27,6 +27,7 @@ pub mod caps;
 pub mod cgroup;
 mod child;
 mod error;
+pub mod hostnet;
 mod limits;
 mod net;
 mod rootfs;
@@ -39,7 +40,8 @@ mod userns;
 
 pub use cgroup::{CgroupVersion, Usage};
 pub use error::JailError;
+pub use hostnet::HostNetwork;
 pub use limits::{parse_duration, parse_size, Limits};
 pub use net::NetworkSpec;
 pub use sandbox::{ExitStatus, Sandbox, SandboxSpec};
-pub use state::{reap_leftovers, JailPaths, ReapReport};
+pub use state::{claim, reap_leftovers, JailPaths, ReapGuard, ReapReport};

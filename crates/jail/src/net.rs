@@ -173,6 +173,33 @@ pub(crate) fn create_tun(net: &NetPlan) -> Result<(RawFd, libc::c_int), (Step, i
     }
 }
 
+/// `ip link set lo up` in the current network namespace (a namespace made
+/// with `unshare` starts with `lo` down).
+pub(crate) fn loopback_up() -> Result<(), (Step, io::Error)> {
+    // SAFETY: socket with integer arguments.
+    let sock = sys::check_int(unsafe {
+        libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
+    })
+    .map_err(|e| ("open network control socket", e))?;
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `req` is a valid, correctly sized ifreq naming `lo`.
+    let res = sys::check_int(unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) })
+        .and_then(|_| {
+            // SAFETY: SIOCGIFFLAGS filled in the flags member.
+            unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+            // SAFETY: as above.
+            sys::check_int(unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &mut req) })
+        })
+        .map(drop)
+        .map_err(|e| ("bring up lo", e));
+    sys::close(sock);
+    res
+}
+
 /// `ip link set mtu`, `ip addr add`, `ip link set up` and `ip route add
 /// default`, by ioctl on an AF_INET socket of the current namespace.
 fn configure(net: &NetPlan) -> Result<libc::c_int, (Step, io::Error)> {

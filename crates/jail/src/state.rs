@@ -45,12 +45,12 @@ impl JailPaths {
 /// from before their state dir exists until their cgroup exists; the reaper
 /// holds it exclusive for its whole scan, so it never sees a half-created
 /// sandbox (a state dir without its lock, a cgroup without its state dir).
-pub(crate) struct ReapGuard {
+pub struct ReapGuard {
     _lock: File,
 }
 
 impl ReapGuard {
-    pub(crate) fn shared(paths: &JailPaths) -> Result<Self, JailError> {
+    pub fn shared(paths: &JailPaths) -> Result<Self, JailError> {
         Self::take(paths, libc::LOCK_SH)
     }
 
@@ -81,8 +81,9 @@ impl ReapGuard {
     }
 }
 
-/// Creates the sandbox's state dir and takes its owner lock.
-pub(crate) fn claim(paths: &JailPaths, id: &str) -> Result<(PathBuf, File), JailError> {
+/// Creates the sandbox's state dir and takes its owner lock (held as long
+/// as the returned file is open). Call it under [`ReapGuard::shared`].
+pub fn claim(paths: &JailPaths, id: &str) -> Result<(PathBuf, File), JailError> {
     let dir = paths.sandbox(id);
     fs::create_dir_all(&dir).map_err(|e| JailError::path("creating", &dir, e))?;
     let lock = lock_file(&dir)?;

@@ -1,4 +1,4 @@
-//! Sandbox lifecycle for the daemon: creation (jail + agent connection),
+//! Sandbox lifecycle for the daemon: creation (backend + agent connection),
 //! lookup, deadlines and the maximum lifetime, kill, and recovery after a
 //! daemon crash. Knows nothing of the wire format.
 
@@ -10,7 +10,10 @@ mod manager;
 mod network;
 
 pub use admission::{Admission, AdmissionError, AdmissionLimits, Ticket};
-pub use backend::{Backend, Isolated, Native};
+pub use backend::{
+    Backend, BackendError, Gvisor, Isolated, Isolation, LaunchSpec, LinkSpec, Native,
+    ResourceLimits, ResourceUsage,
+};
 pub use ids::new_sandbox_id;
 pub use live::{EndReason, Live};
 pub use manager::{

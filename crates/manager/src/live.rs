@@ -55,7 +55,7 @@ pub struct Live {
     /// Wakes the deadline task when `stop_at_ms` changes.
     pub(crate) deadline_changed: Notify,
     pub(crate) ended: watch::Sender<Option<EndReason>>,
-    pub(crate) jail: Mutex<Option<Box<dyn Isolated>>>,
+    pub(crate) isolated: Mutex<Option<Box<dyn Isolated>>>,
     /// The sandbox's egress gateway (dropped after the sandbox is gone).
     pub(crate) gateway: Mutex<Option<egress::Gateway>>,
     /// OOM kills already attributed to a process.
@@ -78,7 +78,7 @@ impl Live {
     pub(crate) fn new(
         id: String,
         client: AgentClient,
-        jail: Box<dyn Isolated>,
+        isolated: Box<dyn Isolated>,
         gateway: Option<egress::Gateway>,
         created_at_ms: i64,
         stop_at_ms: Option<i64>,
@@ -90,7 +90,7 @@ impl Live {
             stop_at_ms: Mutex::new(stop_at_ms),
             deadline_changed: Notify::new(),
             ended: watch::channel(None).0,
-            jail: Mutex::new(Some(jail)),
+            isolated: Mutex::new(Some(isolated)),
             gateway: Mutex::new(gateway),
             oom_reported: AtomicU64::new(0),
             oom_evented: AtomicU64::new(0),
@@ -140,8 +140,8 @@ impl Live {
     }
 
     /// Resource usage so far, from the sandbox's cgroup.
-    pub fn usage(&self) -> Option<jail::Usage> {
-        self.jail
+    pub fn usage(&self) -> Option<crate::ResourceUsage> {
+        self.isolated
             .lock()
             .expect("live lock")
             .as_ref()

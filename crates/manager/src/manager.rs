@@ -1,8 +1,7 @@
-use crate::backend::{Backend, Isolated};
+use crate::backend::{Backend, BackendError, Isolated, LaunchSpec, ResourceLimits};
 use crate::live::{EndReason, Live};
 use crate::new_sandbox_id;
 use agent_client::AgentClient;
-use jail::{JailPaths, Limits, SandboxSpec};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +26,6 @@ pub struct ManagerConfig {
     pub data_dir: PathBuf,
     pub image: String,
     pub agent_exe: PathBuf,
-    pub jail_paths: JailPaths,
     /// No sandbox lives longer than this, whatever its deadline says.
     pub max_lifetime: Duration,
     pub disk_bytes: u64,
@@ -63,7 +61,7 @@ pub struct CreateRequest {
 #[derive(Debug, Error)]
 pub enum ManagerError {
     #[error("creating the sandbox: {0}")]
-    Jail(#[from] jail::JailError),
+    Backend(#[from] BackendError),
     #[error("image: {0}")]
     Image(#[from] image::ImageError),
     #[error("store: {0}")]
@@ -155,7 +153,7 @@ impl Manager {
         if reaped > 0 || !ended.is_empty() {
             tracing::info!(
                 reaped,
-                backend = backend.name(),
+                backend = %backend.isolation(),
                 records = ended.len(),
                 "recovered from a previous daemon"
             );
@@ -229,17 +227,16 @@ impl Manager {
     /// Starts a sandbox (namespaces, root filesystem, agent) with no owner yet.
     async fn prepare(&self, region: &str, memory_mb: u32) -> Result<Prepared, ManagerError> {
         let id = new_sandbox_id(region);
-        let spec = SandboxSpec {
+        let spec = LaunchSpec {
             id: id.clone(),
             image_rootfs: self.rootfs.clone(),
             agent_exe: self.cfg.agent_exe.clone(),
-            paths: self.cfg.jail_paths.clone(),
-            limits: Limits {
+            limits: ResourceLimits {
                 memory_bytes: u64::from(memory_mb) << 20,
                 cpu_millis: self.cfg.cpu_millis,
                 pids: self.cfg.pids,
                 disk_bytes: self.cfg.disk_bytes,
-                ..Limits::default()
+                ..ResourceLimits::default()
             },
             env: self.cfg.env.clone(),
             hostname: "sandbox".into(),
@@ -530,8 +527,8 @@ impl Manager {
             .position(|r| *r == reason)
             .unwrap_or(0);
         self.totals.ended[index].fetch_add(1, Ordering::Relaxed);
-        let jail = live.jail.lock().expect("live lock").take();
-        if let Some(sandbox) = jail {
+        let isolated = live.isolated.lock().expect("live lock").take();
+        if let Some(sandbox) = isolated {
             destroy_blocking(sandbox).await;
         }
         // After the processes: the connections they had are reported cut.

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 #[derive(Clone)]
 pub struct NetworkConfig {
     /// The sandbox side of the link (interface name, addresses, MTU).
-    pub link: jail::NetworkSpec,
+    pub link: crate::LinkSpec,
     pub resolver: Arc<egress::Resolver>,
     /// How the gateway verifies upstreams of intercepted connections.
     pub upstream_tls: Arc<egress::intercept::ca::UpstreamTls>,

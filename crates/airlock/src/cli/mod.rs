@@ -7,6 +7,7 @@ pub mod exec;
 pub mod forward;
 pub mod image;
 pub mod inspect;
+pub mod isolation;
 pub mod ls;
 pub mod repl;
 pub mod rm;
@@ -19,12 +20,18 @@ pub mod usage;
 
 use anyhow::Result;
 
-/// `airlock reap`: releases what dead airlock processes left behind.
+/// `airlock reap`: releases what dead airlock processes left behind, of
+/// every backend (gvisor's only where runsc is installed).
 pub fn reap() -> Result<i32> {
-    let report = jail::reap_leftovers(&jail::JailPaths::default())?;
+    let paths = jail::JailPaths::default();
+    let mut reaped = match manager::Gvisor::new(paths.clone()) {
+        Ok(gvisor) => manager::Backend::reap_leftovers(&gvisor)?,
+        Err(_) => 0,
+    };
+    let report = jail::reap_leftovers(&paths)?;
+    reaped += report.reaped.len();
     println!(
-        "reaped {} sandbox(es); {} still owned by live processes",
-        report.reaped.len(),
+        "reaped {reaped} sandbox(es); {} still owned by live processes",
         report.live.len()
     );
     for id in report.reaped {

@@ -7,7 +7,7 @@ use crate::{agent_exe, sandbox_env};
 use agent_client::AgentClient;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use jail::{Limits, Sandbox, SandboxSpec};
+use manager::{Isolation, LaunchSpec, ResourceLimits};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::Path;
@@ -49,6 +49,11 @@ pub struct RunArgs {
     /// Give the command a terminal (PTY).
     #[arg(short = 't', long)]
     tty: bool,
+    /// How the sandbox is isolated: `native` (namespaces, seccomp, Landlock
+    /// on the host kernel) or `gvisor` (gVisor's user-space kernel; needs
+    /// runsc).
+    #[arg(long, env = "AIRLOCK_ISOLATION", default_value = "native", value_parser = super::isolation::parse)]
+    isolation: Isolation,
     /// The command and its arguments.
     #[arg(required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -58,40 +63,47 @@ pub fn main(data_dir: &Path, args: RunArgs) -> Result<i32> {
     if !(0.01..=1024.0).contains(&args.cpus) {
         bail!("--cpus must be between 0.01 and 1024, got {}", args.cpus);
     }
-    let limits = Limits {
+    let limits = jail::Limits {
         memory_bytes: args.memory,
         cpu_millis: (args.cpus * 1000.0).round() as u64,
         pids: args.pids,
         disk_bytes: args.disk,
-        ..Limits::default()
+        ..jail::Limits::default()
     };
     limits.validate()?;
+    let backend = super::isolation::backend(args.isolation)?;
     let store = image::ImageStore::new(data_dir);
     let image = store.ensure(&args.image, &mut crate::cli::image::print_progress)?;
-    let paths = jail::JailPaths::default();
-    jail::reap_leftovers(&paths).context("releasing sandboxes left by dead airlock processes")?;
+    backend
+        .reap_leftovers()
+        .context("releasing sandboxes left by dead airlock processes")?;
     let term = args
         .tty
         .then(|| std::env::var("TERM").unwrap_or_else(|_| "xterm".into()));
-    let spec = SandboxSpec {
+    let spec = LaunchSpec {
         id: new_id(),
         image_rootfs: image.rootfs,
         agent_exe: agent_exe::locate()?,
-        paths,
-        limits,
+        limits: ResourceLimits {
+            memory_bytes: limits.memory_bytes,
+            cpu_millis: limits.cpu_millis,
+            pids: limits.pids,
+            disk_bytes: limits.disk_bytes,
+            nofile: limits.nofile,
+        },
         env: sandbox_env::agent_env(&args.workdir, term.as_deref()),
         hostname: "sandbox".into(),
         // `airlock run` has no gateway: only `lo`, nothing is reachable.
         network: None,
     };
-    let mut sandbox = Sandbox::create(&spec).context("creating the sandbox")?;
+    let mut sandbox = backend.create(&spec).context("creating the sandbox")?;
     let sock = sandbox
         .take_agent_socket()
         .ok_or_else(|| anyhow!("agent socket already taken"))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let outcome = rt.block_on(drive(&args, sock, &sandbox));
+    let outcome = rt.block_on(drive(&args, sock));
     let usage = sandbox.usage();
     // Not a plain drop: that waits for the blocking stdin reader, which a
     // terminal never ends.
@@ -132,11 +144,7 @@ enum Outcome {
     TimedOut,
 }
 
-async fn drive(
-    args: &RunArgs,
-    sock: std::os::unix::net::UnixStream,
-    _sandbox: &Sandbox,
-) -> Result<Outcome> {
+async fn drive(args: &RunArgs, sock: std::os::unix::net::UnixStream) -> Result<Outcome> {
     let (client, _hello) = AgentClient::connect(sock).await?;
     let stdin_id = client.open_stream();
     let env: serde_json::Map<String, Value> = args

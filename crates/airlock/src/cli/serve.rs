@@ -37,6 +37,11 @@ pub struct ServeArgs {
     /// Maximum processes and threads per sandbox.
     #[arg(long, default_value_t = 1024)]
     pids: u64,
+    /// How sandboxes are isolated: `native` (namespaces, seccomp, Landlock
+    /// on the host kernel) or `gvisor` (gVisor's user-space kernel between
+    /// sandbox code and the host kernel; needs runsc).
+    #[arg(long, env = "AIRLOCK_ISOLATION", default_value = "native", value_parser = super::isolation::parse)]
+    pub isolation: manager::Isolation,
     /// Ready sandboxes kept warm so creates return at once (0 disables).
     #[arg(long, default_value_t = 2)]
     pool: usize,
@@ -236,7 +241,7 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
     let upstream_tls = egress::intercept::ca::UpstreamTls::new(&args.upstream_ca)
         .context("loading the CAs for upstream TLS (--upstream-ca)")?;
     let network = manager::NetworkConfig {
-        link: jail::NetworkSpec::default(),
+        link: manager::LinkSpec::default(),
         resolver: Arc::new(
             egress::Resolver::new(overrides, protected)
                 .with_allowed(args.egress_allow_cidr.clone()),
@@ -253,7 +258,6 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
         data_dir: data_dir.to_path_buf(),
         image: args.image.clone(),
         agent_exe: agent_exe::locate()?,
-        jail_paths: jail::JailPaths::default(),
         max_lifetime: args.max_lifetime,
         disk_bytes: args.disk,
         cpu_millis: (args.cpus * 1000.0).round() as u64,
@@ -273,9 +277,8 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
         "airlock: preparing image {:?} (built on first use)...",
         args.image
     );
-    let backend = Arc::new(manager::Native {
-        paths: jail::JailPaths::default(),
-    });
+    let (backend, isolation) = super::isolation::described(args.isolation)?;
+    eprintln!("airlock: isolation {isolation}");
     let manager = Manager::start(cfg, store.clone(), backend).await?;
     let limits = ConfigLimits {
         max_lifetime: args.max_lifetime,

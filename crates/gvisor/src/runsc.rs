@@ -1,0 +1,273 @@
+//! Running `runsc`, gVisor's OCI runtime.
+//!
+//! Each sandbox is one `runsc run` process, a child of its owner, started
+//! inside the sandbox's network namespace and in a private mount namespace
+//! of its own (see [`Launch`] for why each).
+
+use crate::Error;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The oldest release airlock runs on (Debian 13's is 20240729).
+const MIN_RELEASE: u32 = 20230101;
+
+/// Where Debian installs it (`apt install runsc`).
+const DEFAULT_EXE: &str = "/usr/bin/runsc";
+
+/// The `runsc` binary and the directory where it keeps container state.
+#[derive(Debug, Clone)]
+pub struct Runsc {
+    pub exe: PathBuf,
+    /// The release date in its version (`0.0~20240729.0`,
+    /// `release-20240729.0`).
+    pub release: u32,
+    /// `runsc --root`: airlock's own, so `runsc list` there shows only
+    /// airlock's sandboxes and the reaper knows what to delete.
+    pub root: PathBuf,
+}
+
+impl Runsc {
+    /// Finds `runsc` (`$AIRLOCK_RUNSC`, then `/usr/bin/runsc`, then `PATH`)
+    /// and checks that it runs.
+    pub fn locate(root: PathBuf) -> Result<Self, Error> {
+        let exe = std::env::var_os("AIRLOCK_RUNSC")
+            .map(PathBuf::from)
+            .or_else(|| Some(PathBuf::from(DEFAULT_EXE)).filter(|p| p.is_file()))
+            .or_else(|| find_in_path("runsc"))
+            .ok_or(Error::RunscMissing)?;
+        let out = Command::new(&exe)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::io("running runsc --version", e))?;
+        if !out.status.success() {
+            return Err(Error::RunscBroken(format!(
+                "{} --version failed: {}",
+                exe.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let release = release_date(&String::from_utf8_lossy(&out.stdout));
+        if release < MIN_RELEASE {
+            return Err(Error::RunscBroken(format!(
+                "{} is release {release}; airlock needs {MIN_RELEASE} or later (earlier ones \
+                 refuse the statx flags of Debian's coreutils, so `ls` fails in every \
+                 sandbox): install a newer one with scripts/install-runsc.sh",
+                exe.display()
+            )));
+        }
+        Ok(Self { exe, root, release })
+    }
+
+    /// `--overlay2` with the file store in `dir` (`root:DIR` before 2023).
+    pub fn overlay_flag(&self, dir: &Path) -> String {
+        format!("--overlay2=root:dir={}", dir.display())
+    }
+
+    /// The version line `runsc --version` prints first.
+    pub fn version(&self) -> String {
+        Command::new(&self.exe)
+            .arg("--version")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.lines().next().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// `runsc --root R <args>`. With `AIRLOCK_RUNSC_DEBUG_LOG=DIR` in the
+    /// environment, runsc also writes its debug logs into DIR (for
+    /// operators chasing a failure; they grow without bound).
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("--root").arg(&self.root);
+        if let Some(dir) = std::env::var_os("AIRLOCK_RUNSC_DEBUG_LOG") {
+            let mut flag = std::ffi::OsString::from("--debug-log=");
+            flag.push(dir);
+            flag.push("/");
+            cmd.arg("--debug").arg(flag);
+        }
+        cmd
+    }
+
+    /// `runsc delete --force ID`: stops what runs and removes runsc's state
+    /// and the cgroups runsc made. Errors are the caller's to ignore: the
+    /// container may never have been created.
+    pub fn delete(&self, id: &str) -> std::io::Result<std::process::Output> {
+        self.command()
+            .args(["delete", "--force", id])
+            .stdin(Stdio::null())
+            .output()
+    }
+
+    /// Ids of the containers runsc has state for under our root.
+    pub fn list_ids(&self) -> Vec<String> {
+        // runsc keeps `<id>.state` (and lock files) in its root directory:
+        // read it rather than run `runsc list`, which fails on a state file
+        // half-written by a crashed owner.
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_suffix(".state").map(str::to_string)
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}
+
+/// The first run of eight digits in `runsc --version`'s output (0 if none).
+fn release_date(version: &str) -> u32 {
+    let bytes = version.as_bytes();
+    (0..bytes.len().saturating_sub(7))
+        .find(|&i| bytes[i..i + 8].iter().all(u8::is_ascii_digit))
+        .and_then(|i| version[i..i + 8].parse().ok())
+        .unwrap_or(0)
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// How one `runsc run` is started. Between fork and exec the child:
+///
+/// 1. enters the sandbox's network namespace, so runsc's `--network=sandbox`
+///    takes over the TUN interface there (and nothing of the host's);
+/// 2. makes a private mount namespace, in which it
+/// 3. mounts an empty tmpfs over `/proc/sys/net/core`: runsc 20221219 (Debian
+///    12's) decides "this is the host's network namespace, refuse" by
+///    whether `/proc/sys/net/core/rmem_default` exists, which on kernels
+///    since 6.x it does in every namespace. Hiding it from runsc alone
+///    (the sandbox's own /proc is gVisor's) is the narrowest fix;
+/// 4. mounts the sandbox's writable layer, a tmpfs of the disk limit, where
+///    runsc's overlay keeps its file store (`--overlay2=root:DIR`): the disk
+///    limit is the kernel's ENOSPC on that tmpfs, and the mount lives only
+///    in this namespace, so it vanishes with the sandbox's last process and
+///    can never be left mounted on the host.
+/// 5. bind-mounts the image read-only at the bundle's root path: runsc
+///    applies its overlay only to a root the spec calls writable, so the
+///    kernel, not runsc's gofer, is what keeps the shared image unwritten.
+pub struct Launch {
+    netns: i32,
+    core: CString,
+    rw: CString,
+    rw_opts: CString,
+    image: CString,
+    lower: CString,
+}
+
+impl Launch {
+    pub fn new(
+        netns: BorrowedFd<'_>,
+        image: &Path,
+        lower: &Path,
+        rw: &Path,
+        disk_bytes: u64,
+    ) -> Result<Self, Error> {
+        let c = |s: &str| {
+            CString::new(s).map_err(|_| Error::io("path", std::io::Error::other("contains NUL")))
+        };
+        let p = |p: &Path| c(&p.to_string_lossy());
+        Ok(Self {
+            netns: netns.as_raw_fd(),
+            core: c("/proc/sys/net/core")?,
+            rw: p(rw)?,
+            rw_opts: c(&format!("size={disk_bytes},mode=0700"))?,
+            image: p(image)?,
+            lower: p(lower)?,
+        })
+    }
+
+    /// Arranges for [`Launch`]'s steps to run in `cmd`'s child.
+    pub fn apply(self, cmd: &mut Command) {
+        // SAFETY: the closure makes only raw syscalls (setns, unshare,
+        // mount) over data prepared before fork, which are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || self.in_child());
+        }
+    }
+
+    fn in_child(&self) -> std::io::Result<()> {
+        let check = |r: libc::c_int| {
+            if r < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        let tmpfs = c"tmpfs";
+        // SAFETY: raw syscalls on a valid fd and NUL-terminated strings
+        // that outlive the calls; nothing is allocated.
+        unsafe {
+            check(libc::setns(self.netns, libc::CLONE_NEWNET))?;
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                tmpfs.as_ptr(),
+                self.core.as_ptr(),
+                tmpfs.as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                c"size=4k,mode=0555".as_ptr().cast(),
+            ))?;
+            check(libc::mount(
+                tmpfs.as_ptr(),
+                self.rw.as_ptr(),
+                tmpfs.as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                self.rw_opts.as_ptr().cast(),
+            ))?;
+            check(libc::mount(
+                self.image.as_ptr(),
+                self.lower.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                std::ptr::null(),
+                self.lower.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND
+                    | libc::MS_REMOUNT
+                    | libc::MS_RDONLY
+                    | libc::MS_NOSUID
+                    | libc::MS_NODEV,
+                std::ptr::null(),
+            ))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_dates_of_both_version_styles() {
+        assert_eq!(
+            release_date("runsc version 0.0~20221219.0\nspec: 1.0.2-dev"),
+            20221219
+        );
+        assert_eq!(release_date("runsc version release-20240729.0\n"), 20240729);
+        assert_eq!(release_date("runsc version unknown"), 0);
+    }
+}
