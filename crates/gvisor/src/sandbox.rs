@@ -129,6 +129,10 @@ impl Sandbox {
             "--network=none"
         })
         .arg(runsc.overlay_flag(&rw))
+        // Host segmentation offload hands the TUN device segments that reach
+        // the gateway's stack corrupted (TLS fails with "bad record mac",
+        // seen with runsc 20240729); gVisor's own segmentation is used.
+        .arg("--gso=false")
         .args(["run", "--bundle"])
         .arg(state_dir)
         .arg(&spec.id)
