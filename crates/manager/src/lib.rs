@@ -4,6 +4,7 @@
 
 mod admission;
 pub mod backend;
+mod backends;
 mod ids;
 mod live;
 mod manager;
@@ -14,6 +15,7 @@ pub use backend::{
     Backend, BackendError, Gvisor, Isolated, Isolation, LaunchSpec, LinkSpec, Native,
     ResourceLimits, ResourceUsage,
 };
+pub use backends::Backends;
 pub use ids::new_sandbox_id;
 pub use live::{EndReason, Live};
 pub use manager::{

@@ -49,6 +49,8 @@ impl EndReason {
 
 pub struct Live {
     pub id: String,
+    /// The backend isolating it.
+    pub isolation: crate::Isolation,
     pub client: AgentClient,
     pub created_at_ms: i64,
     pub(crate) stop_at_ms: Mutex<Option<i64>>,
@@ -77,6 +79,7 @@ struct Meter {
 impl Live {
     pub(crate) fn new(
         id: String,
+        isolation: crate::Isolation,
         client: AgentClient,
         isolated: Box<dyn Isolated>,
         gateway: Option<egress::Gateway>,
@@ -85,6 +88,7 @@ impl Live {
     ) -> Self {
         Self {
             id,
+            isolation,
             client,
             created_at_ms,
             stop_at_ms: Mutex::new(stop_at_ms),

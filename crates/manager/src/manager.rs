@@ -1,4 +1,5 @@
-use crate::backend::{Backend, BackendError, Isolated, LaunchSpec, ResourceLimits};
+use crate::backend::{BackendError, Isolated, Isolation, LaunchSpec, ResourceLimits};
+use crate::Backends;
 use crate::live::{EndReason, Live};
 use crate::new_sandbox_id;
 use agent_client::AgentClient;
@@ -56,6 +57,8 @@ pub struct CreateRequest {
     /// Secrets: the sandbox sees placeholders; the gateway swaps the values
     /// in on TLS to their hosts. (Debug redacts the values.)
     pub secrets: Vec<egress::intercept::SecretSpec>,
+    /// The backend to isolate it with (`None`: the daemon's default).
+    pub isolation: Option<Isolation>,
 }
 
 #[derive(Debug, Error)]
@@ -79,7 +82,7 @@ pub enum ManagerError {
 pub struct Manager {
     cfg: ManagerConfig,
     store: Arc<Store>,
-    backend: Arc<dyn Backend>,
+    backends: Backends,
     admission: Arc<crate::Admission>,
     rootfs: PathBuf,
     live: Mutex<HashMap<String, Arc<Live>>>,
@@ -94,6 +97,7 @@ pub struct Manager {
 /// A started sandbox with its agent connected, not yet handed out.
 struct Prepared {
     id: String,
+    isolation: Isolation,
     sandbox: Box<dyn Isolated>,
     client: AgentClient,
     /// Serves the sandbox's network; allows nothing until handed out.
@@ -111,7 +115,8 @@ pub struct PoolStats {
 /// never walks the cgroups of live sandboxes.
 #[derive(Default, Debug)]
 pub struct Totals {
-    pub created: AtomicU64,
+    /// Sandboxes handed out, by backend, indexed by `Isolation::ALL`.
+    pub created: [AtomicU64; Isolation::ALL.len()],
     /// Ended sandboxes by [`EndReason`], indexed by `EndReason::ALL`.
     pub ended: [AtomicU64; EndReason::ALL.len()],
     pub oom_kills: AtomicU64,
@@ -133,7 +138,7 @@ impl Manager {
     pub async fn start(
         cfg: ManagerConfig,
         store: Arc<Store>,
-        backend: Arc<dyn Backend>,
+        backends: Backends,
     ) -> Result<Arc<Self>, ManagerError> {
         let c = cfg.clone();
         let image = tokio::task::spawn_blocking(move || {
@@ -145,15 +150,22 @@ impl Manager {
         })
         .await
         .map_err(|e| ManagerError::Internal(e.to_string()))??;
-        let reaper = backend.clone();
-        let reaped = tokio::task::spawn_blocking(move || reaper.reap_leftovers())
-            .await
-            .map_err(|e| ManagerError::Internal(e.to_string()))??;
+        // Every backend's leftovers: a previous daemon may have run with
+        // another default, or with pinned tokens.
+        let reapers = backends.clone();
+        let reaped = tokio::task::spawn_blocking(move || {
+            reapers
+                .all()
+                .into_iter()
+                .map(|b| b.reap_leftovers())
+                .sum::<Result<usize, BackendError>>()
+        })
+        .await
+        .map_err(|e| ManagerError::Internal(e.to_string()))??;
         let ended = store.end_all_running(now_ms(), "daemon restart")?;
         if reaped > 0 || !ended.is_empty() {
             tracing::info!(
                 reaped,
-                backend = %backend.isolation(),
                 records = ended.len(),
                 "recovered from a previous daemon"
             );
@@ -167,7 +179,7 @@ impl Manager {
             cfg,
             store,
             rootfs: image.rootfs,
-            backend,
+            backends,
             live: Mutex::new(HashMap::new()),
             pool: Mutex::new(VecDeque::new()),
             pool_taken: Notify::new(),
@@ -206,7 +218,8 @@ impl Manager {
             let mut failures = 0u32;
             loop {
                 while self.pool_len() < self.cfg.pool_size {
-                    match self.prepare("ord", self.cfg.default_memory_mb).await {
+                    let memory = self.cfg.default_memory_mb;
+                    match self.prepare("ord", memory, None).await {
                         Ok(p) => {
                             failures = 0;
                             self.pool.lock().expect("pool lock").push_back(p);
@@ -224,8 +237,16 @@ impl Manager {
         });
     }
 
-    /// Starts a sandbox (namespaces, root filesystem, agent) with no owner yet.
-    async fn prepare(&self, region: &str, memory_mb: u32) -> Result<Prepared, ManagerError> {
+    /// Starts a sandbox (namespaces, root filesystem, agent) with no owner
+    /// yet, on `isolation`'s backend (`None`: the default).
+    async fn prepare(
+        &self,
+        region: &str,
+        memory_mb: u32,
+        isolation: Option<Isolation>,
+    ) -> Result<Prepared, ManagerError> {
+        let backend = self.backends.get(isolation)?.clone();
+        let isolation = backend.isolation();
         let id = new_sandbox_id(region);
         let spec = LaunchSpec {
             id: id.clone(),
@@ -242,7 +263,6 @@ impl Manager {
             hostname: "sandbox".into(),
             network: self.cfg.network.as_ref().map(|n| n.link.clone()),
         };
-        let backend = self.backend.clone();
         let mut sandbox = tokio::task::spawn_blocking(move || backend.create(&spec))
             .await
             .map_err(|e| ManagerError::Internal(e.to_string()))??;
@@ -269,6 +289,7 @@ impl Manager {
         match AgentClient::connect(sock).await {
             Ok((client, _hello)) => Ok(Prepared {
                 id,
+                isolation,
                 sandbox,
                 client,
                 gateway,
@@ -282,7 +303,11 @@ impl Manager {
 
     /// A prepared sandbox: from the pool when one fits, else a fresh one.
     async fn take_prepared(&self, req: &CreateRequest) -> Result<Prepared, ManagerError> {
-        let pooled = if new_sandbox_id(&req.region).starts_with("sbx_ord_") {
+        // The pool holds sandboxes of the default backend only.
+        let poolable = req
+            .isolation
+            .is_none_or(|i| i == self.backends.default_isolation());
+        let pooled = if poolable && new_sandbox_id(&req.region).starts_with("sbx_ord_") {
             self.pool.lock().expect("pool lock").pop_front()
         } else {
             None
@@ -290,7 +315,7 @@ impl Manager {
         self.pool_taken.notify_one();
         let Some(p) = pooled else {
             self.pool_stats.misses.fetch_add(1, Ordering::Relaxed);
-            return self.prepare(&req.region, req.memory_mb).await;
+            return self.prepare(&req.region, req.memory_mb, req.isolation).await;
         };
         self.pool_stats.hits.fetch_add(1, Ordering::Relaxed);
         if req.memory_mb != self.cfg.default_memory_mb {
@@ -337,6 +362,7 @@ impl Manager {
         }
         let Prepared {
             id,
+            isolation,
             sandbox,
             client,
             gateway,
@@ -366,6 +392,7 @@ impl Manager {
             exit_reason: None,
             allow_net: req.allow_net.clone(),
             secret_names: req.secrets.iter().map(|s| s.name.clone()).collect(),
+            isolation: isolation.as_str().to_string(),
         };
         if let Err(e) = self.store.insert_sandbox(&record) {
             destroy_blocking(sandbox).await;
@@ -373,6 +400,7 @@ impl Manager {
         }
         let live = Arc::new(Live::new(
             id.clone(),
+            isolation,
             client,
             sandbox,
             gateway,
@@ -380,12 +408,12 @@ impl Manager {
             req.stop_at_ms,
         ));
         *live.ticket.lock().expect("live lock") = Some(ticket);
-        self.totals.created.fetch_add(1, Ordering::Relaxed);
+        self.totals.created[isolation.index()].fetch_add(1, Ordering::Relaxed);
         self.record_event(
             &id,
             "created",
             &format!(
-                "memory {} MiB, allowNet {}, secrets {}",
+                "{isolation}, memory {} MiB, allowNet {}, secrets {}",
                 req.memory_mb,
                 req.allow_net.len(),
                 req.secrets.len()

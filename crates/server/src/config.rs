@@ -58,6 +58,7 @@ impl SandboxConfig {
             stop_at_ms: self.stop_at_ms,
             allow_net: self.allow_net,
             secrets: self.secrets,
+            isolation: None,
         }
     }
 }

@@ -19,6 +19,27 @@ pub struct MethodLabels {
     pub method: String,
 }
 
+/// The isolation backend (`native`, `gvisor`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IsolationLabels {
+    pub isolation: String,
+}
+
+impl IsolationLabels {
+    pub fn of(isolation: manager::Isolation) -> Self {
+        Self {
+            isolation: isolation.as_str().to_string(),
+        }
+    }
+}
+
+/// 0.25 ms .. ~8 s
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.00025, 2.0, 16))
+}
+
+type ByIsolation = Family<IsolationLabels, Histogram, fn() -> Histogram>;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabels {
     /// `quota` (a token's) or `capacity` (the host's).
@@ -29,8 +50,8 @@ pub struct Metrics {
     registry: Registry,
     pub rpc_calls: Family<MethodLabels, Counter>,
     pub rpc_errors: Family<MethodLabels, Counter>,
-    pub create_seconds: Histogram,
-    pub spawn_seconds: Histogram,
+    pub create_seconds: ByIsolation,
+    pub spawn_seconds: ByIsolation,
     pub refusals: Family<LimitLabels, Counter>,
 }
 
@@ -39,9 +60,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("airlock");
         let rpc_calls = Family::<MethodLabels, Counter>::default();
         let rpc_errors = Family::<MethodLabels, Counter>::default();
-        // 0.25 ms .. ~8 s
-        let create_seconds = Histogram::new(exponential_buckets(0.00025, 2.0, 16));
-        let spawn_seconds = Histogram::new(exponential_buckets(0.00025, 2.0, 16));
+        let create_seconds = ByIsolation::new_with_constructor(latency_histogram);
+        let spawn_seconds = ByIsolation::new_with_constructor(latency_histogram);
         let refusals = Family::<LimitLabels, Counter>::default();
         registry.register(
             "rpc_calls",
@@ -55,12 +75,12 @@ impl Metrics {
         );
         registry.register(
             "create_seconds",
-            "Time to create a sandbox (until the upgrade)",
+            "Time to create a sandbox (until the upgrade), by isolation backend",
             create_seconds.clone(),
         );
         registry.register(
             "spawn_seconds",
-            "Time to answer a spawn",
+            "Time to answer a spawn, by isolation backend",
             spawn_seconds.clone(),
         );
         registry.register(
@@ -132,12 +152,20 @@ impl Collector for SandboxCollector {
             "Ready sandboxes in the warm pool",
             m.pool_len() as i64,
         )?;
-        counter(
-            &mut encoder,
-            "sandboxes_created",
-            "Sandboxes handed out",
-            t.created.load(Ordering::Relaxed) as f64,
-        )?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "sandboxes_created",
+                "Sandboxes handed out, by isolation backend",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for isolation in manager::Isolation::ALL {
+                let n = t.created[isolation.index()].load(Ordering::Relaxed);
+                ConstCounter::new(n as f64).encode(
+                    family.encode_family(&IsolationLabels::of(isolation))?,
+                )?;
+            }
+        }
         counter(
             &mut encoder,
             "pool_hits",

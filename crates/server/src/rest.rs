@@ -129,6 +129,7 @@ pub async fn list(
                 "labels": r.labels,
                 // airlock extensions (the SDKs ignore them), for `airlock ls`
                 "memoryMb": r.memory_mb,
+                "isolation": r.isolation,
                 "cpuSeconds": usages.get(&r.id).map_or(0.0, |u| u.cpu_seconds()),
             })
         })
@@ -236,6 +237,7 @@ pub async fn inspect(
         "exitReason": rec.exit_reason,
         "labels": rec.labels,
         "memoryMb": rec.memory_mb,
+        "isolation": rec.isolation,
         "limits": {
             "cpus": cfg.cpu_millis as f64 / 1000.0,
             "pids": cfg.pids,

@@ -33,6 +33,8 @@ pub struct SandboxRecord {
     pub allow_net: Vec<String>,
     /// Names of the secrets the sandbox may use. Values never reach the store.
     pub secret_names: Vec<String>,
+    /// The isolation backend it runs on (`native`, `gvisor`).
+    pub isolation: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,7 +47,7 @@ pub struct SandboxFilter {
 }
 
 const COLUMNS: &str = "id, token_id, region, status, created_at_ms, stopped_at_ms, stop_at_ms, \
-                       memory_mb, labels, exit_reason, allow_net, secret_names";
+                       memory_mb, labels, exit_reason, allow_net, secret_names, isolation";
 
 /// The row as stored, before the JSON columns are parsed. Parsing happens
 /// outside rusqlite's row callback so a bad column can name its sandbox.
@@ -68,6 +70,7 @@ fn raw_from_row(r: &Row<'_>) -> rusqlite::Result<RawRow> {
             stop_at_ms: r.get(6)?,
             memory_mb: r.get(7)?,
             exit_reason: r.get(9)?,
+            isolation: r.get(12)?,
             ..Default::default()
         },
         labels: r.get(8)?,
@@ -110,7 +113,7 @@ impl Store {
             .execute(
                 &format!(
                     "INSERT INTO sandboxes ({COLUMNS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
                 ),
                 params![
                     rec.id,
@@ -125,6 +128,7 @@ impl Store {
                     rec.exit_reason,
                     to_json(&rec.allow_net),
                     to_json(&rec.secret_names),
+                    rec.isolation,
                 ],
             )
             .ctx("inserting sandbox")?;

@@ -96,8 +96,17 @@ CREATE TABLE sandbox_events (
 CREATE INDEX sandbox_events_sandbox ON sandbox_events(sandbox_id, id);
 "#;
 
+/// Isolation backends: a token may be pinned to one (NULL: the daemon's
+/// default), and each sandbox records the one it ran on. Names are
+/// validated by the daemon, not by CHECK constraints, so a new backend needs
+/// no table rebuild.
+const V5: &str = r#"
+ALTER TABLE tokens ADD COLUMN isolation TEXT;
+ALTER TABLE sandboxes ADD COLUMN isolation TEXT NOT NULL DEFAULT 'native';
+"#;
+
 /// Migration `i` upgrades the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -30,6 +30,7 @@ fn sandbox(id: &str, created_at_ms: i64, labels: &[(&str, &str)]) -> SandboxReco
         exit_reason: None,
         allow_net: vec!["example.com".to_owned(), "*.deno.land".to_owned()],
         secret_names: vec!["OPENAI_API_KEY".to_owned()],
+        isolation: "gvisor".to_owned(),
     }
 }
 
@@ -349,7 +350,7 @@ fn end_all_running_for_restart_recovery() {
 fn reopen_keeps_data_and_schema_version() {
     let (_dir, path, store) = temp_store();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 4);
+    assert_eq!(SCHEMA_VERSION, 5);
     let tok = store.create_token("keep").unwrap();
     let rec = sandbox("sbx_keep", 42, &[("k", "v")]);
     store.insert_sandbox(&rec).unwrap();
@@ -967,7 +968,7 @@ fn v3_database_upgrades_to_v4_in_place() {
     drop(conn);
 
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 4);
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     assert_eq!(store.count_net_events("sbx_old").unwrap(), 1);
     assert!(store
         .sandbox_events(&SandboxEventQuery::default())
@@ -1015,4 +1016,42 @@ fn usage_report_sums_egress_bytes_per_group() {
     );
     let by_token = store.usage_report(0, &UsageGroup::Token).unwrap();
     assert_eq!(by_token.iter().map(|r| r.net_bytes_in).sum::<u64>(), 5_702);
+}
+
+#[test]
+fn v4_database_upgrades_to_v5_with_native_sandboxes_and_unpinned_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("airlock.db");
+    let mut conn = rusqlite::Connection::open(&path).unwrap();
+    schema::migrate_to(&mut conn, 4).unwrap();
+    conn.execute_batch(
+        "INSERT INTO sandboxes (id, token_id, region, status, created_at_ms, memory_mb) \
+             VALUES ('sbx_old', 'tok_old', 'ord', 'stopped', 10, 1280); \
+         INSERT INTO tokens (id, name, secret_sha256, created_at_ms) \
+             VALUES ('tok_old', 'old', 'abc', 10);",
+    )
+    .unwrap();
+    drop(conn);
+
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 5);
+    // Everything before backends existed ran on the native one.
+    assert_eq!(store.get_sandbox("sbx_old").unwrap().unwrap().isolation, "native");
+    let old = store.list_tokens().unwrap();
+    assert_eq!(old[0].isolation, None);
+}
+
+#[test]
+fn tokens_can_be_pinned_and_sandboxes_record_their_backend() {
+    let (_dir, _path, store) = temp_store();
+    let pinned = store.create_pinned_token("tenant", Some("gvisor")).unwrap();
+    let plain = store.create_token("ops").unwrap();
+    let info = store.verify_token(&pinned.secret).unwrap().unwrap();
+    assert_eq!(info.isolation.as_deref(), Some("gvisor"));
+    let info = store.verify_token(&plain.secret).unwrap().unwrap();
+    assert_eq!(info.isolation, None);
+
+    let rec = sandbox("sbx_ord_pinned", 1_000, &[]);
+    store.insert_sandbox(&rec).unwrap();
+    assert_eq!(store.get_sandbox("sbx_ord_pinned").unwrap().unwrap().isolation, "gvisor");
 }

@@ -51,9 +51,12 @@ pub struct TokenInfo {
     pub created_at_ms: i64,
     pub revoked_at_ms: Option<i64>,
     pub last_used_at_ms: Option<i64>,
+    /// The isolation backend this token's sandboxes always get (`None`:
+    /// the daemon's default). The daemon validates the name.
+    pub isolation: Option<String>,
 }
 
-const INFO_COLUMNS: &str = "id, name, created_at_ms, revoked_at_ms, last_used_at_ms";
+const INFO_COLUMNS: &str = "id, name, created_at_ms, revoked_at_ms, last_used_at_ms, isolation";
 
 fn info_from_row(r: &Row<'_>) -> rusqlite::Result<TokenInfo> {
     Ok(TokenInfo {
@@ -62,6 +65,7 @@ fn info_from_row(r: &Row<'_>) -> rusqlite::Result<TokenInfo> {
         created_at_ms: r.get(2)?,
         revoked_at_ms: r.get(3)?,
         last_used_at_ms: r.get(4)?,
+        isolation: r.get(5)?,
     })
 }
 
@@ -100,6 +104,15 @@ impl Store {
     /// Creates a token named `name` (unique among active tokens) and
     /// returns its plaintext secret, which is not stored anywhere.
     pub fn create_token(&self, name: &str) -> Result<NewToken, StoreError> {
+        self.create_pinned_token(name, None)
+    }
+
+    /// [`Store::create_token`], its sandboxes pinned to an isolation backend.
+    pub fn create_pinned_token(
+        &self,
+        name: &str,
+        isolation: Option<&str>,
+    ) -> Result<NewToken, StoreError> {
         check_name(name)?;
         let id = format!(
             "{TOKEN_ID_PREFIX}{}",
@@ -111,8 +124,9 @@ impl Store {
         );
         let conn = self.lock();
         let res = conn.execute(
-            "INSERT INTO tokens (id, name, secret_sha256, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![id, name, hash_secret(&secret), now_ms()],
+            "INSERT INTO tokens (id, name, secret_sha256, created_at_ms, isolation) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, name, hash_secret(&secret), now_ms(), isolation],
         );
         match res {
             Ok(_) => Ok(NewToken {

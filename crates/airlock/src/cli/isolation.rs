@@ -28,3 +28,18 @@ pub fn described(isolation: Isolation) -> Result<(Arc<dyn Backend>, String)> {
 pub fn parse(s: &str) -> Result<Isolation, String> {
     s.parse()
 }
+
+/// The daemon's backends: `default` (which must work here), and the other
+/// where this host can run it, for tokens pinned to it; where it cannot,
+/// the reason is kept for the error such a token's creates get.
+pub fn daemon_backends(default: Isolation) -> Result<(manager::Backends, String)> {
+    let (backend, line) = described(default)?;
+    let mut backends = manager::Backends::new(backend);
+    for other in Isolation::ALL.into_iter().filter(|i| *i != default) {
+        backends = match described(other) {
+            Ok((b, _)) => backends.with(b),
+            Err(e) => backends.without(other, format!("{e:#}")),
+        };
+    }
+    Ok((backends, line))
+}

@@ -58,6 +58,7 @@ pub fn main(args: LsArgs) -> Result<i32> {
         "ID".to_string(),
         "AGE".into(),
         "MEMORY".into(),
+        "ISOLATION".into(),
         "CPU S".into(),
         "STATUS".into(),
         "LABELS".into(),
@@ -83,6 +84,7 @@ pub fn main(args: LsArgs) -> Result<i32> {
             s["memoryMb"]
                 .as_u64()
                 .map_or_else(|| "?".into(), |m| format!("{m}MiB")),
+            printable(s["isolation"].as_str().unwrap_or("?")),
             s["cpuSeconds"]
                 .as_f64()
                 .map_or_else(|| "?".into(), |c| format!("{c:.1}")),

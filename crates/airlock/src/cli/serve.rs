@@ -277,9 +277,9 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
         "airlock: preparing image {:?} (built on first use)...",
         args.image
     );
-    let (backend, isolation) = super::isolation::described(args.isolation)?;
-    eprintln!("airlock: isolation {isolation}");
-    let manager = Manager::start(cfg, store.clone(), backend).await?;
+    let (backends, isolation) = super::isolation::daemon_backends(args.isolation)?;
+    eprintln!("airlock: isolation {isolation} (the default; tokens may pin another)");
+    let manager = Manager::start(cfg, store.clone(), backends).await?;
     let limits = ConfigLimits {
         max_lifetime: args.max_lifetime,
         ..ConfigLimits::default()

@@ -35,6 +35,14 @@ pub enum Isolation {
 impl Isolation {
     pub const ALL: [Isolation; 2] = [Isolation::Native, Isolation::Gvisor];
 
+    /// Its position in [`Isolation::ALL`] (for per-backend counters).
+    pub const fn index(self) -> usize {
+        match self {
+            Isolation::Native => 0,
+            Isolation::Gvisor => 1,
+        }
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Isolation::Native => "native",

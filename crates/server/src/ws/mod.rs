@@ -29,6 +29,7 @@ pub async fn create(
             state
                 .metrics
                 .create_seconds
+                .get_or_create(&crate::metrics::IsolationLabels::of(live.isolation))
                 .observe(started.elapsed().as_secs_f64());
             upgrade(state, live, ws, true, ClientKind::of(&headers))
         }
@@ -49,9 +50,12 @@ async fn create_sandbox(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Ar
             "`port`: exposing HTTP is off on this daemon (airlock serve --expose-listen ADDR)",
         ));
     }
+    let isolation = pinned_isolation(&token)?;
+    let mut request = cfg.into_request(Some(token.id));
+    request.isolation = isolation;
     let live = state
         .manager
-        .create(cfg.into_request(Some(token.id)))
+        .create(request)
         .await
         .map_err(|e| {
             if let ManagerError::Refused(r) = &e {
@@ -81,6 +85,17 @@ async fn create_sandbox(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Ar
         }
     }
     Ok(live)
+}
+
+/// The backend the token is pinned to (`airlock token create --isolation`),
+/// if any.
+fn pinned_isolation(token: &store::TokenInfo) -> Result<Option<manager::Isolation>, ApiError> {
+    token
+        .isolation
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e| ApiError::internal(format!("token {}: {e}", token.id)))
 }
 
 /// A refused or failed create, as the protocol's upgrade error: 429 for a

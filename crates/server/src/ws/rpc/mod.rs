@@ -242,7 +242,9 @@ impl Rpc {
             m.rpc_errors.get_or_create(&label).inc();
         }
         if method == Some(Method::Spawn) {
-            m.spawn_seconds.observe(started.elapsed().as_secs_f64());
+            m.spawn_seconds
+                .get_or_create(&crate::metrics::IsolationLabels::of(self.live.isolation))
+                .observe(started.elapsed().as_secs_f64());
         }
     }
 
