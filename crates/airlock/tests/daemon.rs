@@ -40,6 +40,13 @@ fn sandbox_leftovers(id: &str) -> Vec<String> {
     if common::cgroup_exists(id) {
         left.push("cgroup".into());
     }
+    // The gvisor backend's: runsc's container state.
+    if Path::new(common::RUNSC_ROOT)
+        .join(format!("{id}.state"))
+        .exists()
+    {
+        left.push("runsc state".into());
+    }
     left
 }
 

@@ -24,6 +24,9 @@ REPO = Path(__file__).resolve().parents[3]
 # Generous: the first start may build the default image.
 START_TIMEOUT_S = float(os.environ.get("AIRLOCK_SDK_START_TIMEOUT", "600"))
 LISTEN_RE = re.compile(r"listening on (http://\S+)")
+# The daemon's isolation backend: `airlock serve` reads AIRLOCK_ISOLATION
+# itself (scripts/test.sh runs the suite once per backend).
+ISOLATION = os.environ.get("AIRLOCK_ISOLATION", "native")
 
 
 def _bin() -> Path:

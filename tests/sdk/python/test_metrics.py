@@ -5,6 +5,7 @@ import time
 
 import httpx
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
+from conftest import ISOLATION
 
 
 def scrape(airlock):
@@ -56,10 +57,10 @@ def test_counters_match_the_work_done(airlock, client):
     def delta(name, **labels):
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert delta("airlock_sandboxes_created_total") == 2
+    assert delta("airlock_sandboxes_created_total", isolation=ISOLATION) == 2
     assert delta("airlock_rpc_calls_total", method="spawn") == 6
-    assert delta("airlock_create_seconds_count") == 2
-    assert delta("airlock_spawn_seconds_count") == 6
+    assert delta("airlock_create_seconds_count", isolation=ISOLATION) == 2
+    assert delta("airlock_spawn_seconds_count", isolation=ISOLATION) == 6
     assert delta("airlock_pool_hits_total") + delta("airlock_pool_misses_total") == 2
     assert value(after, "airlock_sandboxes_running") >= 0
     assert delta("airlock_cpu_seconds_total") >= 0

@@ -198,10 +198,15 @@ impl Daemon {
     /// Creates a sandbox with `config` (the raw create header); returns the
     /// socket (with a 20 s read timeout) and the sandbox id.
     pub fn create(&self, config: Value) -> (Ws, String) {
+        self.create_as(config, &self.token)
+    }
+
+    /// [`Daemon::create`] with another token.
+    pub fn create_as(&self, config: Value, token: &str) -> (Ws, String) {
         let (ws, resp) = tungstenite::connect(self.request(
             "/api/v3/sandboxes/create",
             Some(config),
-            &self.token,
+            token,
         ))
         .expect("create handshake");
         let id = resp.headers()["x-deno-sandbox-id"]

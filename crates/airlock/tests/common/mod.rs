@@ -186,6 +186,8 @@ pub fn sandbox_pids(id: &str) -> Vec<u32> {
 }
 
 pub const STATE_DIR: &str = "/run/airlock/sandboxes";
+/// runsc's `--root` for the gvisor backend.
+pub const RUNSC_ROOT: &str = "/run/airlock/runsc";
 
 /// Ids with a state dir under /run/airlock/sandboxes.
 pub fn state_ids() -> Vec<String> {
