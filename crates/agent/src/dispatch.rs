@@ -9,6 +9,10 @@ use crate::python;
 use crate::signals;
 use crate::streams::Streams;
 use crate::tunnel;
+use agent_proto::calls::{
+    to_reply, EnvKeyParams, EnvSetParams, FromParams, PidParams, ProcessKillParams,
+    PtyResizeParams, PythonRunParams, SpawnParams, StreamResult, TcpConnectParams,
+};
 use agent_proto::{Call, ErrorObject, Frame, FrameKind, Method, Reply, FILE_WINDOW};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -92,42 +96,47 @@ impl Agent {
         let Some(m) = Method::from_wire(method) else {
             return Err(ErrorObject::unknown_method(method));
         };
+        // Each arm decodes its params into the method's type
+        // (agent_proto::calls), so a bad param fails here, before any work.
         match m {
             Method::Ping => Ok(json!("pong")),
-            Method::Spawn => process::spawn(&self.ctx(), &params),
-            Method::ProcessWait => self.table.wait(process::pid_param(method, &params)?).await,
+            Method::Spawn => {
+                let p = SpawnParams::decode(m, &params)?;
+                process::spawn(&self.ctx(), &p).map(|r| to_reply(&r))
+            }
+            Method::ProcessWait => {
+                let p = PidParams::decode(m, &params)?;
+                self.table.wait(p.pid).await.map(|r| to_reply(&r))
+            }
             Method::ProcessKill => {
-                let pid = process::pid_param(method, &params)?;
-                let signal = match params.get("signal") {
-                    None | Some(Value::Null) => libc::SIGTERM,
-                    Some(Value::String(s)) => signals::parse(s).ok_or_else(|| {
+                let p = ProcessKillParams::decode(m, &params)?;
+                let signal = match &p.signal {
+                    None => libc::SIGTERM,
+                    Some(s) => signals::parse(s).ok_or_else(|| {
                         ErrorObject::type_error(format!("processKill: unknown signal {s:?}"))
                     })?,
-                    Some(other) => {
-                        return Err(ErrorObject::type_error(format!(
-                            "processKill: signal must be a name, got {other}"
-                        )))
-                    }
                 };
-                self.table.kill(pid, signal)
+                self.table.kill(p.pid, signal).map(|()| Value::Null)
             }
             Method::PtyResize => {
-                let pid = process::pid_param(method, &params)?;
-                let dim = |k: &str| {
-                    params
-                        .get(k)
-                        .and_then(Value::as_u64)
-                        .and_then(|n| u16::try_from(n).ok())
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| {
-                            ErrorObject::type_error(format!("ptyResize: {k} must be 1..65535"))
-                        })
-                };
-                self.table.resize(pid, dim("rows")?, dim("cols")?)
+                let p = PtyResizeParams::decode(m, &params)?;
+                self.table
+                    .resize(p.pid, p.rows, p.cols)
+                    .map(|()| Value::Null)
             }
-            Method::EnvGet | Method::EnvSet | Method::EnvDelete | Method::EnvToObject => {
-                self.env.call(method, &params).expect("env method")
+            Method::EnvGet => {
+                let p = EnvKeyParams::decode(m, &params)?;
+                Ok(to_reply(&self.env.get(&p)))
             }
+            Method::EnvSet => {
+                self.env.set(EnvSetParams::decode(m, &params)?);
+                Ok(Value::Null)
+            }
+            Method::EnvDelete => {
+                self.env.delete(&EnvKeyParams::decode(m, &params)?);
+                Ok(Value::Null)
+            }
+            Method::EnvToObject => Ok(to_reply(&self.env.to_object())),
             Method::WriteFile | Method::WriteTextFile
                 if params.get("contentStreamId").is_some_and(|v| !v.is_null()) =>
             {
@@ -149,9 +158,16 @@ impl Agent {
             | Method::HttpPort => deno::call(&self.ctx(), &self.deno_repls, method, &params).await,
             // airlock internal: a TCP connection inside the sandbox, for
             // `fetch` and exposed ports.
-            Method::TcpConnect => tunnel::connect(&self.streams, &self.out, &params).await,
+            Method::TcpConnect => {
+                let p = TcpConnectParams::decode(m, &params)?;
+                let r = tunnel::connect(&self.streams, &self.out, &p).await?;
+                Ok(to_reply(&r))
+            }
             // airlock extension: stateful Python sessions.
-            Method::PythonRun => self.python.run(&self.env, &self.cwd, &params).await,
+            Method::PythonRun => {
+                let p = PythonRunParams::decode(m, &params)?;
+                self.python.run(&self.env, &self.cwd, &p).await
+            }
             _ if m.is_fs() => self.fs_call(m, params).await,
             // Served by the daemon (Route::Daemon, Route::NotYet), never
             // by the agent.
@@ -286,7 +302,10 @@ impl Agent {
             out.end(id).await;
             streams.done_outbound(id);
         });
-        Ok(json!({ "streamId": id, "size": size }))
+        Ok(to_reply(&StreamResult {
+            stream_id: id,
+            size: Some(size),
+        }))
     }
 
     /// `walk`/`expandGlob`: replies `{streamId}`, then sends one JSON entry
@@ -322,6 +341,9 @@ impl Agent {
             out.end(id).await;
             streams.done_outbound(id);
         });
-        Ok(json!({ "streamId": id }))
+        Ok(to_reply(&StreamResult {
+            stream_id: id,
+            size: None,
+        }))
     }
 }

@@ -13,8 +13,9 @@ mod run;
 mod watch;
 
 use crate::env::Env;
-use crate::process::{self, Ctx, ExitInfo};
+use crate::process::{Ctx, ExitInfo};
 use crate::signals;
+use agent_proto::calls::{to_reply, FromParams, PidParams, SpawnParams};
 use agent_proto::ErrorObject;
 use serde_json::{Map, Value};
 use std::io;
@@ -36,13 +37,18 @@ pub async fn call(
 ) -> Result<Value, ErrorObject> {
     match method {
         "spawnDeno" => run::spawn_deno(ctx, params),
-        "denoHttpWait" => listen::http_wait(&ctx.table, process::pid_param(method, params)?).await,
-        "httpPort" => listen::http_port(&ctx.table, process::pid_param(method, params)?),
+        "denoHttpWait" => listen::http_wait(&ctx.table, pid(method, params)?).await,
+        "httpPort" => listen::http_port(&ctx.table, pid(method, params)?).map(|p| to_reply(&p)),
         "spawnDenoRepl" => repls.spawn(ctx, params),
         "denoReplEval" | "denoReplCall" => repls.evaluate(method, params).await,
-        "denoReplClose" => repls.close(process::pid_param(method, params)?).await,
+        "denoReplClose" => repls.close(pid(method, params)?).await,
         _ => Err(ErrorObject::unknown_method(method)),
     }
+}
+
+/// The `pid` of a call that names a process.
+fn pid(method: &str, params: &Value) -> Result<i32, ErrorObject> {
+    PidParams::decode_named(method, params).map(|p| p.pid)
 }
 
 /// The deno binary: first on the sandbox's PATH, else where images
@@ -104,13 +110,14 @@ fn remove_after_exit(ctx: &Ctx, pid: i32, dir: PathBuf) {
 }
 
 /// Params for `process::spawn` running `deno` with `args`: the caller's
-/// environment, cwd and stdio choices, plus `extra_env`.
+/// environment, cwd and stdio choices, plus `extra_env`; checked as a
+/// `spawn`'s are.
 fn spawn_params(
     params: &Value,
     deno: &Path,
     args: Vec<String>,
     extra_env: &[(&str, &str)],
-) -> Result<Value, ErrorObject> {
+) -> Result<SpawnParams, ErrorObject> {
     let mut p = Map::new();
     for key in ["clearEnv", "cwd", "stdinStreamId", "stdout", "stderr"] {
         if let Some(v) = params.get(key).filter(|v| !v.is_null()) {
@@ -133,7 +140,7 @@ fn spawn_params(
         Value::from(deno.to_string_lossy().into_owned()),
     );
     p.insert("args".into(), Value::from(args));
-    Ok(Value::Object(p))
+    SpawnParams::decode_named("spawn", &Value::Object(p))
 }
 
 /// "exited with code 1" / "was killed by SIGKILL", for messages.

@@ -20,6 +20,7 @@ use super::link::Link;
 use super::{deno_binary, describe_exit, private_dir, spawn_params};
 use crate::process::string_list;
 use crate::process::{self, Ctx, ExitInfo};
+use agent_proto::calls::to_reply;
 use agent_proto::ErrorObject;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -115,10 +116,7 @@ impl Repls {
             e.message = format!("spawnDenoRepl: {}", e.message);
             e
         })?;
-        let pid = result
-            .get("pid")
-            .and_then(Value::as_i64)
-            .expect("spawn returns a pid") as i32;
+        let pid = result.pid;
         let exit = ctx
             .table
             .exit_watch(pid)
@@ -137,7 +135,7 @@ impl Repls {
             closed: AtomicBool::new(false),
         });
         self.map.lock().expect("repls lock").insert(pid, repl);
-        Ok(result)
+        Ok(to_reply(&result))
     }
 
     /// The server script's path; (re)written when missing or changed (the
@@ -176,7 +174,7 @@ impl Repls {
     /// `denoReplEval {pid, code}` / `denoReplCall {pid, fn, args}` → the
     /// result as JSON (`undefined` → null).
     pub async fn evaluate(&self, method: &str, params: &Value) -> Result<Value, ErrorObject> {
-        let pid = process::pid_param(method, params)?;
+        let pid = super::pid(method, params)?;
         let request = if method == "denoReplEval" {
             let code = match params.get("code") {
                 Some(Value::String(c)) => c.as_str(),

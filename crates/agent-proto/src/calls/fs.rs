@@ -1,0 +1,1 @@
+//! The filesystem methods' params and results.
