@@ -11,7 +11,8 @@ use crate::streams::Streams;
 use crate::tunnel;
 use agent_proto::calls::{
     to_reply, EnvKeyParams, EnvSetParams, FromParams, PidParams, ProcessKillParams,
-    PtyResizeParams, PythonRunParams, SpawnParams, StreamResult, TcpConnectParams,
+    PtyResizeParams, PythonRunParams, ReadFileParams, SpawnParams, StreamResult, TcpConnectParams,
+    WriteFileParams,
 };
 use agent_proto::{Call, ErrorObject, Frame, FrameKind, Method, Reply, FILE_WINDOW};
 use serde_json::{json, Value};
@@ -140,12 +141,13 @@ impl Agent {
             Method::WriteFile | Method::WriteTextFile
                 if params.get("contentStreamId").is_some_and(|v| !v.is_null()) =>
             {
-                self.write_from_stream(method, params).await
+                self.write_from_stream(m, params).await
             }
             Method::ReadFile | Method::ReadTextFile
                 if params.get("stream") == Some(&Value::Bool(true)) =>
             {
-                self.read_to_stream(method, params).await
+                let p = ReadFileParams::decode(m, &params)?;
+                self.read_to_stream(m, p).await
             }
             Method::Walk | Method::ExpandGlob => self.walk(m, params).await,
             Method::FileLock => self.file_lock(params).await,
@@ -210,7 +212,7 @@ impl Agent {
     /// written as it arrives and credited back (the stream is windowed,
     /// `FILE_WINDOW`), so a file of any size passes through a window's
     /// worth of the agent's memory, which counts towards the sandbox's.
-    async fn write_from_stream(&self, method: &str, params: Value) -> Result<Value, ErrorObject> {
+    async fn write_from_stream(&self, method: Method, params: Value) -> Result<Value, ErrorObject> {
         use tokio::io::AsyncWriteExt;
         let id = params
             .get("contentStreamId")
@@ -223,12 +225,15 @@ impl Agent {
             .streams
             .claim(id)
             .ok_or_else(|| ErrorObject::bad_resource(format!("stream {id} is already in use")))?;
+        // Decoded once the stream is ours, so bad params give it up too.
         let cwd = self.cwd.clone();
-        let m = method.to_string();
-        let opened = tokio::task::spawn_blocking(move || fs::open_for_write(&m, &params, &cwd))
-            .await
-            .map_err(|e| ErrorObject::new("Error", format!("{method} failed: {e}"), None))
-            .and_then(|r| r);
+        let opened = tokio::task::spawn_blocking(move || {
+            let p = WriteFileParams::decode(method, &params)?;
+            fs::open_for_write(method, &p, &cwd).map(|file| (file, p.path))
+        })
+        .await
+        .map_err(|e| ErrorObject::new("Error", format!("{method} failed: {e}"), None))
+        .and_then(|r| r);
         let (file, given) = match opened {
             Ok(opened) => opened,
             Err(e) => {
@@ -263,12 +268,15 @@ impl Agent {
     /// sends the file on that stream, windowed
     /// (`FILE_WINDOW`), so the file is never held whole here. Failing to
     /// open or read the first piece fails the call itself.
-    async fn read_to_stream(&self, method: &str, params: Value) -> Result<Value, ErrorObject> {
+    async fn read_to_stream(
+        &self,
+        method: Method,
+        params: ReadFileParams,
+    ) -> Result<Value, ErrorObject> {
         use tokio::io::AsyncReadExt;
         let cwd = self.cwd.clone();
-        let m = method.to_string();
         let (file, size, first) =
-            tokio::task::spawn_blocking(move || fs::open_for_read(&m, &params, &cwd, CHUNK))
+            tokio::task::spawn_blocking(move || fs::open_for_read(method, &params, &cwd, CHUNK))
                 .await
                 .map_err(|e| ErrorObject::new("Error", format!("{method} failed: {e}"), None))??;
         let (id, window) = self.streams.new_windowed(FILE_WINDOW);

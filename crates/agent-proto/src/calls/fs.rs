@@ -1,1 +1,411 @@
-//! The filesystem methods' params and results.
+//! The path-based filesystem methods (docs/protocol.md §4.3): `readFile`,
+//! `writeFile`, `stat`, `rename`, ... Options may come flat (PY) or under
+//! `options` (JS); both decode the same ([`FromParams::FLATTEN_OPTIONS`]).
+//!
+//! A path param must not be empty: an empty path is `NotFound`, as in
+//! Deno (it would otherwise resolve to the working directory itself). It
+//! is checked as the path is decoded, so the first bad param reported is
+//! the one the handlers always reported.
+
+use super::process::stream_id;
+use super::time::{parse_time_value, Timestamp};
+use super::{FromParams, Params};
+use crate::ErrorObject;
+use serde::{Serialize, Serializer};
+use std::io;
+
+/// `{path}`: `readDir`, `stat`, `lstat`, `readLink`, `realPath`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PathParams {
+    pub path: String,
+}
+
+/// `readFile {path}` / `readTextFile {path}`. With `stream: true` (sent by
+/// the daemon only) the agent answers a [`super::StreamResult`] with the
+/// file's `size` and sends the contents on that stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReadFileParams {
+    pub path: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
+}
+
+/// `writeFile {path, content | contentStreamId, append?, create?,
+/// createNew?, mode?}` / `writeTextFile` (content as text, not base64).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteFileParams {
+    pub path: String,
+    #[serde(flatten)]
+    pub content: Content,
+    pub append: bool,
+    /// Default true.
+    pub create: bool,
+    pub create_new: bool,
+    /// Also chmod'ed when given, so the umask does not narrow it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+}
+
+/// A write's contents: inline, or on a client → sandbox stream (the daemon
+/// turns big inline contents into a stream, and rewrites the id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Content {
+    /// base64 for `writeFile`, text for `writeTextFile`.
+    #[serde(rename = "content")]
+    Inline(String),
+    #[serde(rename = "contentStreamId")]
+    Stream(u32),
+}
+
+/// `remove {path, recursive?}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemoveParams {
+    pub path: String,
+    pub recursive: bool,
+}
+
+/// `mkdir {path, recursive?, mode?}`; `mode` defaults to 0o777 (narrowed
+/// by the umask).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MkdirParams {
+    pub path: String,
+    pub recursive: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+}
+
+/// `rename {oldPath, newPath}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenameParams {
+    pub old_path: String,
+    pub new_path: String,
+}
+
+/// `chmod {path, mode}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChmodParams {
+    pub path: String,
+    pub mode: u32,
+}
+
+/// `chown {path, uid?, gid?}`; an absent id is left unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChownParams {
+    pub path: String,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+/// `copyFile {fromPath, toPath}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyFileParams {
+    pub from_path: String,
+    pub to_path: String,
+}
+
+/// `link {target, path}` (a hard link at `path` to the existing `target`)
+/// and `symlink {target, path, type?}`: the symlink stores `target`
+/// verbatim (it may be empty or relative; `type` only matters on Windows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinkParams {
+    pub target: String,
+    pub path: String,
+}
+
+/// `makeTempDir` / `makeTempFile {dir?, prefix?, suffix?}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct MakeTempParams {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<String>,
+}
+
+/// `truncate {name, length?}` (Deno calls the path `name`; `path` is taken
+/// too); `length` defaults to 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TruncateParams {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
+}
+
+/// `umask {mask?}`: sets it when given; answers the previous one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UmaskParams {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask: Option<u32>,
+}
+
+/// `utime {path, atime, mtime}`: times as ISO strings (JS) or epoch
+/// seconds (PY).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UtimeParams {
+    pub path: String,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_iso())
+    }
+}
+
+/// A path param: a string, not empty.
+pub fn path(p: &Params, key: &str) -> Result<String, ErrorObject> {
+    let given = p.str(key)?;
+    if given.is_empty() {
+        let enoent = io::Error::from_raw_os_error(libc::ENOENT);
+        let context = format!("{} '{given}'", p.method());
+        return Err(ErrorObject::from_io_with_context(&enoent, Some(&context)));
+    }
+    Ok(given.to_string())
+}
+
+/// A required time param (`atime`/`mtime`). A missing time is a
+/// validation error; one that does not parse is a `TypeError` that says
+/// which forms are taken.
+pub fn time(p: &Params, key: &str) -> Result<Timestamp, ErrorObject> {
+    let v = p.get(key).ok_or_else(|| p.missing(key, "number"))?;
+    parse_time_value(v).ok_or_else(|| {
+        p.error(format!(
+            "param \"{key}\" must be an ISO-8601 date string or a number of seconds since the epoch, got {v}"
+        ))
+    })
+}
+
+macro_rules! flattened {
+    ($($t:ty => |$p:ident| $body:expr;)*) => {
+        $(impl FromParams for $t {
+            const FLATTEN_OPTIONS: bool = true;
+            fn from_params($p: &Params) -> Result<Self, ErrorObject> {
+                Ok($body)
+            }
+        })*
+    };
+}
+
+flattened! {
+    PathParams => |p| Self { path: path(p, "path")? };
+    ReadFileParams => |p| Self {
+        path: path(p, "path")?,
+        stream: p.raw("stream") == Some(&serde_json::Value::Bool(true)),
+    };
+    WriteFileParams => |p| {
+        // The content first: a write without any is refused before its
+        // path is looked at.
+        let content = match (p.get("contentStreamId"), p.get("content")) {
+            (Some(id), _) => Content::Stream(stream_id(id).ok_or_else(|| {
+                p.error("contentStreamId must be a stream id")
+            })?),
+            (None, Some(serde_json::Value::String(s))) => Content::Inline(s.clone()),
+            (None, Some(other)) => return Err(p.wrong_type("content", "string", other)),
+            (None, None) => return Err(p.missing("content", "string")),
+        };
+        Self {
+            path: path(p, "path")?,
+            content,
+            append: p.bool_or("append", false)?,
+            create: p.bool_or("create", true)?,
+            create_new: p.bool_or("createNew", false)?,
+            mode: p.opt_u32("mode")?,
+        }
+    };
+    RemoveParams => |p| Self {
+        path: path(p, "path")?,
+        recursive: p.bool_or("recursive", false)?,
+    };
+    MkdirParams => |p| Self {
+        path: path(p, "path")?,
+        recursive: p.bool_or("recursive", false)?,
+        mode: p.opt_u32("mode")?,
+    };
+    RenameParams => |p| Self {
+        old_path: path(p, "oldPath")?,
+        new_path: path(p, "newPath")?,
+    };
+    ChmodParams => |p| Self {
+        path: path(p, "path")?,
+        mode: p.u32("mode")?,
+    };
+    ChownParams => |p| Self {
+        path: path(p, "path")?,
+        uid: p.opt_u32("uid")?,
+        gid: p.opt_u32("gid")?,
+    };
+    CopyFileParams => |p| Self {
+        from_path: path(p, "fromPath")?,
+        to_path: path(p, "toPath")?,
+    };
+    MakeTempParams => |p| Self {
+        dir: p.opt_str("dir")?.map(str::to_string),
+        prefix: p.opt_str("prefix")?.map(str::to_string),
+        suffix: p.opt_str("suffix")?.map(str::to_string),
+    };
+    TruncateParams => |p| {
+        let key = if p.has("name") || !p.has("path") { "name" } else { "path" };
+        Self {
+            name: path(p, key)?,
+            length: p.opt_u64("length")?,
+        }
+    };
+    UmaskParams => |p| Self { mask: p.opt_u32("mask")? };
+    UtimeParams => |p| Self {
+        path: path(p, "path")?,
+        atime: time(p, "atime")?,
+        mtime: time(p, "mtime")?,
+    };
+}
+
+/// `link`'s target is an existing file (a path, not empty); `symlink`'s
+/// is stored as given.
+impl LinkParams {
+    pub fn decode_link(method: &str, params: &serde_json::Value) -> Result<Self, ErrorObject> {
+        let p = Params::new(method, params)?;
+        Ok(Self {
+            target: path(&p, "target")?,
+            path: path(&p, "path")?,
+        })
+    }
+
+    pub fn decode_symlink(method: &str, params: &serde_json::Value) -> Result<Self, ErrorObject> {
+        let p = Params::new(method, params)?;
+        Ok(Self {
+            target: p.str("target")?.to_string(),
+            path: path(&p, "path")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calls::test_util::round_trips;
+    use crate::Method;
+    use serde_json::json;
+
+    #[test]
+    fn params_round_trip() {
+        let path = || "/a".to_string();
+        round_trips(Method::Stat, PathParams { path: path() });
+        round_trips(
+            Method::ReadFile,
+            ReadFileParams {
+                path: path(),
+                stream: true,
+            },
+        );
+        for content in [Content::Inline("aGk=".into()), Content::Stream(3)] {
+            round_trips(
+                Method::WriteFile,
+                WriteFileParams {
+                    path: path(),
+                    content,
+                    append: true,
+                    create: false,
+                    create_new: true,
+                    mode: Some(0o600),
+                },
+            );
+        }
+        round_trips(
+            Method::Remove,
+            RemoveParams {
+                path: path(),
+                recursive: true,
+            },
+        );
+        round_trips(
+            Method::Mkdir,
+            MkdirParams {
+                path: path(),
+                recursive: true,
+                mode: Some(0o700),
+            },
+        );
+        round_trips(
+            Method::Rename,
+            RenameParams {
+                old_path: path(),
+                new_path: "/b".into(),
+            },
+        );
+        round_trips(
+            Method::Chmod,
+            ChmodParams {
+                path: path(),
+                mode: 0o644,
+            },
+        );
+        round_trips(
+            Method::Chown,
+            ChownParams {
+                path: path(),
+                uid: Some(1),
+                gid: None,
+            },
+        );
+        round_trips(
+            Method::CopyFile,
+            CopyFileParams {
+                from_path: path(),
+                to_path: "/b".into(),
+            },
+        );
+        round_trips(
+            Method::MakeTempDir,
+            MakeTempParams {
+                dir: Some("/t".into()),
+                prefix: Some("p".into()),
+                suffix: None,
+            },
+        );
+        round_trips(
+            Method::Truncate,
+            TruncateParams {
+                name: path(),
+                length: Some(3),
+            },
+        );
+        round_trips(Method::Umask, UmaskParams { mask: Some(0o22) });
+        round_trips(
+            Method::Utime,
+            UtimeParams {
+                path: path(),
+                atime: Timestamp::from_parts(1, 0),
+                mtime: Timestamp::from_parts(2, 5_000_000),
+            },
+        );
+    }
+
+    /// The Python SDK's `read_text_file()` without a path: a zod issue at
+    /// `["path"]` (raised as `RpcValidationError`).
+    #[test]
+    fn missing_path_is_a_zod_issue_and_empty_is_not_found() {
+        let e = ReadFileParams::decode(Method::ReadTextFile, &json!({})).unwrap_err();
+        assert!(e.is_invalid_params(), "{e:?}");
+        assert!(e.message.contains("\"path\""), "{}", e.message);
+        let e = PathParams::decode(Method::Stat, &json!({"path": ""})).unwrap_err();
+        assert_eq!(e.constructor_name, "NotFound");
+        assert!(e.message.ends_with("stat ''"), "{}", e.message);
+        let e = MkdirParams::decode(
+            Method::Mkdir,
+            &json!({"path": "/a", "options": {"mode": "x"}}),
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("\"options\",\n      \"mode\""),
+            "{}",
+            e.message
+        );
+        let e = WriteFileParams::decode(Method::WriteFile, &json!({"path": "/a"})).unwrap_err();
+        assert!(e.message.contains("\"content\""), "{}", e.message);
+    }
+}

@@ -20,9 +20,15 @@ mod env;
 mod fs;
 mod process;
 mod reader;
+pub mod time;
 mod tunnel;
 
 pub use env::{validate_env_name, EnvKeyParams, EnvSetParams, EnvToObjectResult};
+pub use fs::{
+    path as path_param, time as time_param, ChmodParams, ChownParams, Content, CopyFileParams,
+    LinkParams, MakeTempParams, MkdirParams, PathParams, ReadFileParams, RemoveParams,
+    RenameParams, TruncateParams, UmaskParams, UtimeParams, WriteFileParams,
+};
 pub use process::{
     ExitStatus, PidParams, ProcessKillParams, PtyResizeParams, PtySize, PythonRunParams,
     SpawnParams, SpawnResult, Stdio,

@@ -2,9 +2,10 @@
 //! `file*` methods act on them, `fileClose` drops them.
 
 use super::info::file_info;
-use super::ops::{target, time_param};
+use super::ops::target;
 use super::params::{as_integer, kind, Params};
 use super::time::Timestamp;
+use agent_proto::calls::time_param;
 use agent_proto::{ErrorObject, Method};
 use base64::Engine;
 use serde_json::{json, Value};

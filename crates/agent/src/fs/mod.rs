@@ -27,6 +27,7 @@ mod walk;
 #[cfg(test)]
 mod tests;
 
+use agent_proto::calls::{ReadFileParams, WriteFileParams};
 use agent_proto::{ErrorObject, Method};
 use base64::Engine;
 use params::Params;
@@ -65,10 +66,10 @@ impl FsState {
         params: &Value,
         cwd: &Path,
     ) -> Option<Result<Value, ErrorObject>> {
-        let name = method.as_str();
-        if let Some(run) = ops::lookup(method) {
-            return Some(Params::new(name, params).and_then(|p| run(&p, cwd)));
+        if let Some(result) = ops::call(method, params, cwd) {
+            return Some(result);
         }
+        let name = method.as_str();
         let run = handles::lookup(method)?;
         Some(Params::new(name, params).and_then(|p| run(&mut self.handles, &p, cwd)))
     }
@@ -92,19 +93,17 @@ impl FsState {
 /// is ever held whole in the agent's memory. Errors while writing are
 /// reported with [`write_error`].
 pub fn open_for_write(
-    method: &str,
-    params: &Value,
+    method: Method,
+    params: &WriteFileParams,
     cwd: &Path,
-) -> Result<(std::fs::File, String), ErrorObject> {
-    let p = Params::new(method, params)?;
-    let (file, t) = ops::open_for_write(&p, cwd)?;
-    Ok((file, t.given.to_string()))
+) -> Result<std::fs::File, ErrorObject> {
+    ops::open_for_write(method.as_str(), params, cwd).map(|(file, _)| file)
 }
 
 /// An error writing the file of `method` at `given` (the path as the
 /// caller wrote it), in the same shape as the inline write's.
-pub fn write_error(method: &str, given: &str, err: &std::io::Error) -> ErrorObject {
-    ops::io_error(method, given, err)
+pub fn write_error(method: Method, given: &str, err: &std::io::Error) -> ErrorObject {
+    ops::io_error(method.as_str(), given, err)
 }
 
 /// readFile / readTextFile as a stream (`stream: true`): opens the file and
@@ -114,14 +113,14 @@ pub fn write_error(method: &str, given: &str, err: &std::io::Error) -> ErrorObje
 /// `/proc` files, which have contents all the same) and the first piece
 /// (empty at end of file).
 pub fn open_for_read(
-    method: &str,
-    params: &Value,
+    method: Method,
+    params: &ReadFileParams,
     cwd: &Path,
     piece: usize,
 ) -> Result<(std::fs::File, u64, Vec<u8>), ErrorObject> {
     use std::io::Read;
-    let p = Params::new(method, params)?;
-    let t = ops::target(&p, "path", cwd)?;
+    let method = method.as_str();
+    let t = ops::Target::new(&params.path, cwd);
     let mut file = std::fs::File::open(&t.path).map_err(|e| t.err(method, &e))?;
     let mut first = vec![0u8; piece];
     let n = loop {
