@@ -10,7 +10,7 @@ use crate::signals;
 use crate::streams::Streams;
 use crate::tunnel;
 use agent_proto::calls::{
-    to_reply, EnvKeyParams, EnvSetParams, FromParams, PidParams, ProcessKillParams,
+    to_reply, EnvKeyParams, EnvSetParams, FileLockParams, FromParams, PidParams, ProcessKillParams,
     PtyResizeParams, PythonRunParams, ReadFileParams, SpawnParams, StreamResult, TcpConnectParams,
     WriteFileParams,
 };
@@ -150,7 +150,7 @@ impl Agent {
                 self.read_to_stream(m, p).await
             }
             Method::Walk | Method::ExpandGlob => self.walk(m, params).await,
-            Method::FileLock => self.file_lock(params).await,
+            Method::FileLock => self.file_lock(FileLockParams::decode(m, &params)?).await,
             Method::SpawnDeno
             | Method::DenoHttpWait
             | Method::SpawnDenoRepl
@@ -191,10 +191,10 @@ impl Agent {
     /// `fileLock` blocks until the lock is free, as Deno's does, but waits
     /// between attempts without holding the fs state, so other fs calls
     /// (including the unlock that frees it) go on meanwhile.
-    async fn file_lock(&self, params: Value) -> Result<Value, ErrorObject> {
+    async fn file_lock(&self, params: FileLockParams) -> Result<Value, ErrorObject> {
         loop {
             let fs = self.fs.clone();
-            let p = params.clone();
+            let p = params;
             let attempt =
                 tokio::task::spawn_blocking(move || fs.lock().expect("fs lock").try_file_lock(&p))
                     .await

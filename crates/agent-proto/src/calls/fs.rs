@@ -9,9 +9,9 @@
 
 use super::process::stream_id;
 use super::time::{parse_time_value, Timestamp};
-use super::{FromParams, Params};
+use super::{as_integer, kind, FromParams, Params};
 use crate::ErrorObject;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use std::io;
 
 /// `{path}`: `readDir`, `stat`, `lstat`, `readLink`, `realPath`.
@@ -407,5 +407,287 @@ mod tests {
         );
         let e = WriteFileParams::decode(Method::WriteFile, &json!({"path": "/a"})).unwrap_err();
         assert!(e.message.contains("\"content\""), "{}", e.message);
+    }
+}
+
+// The file-handle methods (§4.4): `open`/`create` answer a
+// [`FileHandleResult`], the `file*` methods name it.
+
+/// `open {path, read?, write?, append?, truncate?, create?, createNew?,
+/// mode?}`. No flag at all means read-only; the option checks Deno does
+/// client-side are repeated here because the SDKs skip them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenParams {
+    pub path: String,
+    pub read: bool,
+    pub write: bool,
+    pub append: bool,
+    pub truncate: bool,
+    pub create: bool,
+    pub create_new: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+}
+
+/// `{fileHandleId}`: `fileStat`, `fileSync`, `fileSyncData`,
+/// `fileUnlock`, `fileClose`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileHandleParams {
+    pub file_handle_id: u32,
+}
+
+/// `open`'s and `create`'s result. Ids start at 1 (0 is falsy in both SDK
+/// languages).
+pub type FileHandleResult = FileHandleParams;
+
+/// `fileRead {fileHandleId, length}`: one read of at most `length` bytes
+/// (capped by the agent); answers [`FileReadResult`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileReadParams {
+    pub file_handle_id: u32,
+    pub length: u64,
+}
+
+/// `fileRead`'s result: base64, or `None` (`null`) at end of file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileReadResult {
+    pub data: Option<String>,
+}
+
+/// `fileWrite {fileHandleId, data}` (`data` base64); answers
+/// [`FileWriteResult`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileWriteParams {
+    pub file_handle_id: u32,
+    pub data: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileWriteResult {
+    pub bytes_written: u64,
+}
+
+/// `fileSeek {fileHandleId, offset, whence}`: `offset` a number or a
+/// decimal string (JS sends a BigInt that way); `whence` 0 (start), 1
+/// (current) or 2 (end), checked by the agent. Answers
+/// [`FileSeekResult`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileSeekParams {
+    pub file_handle_id: u32,
+    pub offset: i64,
+    pub whence: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSeekResult {
+    pub position: u64,
+}
+
+/// `fileTruncate {fileHandleId, len?}`: JS sends `len`, PY `size`;
+/// absent means 0, as in Deno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileTruncateParams {
+    pub file_handle_id: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub len: Option<u64>,
+}
+
+/// `fileUtime {fileHandleId, atime, mtime}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileUtimeParams {
+    pub file_handle_id: u32,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+}
+
+/// `fileLock {fileHandleId, exclusive?}`: shared unless `exclusive`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileLockParams {
+    pub file_handle_id: u32,
+    pub exclusive: bool,
+}
+
+/// An integer that may arrive as a decimal string.
+fn seek_offset(p: &Params) -> Result<i64, ErrorObject> {
+    let v = p
+        .get("offset")
+        .ok_or_else(|| p.missing("offset", "number"))?;
+    let parsed = match v {
+        serde_json::Value::String(s) => s.trim().parse::<i64>().ok(),
+        other => as_integer(other),
+    };
+    parsed.ok_or_else(|| {
+        p.error(format!(
+            "param \"offset\" must be an integer or a decimal string, got {} {v}",
+            kind(v)
+        ))
+    })
+}
+
+flattened! {
+    OpenParams => |p| {
+        let path = path(p, "path")?;
+        let flag = |key| p.bool_or(key, false);
+        let (mut read, write, append) = (flag("read")?, flag("write")?, flag("append")?);
+        let (truncate, create, create_new) =
+            (flag("truncate")?, flag("create")?, flag("createNew")?);
+        if !(read || write || append || truncate || create || create_new) {
+            read = true;
+        }
+        if truncate && !write {
+            return Err(p.error("'truncate' option requires 'write' option"));
+        }
+        if (create || create_new) && !(write || append) {
+            return Err(
+                p.error("'create' or 'createNew' options require 'write' or 'append' option")
+            );
+        }
+        Self {
+            path,
+            read,
+            write,
+            append,
+            truncate,
+            create,
+            create_new,
+            mode: p.opt_u32("mode")?,
+        }
+    };
+    FileHandleParams => |p| Self { file_handle_id: p.u32("fileHandleId")? };
+    FileReadParams => |p| Self {
+        file_handle_id: p.u32("fileHandleId")?,
+        length: p.u64("length")?,
+    };
+    FileWriteParams => |p| Self {
+        file_handle_id: p.u32("fileHandleId")?,
+        data: p.str("data")?.to_string(),
+    };
+    FileSeekParams => |p| Self {
+        file_handle_id: p.u32("fileHandleId")?,
+        offset: seek_offset(p)?,
+        whence: p.u64("whence")?,
+    };
+    FileTruncateParams => |p| Self {
+        file_handle_id: p.u32("fileHandleId")?,
+        len: match p.opt_u64("len")? {
+            Some(len) => Some(len),
+            None => p.opt_u64("size")?,
+        },
+    };
+    FileUtimeParams => |p| Self {
+        file_handle_id: p.u32("fileHandleId")?,
+        atime: time(p, "atime")?,
+        mtime: time(p, "mtime")?,
+    };
+    FileLockParams => |p| {
+        let exclusive = p.bool_or("exclusive", false)?;
+        Self {
+            file_handle_id: p.u32("fileHandleId")?,
+            exclusive,
+        }
+    };
+}
+
+#[cfg(test)]
+mod handle_tests {
+    use super::*;
+    use crate::calls::test_util::round_trips;
+    use crate::Method;
+    use serde_json::json;
+
+    #[test]
+    fn params_round_trip() {
+        round_trips(
+            Method::Open,
+            OpenParams {
+                path: "/a".into(),
+                read: true,
+                write: true,
+                append: false,
+                truncate: true,
+                create: true,
+                create_new: false,
+                mode: Some(0o600),
+            },
+        );
+        let id = 3;
+        round_trips(Method::FileStat, FileHandleParams { file_handle_id: id });
+        round_trips(
+            Method::FileRead,
+            FileReadParams {
+                file_handle_id: id,
+                length: 10,
+            },
+        );
+        round_trips(
+            Method::FileWrite,
+            FileWriteParams {
+                file_handle_id: id,
+                data: "aGk=".into(),
+            },
+        );
+        round_trips(
+            Method::FileSeek,
+            FileSeekParams {
+                file_handle_id: id,
+                offset: -2,
+                whence: 2,
+            },
+        );
+        round_trips(
+            Method::FileTruncate,
+            FileTruncateParams {
+                file_handle_id: id,
+                len: Some(1),
+            },
+        );
+        round_trips(
+            Method::FileUtime,
+            FileUtimeParams {
+                file_handle_id: id,
+                atime: Timestamp::from_parts(1, 0),
+                mtime: Timestamp::from_parts(2, 0),
+            },
+        );
+        round_trips(
+            Method::FileLock,
+            FileLockParams {
+                file_handle_id: id,
+                exclusive: true,
+            },
+        );
+    }
+
+    #[test]
+    fn sdk_shapes_decode() {
+        let p = FileSeekParams::decode(
+            Method::FileSeek,
+            &json!({"fileHandleId": 1, "offset": "-5", "whence": 1.0}),
+        )
+        .unwrap();
+        assert_eq!((p.offset, p.whence), (-5, 1));
+        let p = FileTruncateParams::decode(
+            Method::FileTruncate,
+            &json!({"fileHandleId": 1, "size": 4}),
+        )
+        .unwrap();
+        assert_eq!(p.len, Some(4));
+        let p = OpenParams::decode(Method::Open, &json!({"path": "f", "options": null})).unwrap();
+        assert!(p.read && !p.write);
+        let e = OpenParams::decode(
+            Method::Open,
+            &json!({"path": "f", "options": {"truncate": true}}),
+        )
+        .unwrap_err();
+        assert_eq!(e.message, "open: 'truncate' option requires 'write' option");
     }
 }

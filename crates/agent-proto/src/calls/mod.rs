@@ -26,8 +26,11 @@ mod tunnel;
 pub use env::{validate_env_name, EnvKeyParams, EnvSetParams, EnvToObjectResult};
 pub use fs::{
     path as path_param, time as time_param, ChmodParams, ChownParams, Content, CopyFileParams,
-    LinkParams, MakeTempParams, MkdirParams, PathParams, ReadFileParams, RemoveParams,
-    RenameParams, TruncateParams, UmaskParams, UtimeParams, WriteFileParams,
+    FileHandleParams, FileHandleResult, FileLockParams, FileReadParams, FileReadResult,
+    FileSeekParams, FileSeekResult, FileTruncateParams, FileUtimeParams, FileWriteParams,
+    FileWriteResult, LinkParams, MakeTempParams, MkdirParams, OpenParams, PathParams,
+    ReadFileParams, RemoveParams, RenameParams, TruncateParams, UmaskParams, UtimeParams,
+    WriteFileParams,
 };
 pub use process::{
     ExitStatus, PidParams, ProcessKillParams, PtyResizeParams, PtySize, PythonRunParams,

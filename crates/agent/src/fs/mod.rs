@@ -27,7 +27,7 @@ mod walk;
 #[cfg(test)]
 mod tests;
 
-use agent_proto::calls::{ReadFileParams, WriteFileParams};
+use agent_proto::calls::{FileLockParams, ReadFileParams, WriteFileParams};
 use agent_proto::{ErrorObject, Method};
 use base64::Engine;
 use params::Params;
@@ -69,17 +69,15 @@ impl FsState {
         if let Some(result) = ops::call(method, params, cwd) {
             return Some(result);
         }
-        let name = method.as_str();
-        let run = handles::lookup(method)?;
-        Some(Params::new(name, params).and_then(|p| run(&mut self.handles, &p, cwd)))
+        handles::call(&mut self.handles, method, params, cwd)
     }
 }
 
 impl FsState {
     /// `fileLock` without blocking: `None` while another process holds a
     /// conflicting lock (retry later, without holding this state's lock).
-    pub fn try_file_lock(&mut self, params: &Value) -> Option<Result<Value, ErrorObject>> {
-        match Params::new("fileLock", params).and_then(|p| self.handles.try_lock(&p)) {
+    pub fn try_file_lock(&mut self, p: &FileLockParams) -> Option<Result<Value, ErrorObject>> {
+        match self.handles.try_lock(Method::FileLock.as_str(), p) {
             Ok(Some(v)) => Some(Ok(v)),
             Ok(None) => None,
             Err(e) => Some(Err(e)),

@@ -3,14 +3,13 @@
 //! params as decoded by [`call`] (types from `agent_proto::calls`).
 
 use super::info::{dir_entry, file_info};
-use super::params::Params;
 use super::paths::{display, resolve};
 use super::time::Timestamp;
 use super::{base64_decode, temp};
 use agent_proto::calls::{
-    path_param, ChmodParams, ChownParams, Content, CopyFileParams, FromParams, LinkParams,
-    MakeTempParams, MkdirParams, PathParams, ReadFileParams, RemoveParams, RenameParams,
-    TruncateParams, UmaskParams, UtimeParams, WriteFileParams,
+    ChmodParams, ChownParams, Content, CopyFileParams, FromParams, LinkParams, MakeTempParams,
+    MkdirParams, PathParams, ReadFileParams, RemoveParams, RenameParams, TruncateParams,
+    UmaskParams, UtimeParams, WriteFileParams,
 };
 use agent_proto::{ErrorObject, Method};
 use base64::Engine;
@@ -100,13 +99,6 @@ impl<'a> Target<'a> {
     pub(crate) fn err(&self, method: &str, err: &io::Error) -> ErrorObject {
         io_error(method, self.given, err)
     }
-}
-
-/// Reads path param `key` of a call the handle methods still read with
-/// [`Params`]; empty is `NotFound`, as in Deno.
-pub(crate) fn target<'a>(p: &'a Params, key: &str, cwd: &Path) -> Result<Target<'a>, ErrorObject> {
-    path_param(p, key)?;
-    Ok(Target::new(p.str(key)?, cwd))
 }
 
 fn read_file(m: &str, path: &str, cwd: &Path) -> Result<Value, ErrorObject> {

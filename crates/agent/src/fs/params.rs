@@ -2,4 +2,4 @@
 //! (missing or mistyped params are zod-shaped validation errors, `options`
 //! flattened, `null` as absent).
 
-pub(crate) use agent_proto::calls::{as_integer, kind, Params};
+pub(crate) use agent_proto::calls::{kind, Params};
