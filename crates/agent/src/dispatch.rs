@@ -10,9 +10,9 @@ use crate::signals;
 use crate::streams::Streams;
 use crate::tunnel;
 use agent_proto::calls::{
-    to_reply, EnvKeyParams, EnvSetParams, FileLockParams, FromParams, PidParams, ProcessKillParams,
-    PtyResizeParams, PythonRunParams, ReadFileParams, SpawnParams, StreamResult, TcpConnectParams,
-    WriteFileParams,
+    to_reply, EnvKeyParams, EnvSetParams, ExpandGlobParams, FileLockParams, FromParams, PidParams,
+    ProcessKillParams, PtyResizeParams, PythonRunParams, ReadFileParams, SpawnParams, StreamResult,
+    TcpConnectParams, WalkParams, WriteFileParams,
 };
 use agent_proto::{Call, ErrorObject, Frame, FrameKind, Method, Reply, FILE_WINDOW};
 use serde_json::{json, Value};
@@ -320,15 +320,13 @@ impl Agent {
     /// per Data frame and an End.
     async fn walk(&self, method: Method, params: Value) -> Result<Value, ErrorObject> {
         let cwd = self.cwd.clone();
-        let is_walk = method == Method::Walk;
-        let entries = tokio::task::spawn_blocking(move || {
-            if is_walk {
-                fs::walk(&params, &cwd)
-            } else {
-                fs::expand_glob(&params, &cwd)
-            }
-        })
-        .await
+        let entries = if method == Method::Walk {
+            let p = WalkParams::decode(method, &params)?;
+            tokio::task::spawn_blocking(move || fs::walk(&p, &cwd)).await
+        } else {
+            let p = ExpandGlobParams::decode(method, &params)?;
+            tokio::task::spawn_blocking(move || fs::expand_glob(&p, &cwd)).await
+        }
         .map_err(|e| ErrorObject::new("Error", format!("{method} failed: {e}"), None))??;
         let id = self.streams.new_outbound();
         let out = self.out.clone();

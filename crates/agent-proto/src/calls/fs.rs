@@ -691,3 +691,222 @@ mod handle_tests {
         assert_eq!(e.message, "open: 'truncate' option requires 'write' option");
     }
 }
+
+// `walk` and `expandGlob` answer a `{streamId}` and send one
+// [`WalkEntry`] per `Data` frame.
+
+/// A JS regular expression as the SDKs send it: a `RegExp` as `{source,
+/// flags}`, or a plain string (a pattern without flags, for PY callers,
+/// whose `re.Pattern` cannot be serialized). The agent compiles it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JsRegex {
+    pub source: String,
+    pub flags: String,
+}
+
+/// std/fs `walk {path, maxDepth?, includeFiles?, includeDirs?,
+/// includeSymlinks?, followSymlinks?, canonicalize?, exts?, match?,
+/// skip?}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WalkParams {
+    pub path: String,
+    /// Fractional depths compare as in JS; a negative one walks nothing
+    /// (std/fs yields nothing at all), so the options after it are not
+    /// read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_depth: Option<f64>,
+    pub include_files: bool,
+    pub include_dirs: bool,
+    pub include_symlinks: bool,
+    pub follow_symlinks: bool,
+    pub canonicalize: bool,
+    /// With or without the leading dot; empty means no filter.
+    pub exts: Vec<String>,
+    /// Empty means no filter.
+    pub r#match: Vec<JsRegex>,
+    pub skip: Vec<JsRegex>,
+}
+
+impl WalkParams {
+    /// Whether `maxDepth` says to walk nothing at all.
+    pub fn walks_nothing(&self) -> bool {
+        self.max_depth.is_some_and(|d| d < 0.0)
+    }
+}
+
+/// std/fs `expandGlob {glob, root?, exclude?, extended?, globstar?,
+/// caseInsensitive?, followSymlinks?, canonicalize?, includeDirs?}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpandGlobParams {
+    pub glob: String,
+    pub extended: bool,
+    pub globstar: bool,
+    pub case_insensitive: bool,
+    /// Default: `/` for an absolute glob, else the working directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+    /// Globs, relative to the root.
+    pub exclude: Vec<String>,
+    pub follow_symlinks: bool,
+    pub canonicalize: bool,
+    pub include_dirs: bool,
+}
+
+/// std/fs `WalkEntry`: a `DirEntry` plus its path. The Python SDK gets
+/// `expandGlob`'s as their paths only (the daemon collects them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WalkEntry {
+    pub path: String,
+    pub name: String,
+    pub is_file: bool,
+    pub is_directory: bool,
+    pub is_symlink: bool,
+}
+
+/// Wire regexes `key` (an array): shape errors are `TypeError`s naming the
+/// method, as compiling them is.
+fn regexes(p: &Params, key: &str) -> Result<Vec<JsRegex>, ErrorObject> {
+    use serde_json::Value;
+    let m = p.method();
+    match p.get(key) {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(s) => Ok(JsRegex {
+                    source: s.clone(),
+                    flags: String::new(),
+                }),
+                Value::Object(o) => {
+                    let source = o.get("source").and_then(Value::as_str).ok_or_else(|| {
+                        ErrorObject::type_error(format!(
+                            "{m}: \"{key}\" entries need a string \"source\""
+                        ))
+                    })?;
+                    let flags = o.get("flags").and_then(Value::as_str).unwrap_or("");
+                    Ok(JsRegex {
+                        source: source.to_string(),
+                        flags: flags.to_string(),
+                    })
+                }
+                other => Err(ErrorObject::type_error(format!(
+                    "{m}: \"{key}\" entries must be {{source, flags}} objects, got {}",
+                    kind(other)
+                ))),
+            })
+            .collect(),
+        Some(other) => Err(ErrorObject::invalid_type(&[key], "array", Some(other))),
+    }
+}
+
+flattened! {
+    WalkParams => |p| {
+        let path = p.str("path")?.to_string();
+        let max_depth = p.opt_f64("maxDepth")?;
+        let mut walk = Self {
+            path,
+            max_depth,
+            include_files: true,
+            include_dirs: true,
+            include_symlinks: true,
+            follow_symlinks: false,
+            canonicalize: true,
+            exts: Vec::new(),
+            r#match: Vec::new(),
+            skip: Vec::new(),
+        };
+        if walk.walks_nothing() {
+            return Ok(walk);
+        }
+        walk.exts = p.opt_str_array("exts")?.unwrap_or_default();
+        walk.include_files = p.bool_or("includeFiles", true)?;
+        walk.include_dirs = p.bool_or("includeDirs", true)?;
+        walk.include_symlinks = p.bool_or("includeSymlinks", true)?;
+        walk.follow_symlinks = p.bool_or("followSymlinks", false)?;
+        walk.canonicalize = p.bool_or("canonicalize", true)?;
+        walk.r#match = regexes(p, "match")?;
+        walk.skip = regexes(p, "skip")?;
+        walk
+    };
+    ExpandGlobParams => |p| Self {
+        glob: p.str("glob")?.to_string(),
+        extended: p.bool_or("extended", true)?,
+        globstar: p.bool_or("globstar", true)?,
+        case_insensitive: p.bool_or("caseInsensitive", false)?,
+        root: p.opt_str("root")?.map(str::to_string),
+        exclude: p.opt_str_array("exclude")?.unwrap_or_default(),
+        follow_symlinks: p.bool_or("followSymlinks", false)?,
+        canonicalize: p.bool_or("canonicalize", true)?,
+        include_dirs: p.bool_or("includeDirs", true)?,
+    };
+}
+
+#[cfg(test)]
+mod walk_tests {
+    use super::*;
+    use crate::calls::test_util::round_trips;
+    use crate::Method;
+    use serde_json::json;
+
+    #[test]
+    fn params_round_trip() {
+        round_trips(
+            Method::Walk,
+            WalkParams {
+                path: ".".into(),
+                max_depth: Some(2.5),
+                include_files: false,
+                include_dirs: true,
+                include_symlinks: false,
+                follow_symlinks: true,
+                canonicalize: false,
+                exts: vec!["rs".into()],
+                r#match: vec![JsRegex {
+                    source: "a".into(),
+                    flags: "i".into(),
+                }],
+                skip: vec![],
+            },
+        );
+        round_trips(
+            Method::ExpandGlob,
+            ExpandGlobParams {
+                glob: "**/*.rs".into(),
+                extended: false,
+                globstar: true,
+                case_insensitive: true,
+                root: Some("/src".into()),
+                exclude: vec!["target".into()],
+                follow_symlinks: false,
+                canonicalize: true,
+                include_dirs: false,
+            },
+        );
+    }
+
+    #[test]
+    fn regexes_as_the_sdks_send_them() {
+        let p = WalkParams::decode(
+            Method::Walk,
+            &json!({"path": ".", "options": {"skip": ["x", {"source": "y", "flags": "g"}]}}),
+        )
+        .unwrap();
+        assert_eq!(p.skip[0].source, "x");
+        assert_eq!(p.skip[1].flags, "g");
+        let e = WalkParams::decode(Method::Walk, &json!({"path": ".", "match": [5]})).unwrap_err();
+        assert_eq!(
+            e.message,
+            "walk: \"match\" entries must be {source, flags} objects, got number"
+        );
+        // Nothing to walk: the rest is not read.
+        let p = WalkParams::decode(
+            Method::Walk,
+            &json!({"path": ".", "maxDepth": -1, "includeFiles": "x"}),
+        )
+        .unwrap();
+        assert!(p.walks_nothing());
+    }
+}

@@ -44,20 +44,3 @@ pub(crate) fn dir_entry(name: &str, ft: FileType) -> Value {
         "isSymlink": ft.is_symlink(),
     })
 }
-
-/// std/fs `WalkEntry`: a `DirEntry` plus its path.
-pub(crate) fn walk_entry(
-    path: &str,
-    name: &str,
-    is_file: bool,
-    is_dir: bool,
-    is_symlink: bool,
-) -> Value {
-    json!({
-        "path": path,
-        "name": name,
-        "isFile": is_file,
-        "isDirectory": is_dir,
-        "isSymlink": is_symlink,
-    })
-}

@@ -18,7 +18,6 @@ mod handles;
 mod info;
 mod jsregex;
 mod ops;
-mod params;
 mod paths;
 pub(crate) mod temp;
 mod time;
@@ -27,10 +26,11 @@ mod walk;
 #[cfg(test)]
 mod tests;
 
-use agent_proto::calls::{FileLockParams, ReadFileParams, WriteFileParams};
+use agent_proto::calls::{
+    ExpandGlobParams, FileLockParams, ReadFileParams, WalkEntry, WalkParams, WriteFileParams,
+};
 use agent_proto::{ErrorObject, Method};
 use base64::Engine;
-use params::Params;
 use serde_json::Value;
 use std::path::Path;
 
@@ -133,23 +133,19 @@ pub fn open_for_read(
     Ok((file, size, first))
 }
 
-/// std/fs `walk`: the `WalkEntry` objects `{path, name, isFile, isDirectory,
-/// isSymlink}` in walk order. Options may be flat (JS) or under `options` (PY).
-pub fn walk(params: &Value, cwd: &Path) -> Result<Vec<Value>, ErrorObject> {
-    let p = Params::new("walk", params)?;
-    let root = p.str("path")?;
-    let Some(opts) = walk::options(&p)? else {
+/// std/fs `walk`: the entries in walk order.
+pub fn walk(params: &WalkParams, cwd: &Path) -> Result<Vec<WalkEntry>, ErrorObject> {
+    let Some(opts) = walk::options(params)? else {
         return Ok(Vec::new());
     };
-    let entries = walk::walk(root, &opts, cwd)?;
-    Ok(entries.iter().map(walk::Entry::to_json).collect())
+    let entries = walk::walk(&params.path, &opts, cwd)?;
+    Ok(entries.iter().map(walk::Entry::to_wire).collect())
 }
 
-/// std/fs `expandGlob`: the matching `WalkEntry` objects, sorted by path.
-pub fn expand_glob(params: &Value, cwd: &Path) -> Result<Vec<Value>, ErrorObject> {
-    let p = Params::new("expandGlob", params)?;
-    let entries = glob::expand_glob(&p, cwd)?;
-    Ok(entries.iter().map(walk::Entry::to_json).collect())
+/// std/fs `expandGlob`: the matching entries, sorted by path.
+pub fn expand_glob(params: &ExpandGlobParams, cwd: &Path) -> Result<Vec<WalkEntry>, ErrorObject> {
+    let entries = glob::expand_glob(params, cwd)?;
+    Ok(entries.iter().map(walk::Entry::to_wire).collect())
 }
 
 /// Standard-alphabet base64, padding optional: JS decodes leniently, so a

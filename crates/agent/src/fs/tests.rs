@@ -1,11 +1,24 @@
 //! Behaviour tests of the fs methods against real temporary directories.
 
 use super::*;
+use agent_proto::calls::{to_reply, FromParams};
 use serde_json::json;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use tempfile::TempDir;
+
+/// `walk` as the dispatcher runs it: params decoded, entries as JSON.
+fn walk(params: &Value, cwd: &std::path::Path) -> Result<Vec<Value>, ErrorObject> {
+    let p = WalkParams::decode(Method::Walk, params)?;
+    Ok(super::walk(&p, cwd)?.iter().map(to_reply).collect())
+}
+
+/// `expandGlob` as the dispatcher runs it.
+fn expand_glob(params: &Value, cwd: &std::path::Path) -> Result<Vec<Value>, ErrorObject> {
+    let p = ExpandGlobParams::decode(Method::ExpandGlob, params)?;
+    Ok(super::expand_glob(&p, cwd)?.iter().map(to_reply).collect())
+}
 
 /// A scratch directory used as the working directory, plus fs state.
 struct Fx {
