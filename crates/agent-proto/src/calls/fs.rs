@@ -910,3 +910,43 @@ mod walk_tests {
         assert!(p.walks_nothing());
     }
 }
+
+/// Deno's `FileInfo` (`stat`, `lstat`, `fileStat`): JS requires every key,
+/// and dates as ISO strings (the epoch when unknown, never null). `mode`
+/// is the raw `st_mode`, type bits included, as Deno reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileInfo {
+    pub is_file: bool,
+    pub is_directory: bool,
+    pub is_symlink: bool,
+    pub size: u64,
+    pub mtime: String,
+    pub atime: String,
+    pub birthtime: String,
+    pub ctime: String,
+    pub dev: u64,
+    pub ino: u64,
+    pub mode: u32,
+    pub nlink: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub blksize: u64,
+    pub blocks: u64,
+    pub is_block_device: bool,
+    pub is_char_device: bool,
+    pub is_fifo: bool,
+    pub is_socket: bool,
+}
+
+/// `readDir`'s entry: the type of the entry itself (symlinks not
+/// followed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DirEntry {
+    pub name: String,
+    pub is_file: bool,
+    pub is_directory: bool,
+    pub is_symlink: bool,
+}

@@ -26,11 +26,11 @@ mod tunnel;
 pub use env::{validate_env_name, EnvKeyParams, EnvSetParams, EnvToObjectResult};
 pub use fs::{
     path as path_param, time as time_param, ChmodParams, ChownParams, Content, CopyFileParams,
-    ExpandGlobParams, FileHandleParams, FileHandleResult, FileLockParams, FileReadParams,
-    FileReadResult, FileSeekParams, FileSeekResult, FileTruncateParams, FileUtimeParams,
-    FileWriteParams, FileWriteResult, JsRegex, LinkParams, MakeTempParams, MkdirParams, OpenParams,
-    PathParams, ReadFileParams, RemoveParams, RenameParams, TruncateParams, UmaskParams,
-    UtimeParams, WalkEntry, WalkParams, WriteFileParams,
+    DirEntry, ExpandGlobParams, FileHandleParams, FileHandleResult, FileInfo, FileLockParams,
+    FileReadParams, FileReadResult, FileSeekParams, FileSeekResult, FileTruncateParams,
+    FileUtimeParams, FileWriteParams, FileWriteResult, JsRegex, LinkParams, MakeTempParams,
+    MkdirParams, OpenParams, PathParams, ReadFileParams, RemoveParams, RenameParams,
+    TruncateParams, UmaskParams, UtimeParams, WalkEntry, WalkParams, WriteFileParams,
 };
 pub use process::{
     ExitStatus, PidParams, ProcessKillParams, PtyResizeParams, PtySize, PythonRunParams,

@@ -197,7 +197,7 @@ impl Handles {
     fn stat(&mut self, m: &str, p: &FileHandleParams) -> Result<Value, ErrorObject> {
         let (id, file) = self.file(m, p.file_handle_id)?;
         let md = file.metadata().map_err(|e| handle_error(m, id, &e))?;
-        Ok(file_info(&md))
+        Ok(to_reply(&file_info(&md)))
     }
 
     fn truncate(&mut self, m: &str, p: &FileTruncateParams) -> Result<Value, ErrorObject> {

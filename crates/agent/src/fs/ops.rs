@@ -7,9 +7,9 @@ use super::paths::{display, resolve};
 use super::time::Timestamp;
 use super::{base64_decode, temp};
 use agent_proto::calls::{
-    ChmodParams, ChownParams, Content, CopyFileParams, FromParams, LinkParams, MakeTempParams,
-    MkdirParams, PathParams, ReadFileParams, RemoveParams, RenameParams, TruncateParams,
-    UmaskParams, UtimeParams, WriteFileParams,
+    to_reply, ChmodParams, ChownParams, Content, CopyFileParams, FromParams, LinkParams,
+    MakeTempParams, MkdirParams, PathParams, ReadFileParams, RemoveParams, RenameParams,
+    TruncateParams, UmaskParams, UtimeParams, WriteFileParams,
 };
 use agent_proto::{ErrorObject, Method};
 use base64::Engine;
@@ -183,10 +183,11 @@ fn read_dir(m: &str, p: &PathParams, cwd: &Path) -> Result<Value, ErrorObject> {
         entries.push((entry.file_name().to_string_lossy().into_owned(), file_type));
     }
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(entries
+    let entries: Vec<_> = entries
         .iter()
         .map(|(name, ft)| dir_entry(name, *ft))
-        .collect())
+        .collect();
+    Ok(to_reply(&entries))
 }
 
 /// Deno.remove: a directory needs `recursive` unless empty; a symlink is
@@ -232,7 +233,7 @@ fn stat(m: &str, p: &PathParams, cwd: &Path, follow: bool) -> Result<Value, Erro
         fs::symlink_metadata(&t.path)
     };
     let md = md.map_err(|e| t.err(m, &e))?;
-    Ok(file_info(&md))
+    Ok(to_reply(&file_info(&md)))
 }
 
 fn chmod(m: &str, p: &ChmodParams, cwd: &Path) -> Result<Value, ErrorObject> {

@@ -6,7 +6,7 @@ use super::{Rpc, RpcError};
 use crate::ws::fetch;
 use crate::ws::session::notification;
 use crate::ws::ClientKind;
-use agent_proto::calls::{to_reply, ExitStatus, SpawnResult};
+use agent_proto::calls::{to_reply, ExitStatus, SpawnResult, WalkEntry};
 use agent_proto::{ErrorObject, Method, Route};
 use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
@@ -183,7 +183,10 @@ impl Rpc {
                 continue;
             };
             entries.push(match method {
-                Method::ExpandGlob => entry.get("path").cloned().unwrap_or(Value::Null),
+                Method::ExpandGlob => match WalkEntry::deserialize(&entry) {
+                    Ok(entry) => Value::String(entry.path),
+                    Err(_) => Value::Null,
+                },
                 _ => entry,
             });
         }
