@@ -3,15 +3,18 @@
 //! resolves inside the sandbox.
 //!
 //! - [`FsState::call`]: the 22 path-based methods and the 13 file-handle
-//!   methods, params as the JS and PY SDKs send them.
+//!   methods, params as the JS and PY SDKs send them, each decoded into
+//!   its type in `agent_proto::calls` before its handler runs.
 //! - [`open_for_write`], [`open_for_read`]: writeFile/writeTextFile whose
 //!   content comes on a stream and readFile/readTextFile that send it on
 //!   one, piece by piece (files of any size, held a window at a time).
 //! - [`walk`], [`expand_glob`]: the entries the dispatcher streams back, one
 //!   JSON document per chunk.
 //!
-//! Bad params never panic: they are `TypeError`s naming the method and the
-//! param. OS errors keep their errno (`code`) and Deno class.
+//! Bad params never panic: a missing or mistyped one is a zod-shaped
+//! validation error naming its path, a senseless value a `TypeError` naming
+//! the method and the param. OS errors keep their errno (`code`) and Deno
+//! class.
 
 mod glob;
 mod handles;
