@@ -16,7 +16,7 @@ use crate::env::Env;
 use crate::process::{Ctx, ExitInfo};
 use crate::signals;
 use agent_proto::calls::{to_reply, FromParams, PidParams, SpawnParams};
-use agent_proto::ErrorObject;
+use agent_proto::{ErrorObject, Method};
 use serde_json::{Map, Value};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -44,6 +44,11 @@ pub async fn call(
         "denoReplClose" => repls.close(pid(method, params)?).await,
         _ => Err(ErrorObject::unknown_method(method)),
     }
+}
+
+/// A [`spawn_request`] decoded.
+fn decode_spawn(request: &Value) -> Result<SpawnParams, ErrorObject> {
+    SpawnParams::decode(Method::Spawn, request)
 }
 
 /// The `pid` of a call that names a process.
@@ -109,15 +114,15 @@ fn remove_after_exit(ctx: &Ctx, pid: i32, dir: PathBuf) {
     });
 }
 
-/// Params for `process::spawn` running `deno` with `args`: the caller's
-/// environment, cwd and stdio choices, plus `extra_env`; checked as a
-/// `spawn`'s are.
-fn spawn_params(
+/// A `spawn` request running `deno` with `args`: the caller's environment,
+/// cwd and stdio choices, plus `extra_env`. The caller decodes it into
+/// [`SpawnParams`], which checks it as a `spawn`'s params are.
+fn spawn_request(
     params: &Value,
     deno: &Path,
     args: Vec<String>,
     extra_env: &[(&str, &str)],
-) -> Result<SpawnParams, ErrorObject> {
+) -> Result<Value, ErrorObject> {
     let mut p = Map::new();
     for key in ["clearEnv", "cwd", "stdinStreamId", "stdout", "stderr"] {
         if let Some(v) = params.get(key).filter(|v| !v.is_null()) {
@@ -140,7 +145,7 @@ fn spawn_params(
         Value::from(deno.to_string_lossy().into_owned()),
     );
     p.insert("args".into(), Value::from(args));
-    SpawnParams::decode_named("spawn", &Value::Object(p))
+    Ok(Value::Object(p))
 }
 
 /// "exited with code 1" / "was killed by SIGKILL", for messages.

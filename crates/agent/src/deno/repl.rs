@@ -17,7 +17,7 @@
 //! on one REPL may overlap; each gets its own reply.
 
 use super::link::Link;
-use super::{deno_binary, describe_exit, private_dir, spawn_params};
+use super::{decode_spawn, deno_binary, describe_exit, private_dir, spawn_request};
 use crate::process::string_list;
 use crate::process::{self, Ctx, ExitInfo};
 use agent_proto::calls::to_reply;
@@ -111,8 +111,9 @@ impl Repls {
         ];
         args.extend(script_args);
         let socket_str = socket.to_string_lossy();
-        let spawn = spawn_params(params, deno, args, &[(SOCKET_VAR, &socket_str)])?;
-        let result = process::spawn(ctx, &spawn).map_err(|mut e| {
+        let request = spawn_request(params, deno, args, &[(SOCKET_VAR, &socket_str)])?;
+        let spawned = decode_spawn(&request).and_then(|p| process::spawn(ctx, &p));
+        let result = spawned.map_err(|mut e| {
             e.message = format!("spawnDenoRepl: {}", e.message);
             e
         })?;

@@ -8,7 +8,7 @@
 //! `watcherId` and `$sandbox.deno.watcher.restart` notifications of the
 //! protocol. `watcherId` itself is null from the agent.
 
-use super::{deno_binary, private_dir, remove_after_exit, spawn_params};
+use super::{decode_spawn, deno_binary, private_dir, remove_after_exit, spawn_request};
 use crate::process::string_list;
 use crate::process::{self, Ctx};
 use agent_proto::calls::to_reply;
@@ -157,8 +157,9 @@ pub fn spawn_deno(ctx: &Ctx, params: &Value) -> Result<Value, ErrorObject> {
     args.extend(plan.watch);
     args.push(module);
     args.extend(plan.script_args);
-    let spawned =
-        spawn_params(params, &deno, args, &[]).and_then(|p| process::spawn_tapped(ctx, &p, tap));
+    let spawned = spawn_request(params, &deno, args, &[])
+        .and_then(|request| decode_spawn(&request))
+        .and_then(|p| process::spawn_tapped(ctx, &p, tap));
     let result = match spawned {
         Ok(r) => r,
         Err(e) => {
