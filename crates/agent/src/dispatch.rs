@@ -97,8 +97,11 @@ impl Agent {
         let Some(m) = Method::from_wire(method) else {
             return Err(ErrorObject::unknown_method(method));
         };
-        // Each arm decodes its params into the method's type
-        // (agent_proto::calls), so a bad param fails here, before any work.
+        // Each call's params are decoded into the method's type in
+        // agent_proto::calls before any work: here, or by the fs table
+        // (`FsState::call`) for the fs methods. The Deno runtime calls
+        // read their own (deno/), decoding the `{pid}` ones and the spawn
+        // they make.
         match m {
             Method::Ping => Ok(json!("pong")),
             Method::Spawn => {
