@@ -1,7 +1,9 @@
 //! The host side of the agent protocol: calls with replies, and byte
 //! streams in both directions, over the sandbox's socket.
 
-use agent_proto::{encode_frame, Call, Decoder, ErrorObject, FrameKind, Hello, Reply, MAX_PAYLOAD};
+use agent_proto::{
+    encode_frame, Call, Decoder, ErrorObject, FrameKind, Hello, Method, Reply, MAX_PAYLOAD,
+};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -222,6 +224,22 @@ impl AgentClient {
             .await
             .map_err(|_| anyhow!("the sandbox agent closed the connection during {method}"))?;
         Ok(reply.into_result())
+    }
+
+    /// Calls `method` with params of its type in `agent_proto::calls` and
+    /// decodes the result into `R`, the method's result type; a result of
+    /// another shape is a transport failure (an agent out of step).
+    pub async fn call_typed<P: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        params: &P,
+    ) -> Result<std::result::Result<R, ErrorObject>> {
+        let params = serde_json::to_value(params).with_context(|| format!("{method}: params"))?;
+        Ok(match self.call(method.as_str(), params).await? {
+            Ok(v) => Ok(serde_json::from_value(v)
+                .with_context(|| format!("{method}: the agent's reply has another shape"))?),
+            Err(e) => Err(e),
+        })
     }
 
     /// A new host → agent stream id.

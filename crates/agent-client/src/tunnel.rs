@@ -2,9 +2,9 @@
 //! handed to the daemon as an ordinary byte stream.
 
 use crate::{AgentClient, PIECE};
-use agent_proto::{ErrorObject, TUNNEL_WINDOW};
+use agent_proto::calls::{StreamResult, TcpConnectParams};
+use agent_proto::{ErrorObject, Method, TUNNEL_WINDOW};
 use anyhow::{anyhow, Result};
-use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 /// The daemon's end of a tunnel: reads what the sandbox side sent, writes
@@ -25,15 +25,14 @@ impl AgentClient {
         port: u16,
     ) -> Result<std::result::Result<Tunnel, ErrorObject>> {
         let (in_id, window) = self.open_windowed_stream(TUNNEL_WINDOW);
-        let params = json!({"host": host, "port": port, "inStreamId": in_id});
-        let out_id = match self.call("tcpConnect", params).await {
-            Ok(Ok(reply)) => match reply.get("streamId").and_then(Value::as_u64) {
-                Some(id) => id as u32,
-                None => {
-                    self.close_windowed_stream(in_id);
-                    return Err(anyhow!("tcpConnect: the agent's reply has no streamId"));
-                }
-            },
+        let params = TcpConnectParams {
+            host: Some(host.to_string()),
+            port,
+            in_stream_id: in_id,
+        };
+        let reply = self.call_typed::<_, StreamResult>(Method::TcpConnect, &params);
+        let out_id = match reply.await {
+            Ok(Ok(reply)) => reply.stream_id,
             Ok(Err(e)) => {
                 self.close_windowed_stream(in_id);
                 return Ok(Err(e));

@@ -41,8 +41,11 @@
 //!
 //! The call methods and their params deliberately mirror the Deno Sandbox
 //! JSON-RPC methods (`spawn`, `processWait`, `readFile`, ...), so the daemon
-//! forwards most calls unchanged; see `crates/agent/src/dispatch.rs`.
+//! forwards most calls unchanged; see `crates/agent/src/dispatch.rs`. The
+//! methods are listed in [`Method`]; their params and results are the
+//! types in [`calls`].
 
+pub mod calls;
 mod codec;
 mod error;
 mod messages;

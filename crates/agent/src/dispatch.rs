@@ -9,6 +9,11 @@ use crate::python;
 use crate::signals;
 use crate::streams::Streams;
 use crate::tunnel;
+use agent_proto::calls::{
+    to_reply, EnvKeyParams, EnvSetParams, ExpandGlobParams, FileLockParams, FromParams, PidParams,
+    ProcessKillParams, PtyResizeParams, PythonRunParams, ReadFileParams, SpawnParams, StreamResult,
+    TcpConnectParams, WalkParams, WriteFileParams,
+};
 use agent_proto::{Call, ErrorObject, Frame, FrameKind, Method, Reply, FILE_WINDOW};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -92,54 +97,63 @@ impl Agent {
         let Some(m) = Method::from_wire(method) else {
             return Err(ErrorObject::unknown_method(method));
         };
+        // Each call's params are decoded into the method's type in
+        // agent_proto::calls before any work: here, or by the fs table
+        // (`FsState::call`) for the fs methods. The Deno runtime calls
+        // read their own (deno/), decoding the `{pid}` ones and the spawn
+        // they make.
         match m {
             Method::Ping => Ok(json!("pong")),
-            Method::Spawn => process::spawn(&self.ctx(), &params),
-            Method::ProcessWait => self.table.wait(process::pid_param(method, &params)?).await,
+            Method::Spawn => {
+                let p = SpawnParams::decode(m, &params)?;
+                process::spawn(&self.ctx(), &p).map(|r| to_reply(&r))
+            }
+            Method::ProcessWait => {
+                let p = PidParams::decode(m, &params)?;
+                self.table.wait(p.pid).await.map(|r| to_reply(&r))
+            }
             Method::ProcessKill => {
-                let pid = process::pid_param(method, &params)?;
-                let signal = match params.get("signal") {
-                    None | Some(Value::Null) => libc::SIGTERM,
-                    Some(Value::String(s)) => signals::parse(s).ok_or_else(|| {
+                let p = ProcessKillParams::decode(m, &params)?;
+                let signal = match &p.signal {
+                    None => libc::SIGTERM,
+                    Some(s) => signals::parse(s).ok_or_else(|| {
                         ErrorObject::type_error(format!("processKill: unknown signal {s:?}"))
                     })?,
-                    Some(other) => {
-                        return Err(ErrorObject::type_error(format!(
-                            "processKill: signal must be a name, got {other}"
-                        )))
-                    }
                 };
-                self.table.kill(pid, signal)
+                self.table.kill(p.pid, signal).map(|()| Value::Null)
             }
             Method::PtyResize => {
-                let pid = process::pid_param(method, &params)?;
-                let dim = |k: &str| {
-                    params
-                        .get(k)
-                        .and_then(Value::as_u64)
-                        .and_then(|n| u16::try_from(n).ok())
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| {
-                            ErrorObject::type_error(format!("ptyResize: {k} must be 1..65535"))
-                        })
-                };
-                self.table.resize(pid, dim("rows")?, dim("cols")?)
+                let p = PtyResizeParams::decode(m, &params)?;
+                self.table
+                    .resize(p.pid, p.rows, p.cols)
+                    .map(|()| Value::Null)
             }
-            Method::EnvGet | Method::EnvSet | Method::EnvDelete | Method::EnvToObject => {
-                self.env.call(method, &params).expect("env method")
+            Method::EnvGet => {
+                let p = EnvKeyParams::decode(m, &params)?;
+                Ok(to_reply(&self.env.get(&p)))
             }
+            Method::EnvSet => {
+                self.env.set(EnvSetParams::decode(m, &params)?);
+                Ok(Value::Null)
+            }
+            Method::EnvDelete => {
+                self.env.delete(&EnvKeyParams::decode(m, &params)?);
+                Ok(Value::Null)
+            }
+            Method::EnvToObject => Ok(to_reply(&self.env.to_object())),
             Method::WriteFile | Method::WriteTextFile
                 if params.get("contentStreamId").is_some_and(|v| !v.is_null()) =>
             {
-                self.write_from_stream(method, params).await
+                self.write_from_stream(m, params).await
             }
             Method::ReadFile | Method::ReadTextFile
                 if params.get("stream") == Some(&Value::Bool(true)) =>
             {
-                self.read_to_stream(method, params).await
+                let p = ReadFileParams::decode(m, &params)?;
+                self.read_to_stream(m, p).await
             }
             Method::Walk | Method::ExpandGlob => self.walk(m, params).await,
-            Method::FileLock => self.file_lock(params).await,
+            Method::FileLock => self.file_lock(FileLockParams::decode(m, &params)?).await,
             Method::SpawnDeno
             | Method::DenoHttpWait
             | Method::SpawnDenoRepl
@@ -149,9 +163,16 @@ impl Agent {
             | Method::HttpPort => deno::call(&self.ctx(), &self.deno_repls, method, &params).await,
             // airlock internal: a TCP connection inside the sandbox, for
             // `fetch` and exposed ports.
-            Method::TcpConnect => tunnel::connect(&self.streams, &self.out, &params).await,
+            Method::TcpConnect => {
+                let p = TcpConnectParams::decode(m, &params)?;
+                let r = tunnel::connect(&self.streams, &self.out, &p).await?;
+                Ok(to_reply(&r))
+            }
             // airlock extension: stateful Python sessions.
-            Method::PythonRun => self.python.run(&self.env, &self.cwd, &params).await,
+            Method::PythonRun => {
+                let p = PythonRunParams::decode(m, &params)?;
+                self.python.run(&self.env, &self.cwd, &p).await
+            }
             _ if m.is_fs() => self.fs_call(m, params).await,
             // Served by the daemon (Route::Daemon, Route::NotYet), never
             // by the agent.
@@ -173,10 +194,10 @@ impl Agent {
     /// `fileLock` blocks until the lock is free, as Deno's does, but waits
     /// between attempts without holding the fs state, so other fs calls
     /// (including the unlock that frees it) go on meanwhile.
-    async fn file_lock(&self, params: Value) -> Result<Value, ErrorObject> {
+    async fn file_lock(&self, params: FileLockParams) -> Result<Value, ErrorObject> {
         loop {
             let fs = self.fs.clone();
-            let p = params.clone();
+            let p = params;
             let attempt =
                 tokio::task::spawn_blocking(move || fs.lock().expect("fs lock").try_file_lock(&p))
                     .await
@@ -194,7 +215,7 @@ impl Agent {
     /// written as it arrives and credited back (the stream is windowed,
     /// `FILE_WINDOW`), so a file of any size passes through a window's
     /// worth of the agent's memory, which counts towards the sandbox's.
-    async fn write_from_stream(&self, method: &str, params: Value) -> Result<Value, ErrorObject> {
+    async fn write_from_stream(&self, method: Method, params: Value) -> Result<Value, ErrorObject> {
         use tokio::io::AsyncWriteExt;
         let id = params
             .get("contentStreamId")
@@ -207,12 +228,15 @@ impl Agent {
             .streams
             .claim(id)
             .ok_or_else(|| ErrorObject::bad_resource(format!("stream {id} is already in use")))?;
+        // Decoded once the stream is ours, so bad params give it up too.
         let cwd = self.cwd.clone();
-        let m = method.to_string();
-        let opened = tokio::task::spawn_blocking(move || fs::open_for_write(&m, &params, &cwd))
-            .await
-            .map_err(|e| ErrorObject::new("Error", format!("{method} failed: {e}"), None))
-            .and_then(|r| r);
+        let opened = tokio::task::spawn_blocking(move || {
+            let p = WriteFileParams::decode(method, &params)?;
+            fs::open_for_write(method, &p, &cwd).map(|file| (file, p.path))
+        })
+        .await
+        .map_err(|e| ErrorObject::new("Error", format!("{method} failed: {e}"), None))
+        .and_then(|r| r);
         let (file, given) = match opened {
             Ok(opened) => opened,
             Err(e) => {
@@ -247,12 +271,15 @@ impl Agent {
     /// sends the file on that stream, windowed
     /// (`FILE_WINDOW`), so the file is never held whole here. Failing to
     /// open or read the first piece fails the call itself.
-    async fn read_to_stream(&self, method: &str, params: Value) -> Result<Value, ErrorObject> {
+    async fn read_to_stream(
+        &self,
+        method: Method,
+        params: ReadFileParams,
+    ) -> Result<Value, ErrorObject> {
         use tokio::io::AsyncReadExt;
         let cwd = self.cwd.clone();
-        let m = method.to_string();
         let (file, size, first) =
-            tokio::task::spawn_blocking(move || fs::open_for_read(&m, &params, &cwd, CHUNK))
+            tokio::task::spawn_blocking(move || fs::open_for_read(method, &params, &cwd, CHUNK))
                 .await
                 .map_err(|e| ErrorObject::new("Error", format!("{method} failed: {e}"), None))??;
         let (id, window) = self.streams.new_windowed(FILE_WINDOW);
@@ -286,22 +313,23 @@ impl Agent {
             out.end(id).await;
             streams.done_outbound(id);
         });
-        Ok(json!({ "streamId": id, "size": size }))
+        Ok(to_reply(&StreamResult {
+            stream_id: id,
+            size: Some(size),
+        }))
     }
 
     /// `walk`/`expandGlob`: replies `{streamId}`, then sends one JSON entry
     /// per Data frame and an End.
     async fn walk(&self, method: Method, params: Value) -> Result<Value, ErrorObject> {
         let cwd = self.cwd.clone();
-        let is_walk = method == Method::Walk;
-        let entries = tokio::task::spawn_blocking(move || {
-            if is_walk {
-                fs::walk(&params, &cwd)
-            } else {
-                fs::expand_glob(&params, &cwd)
-            }
-        })
-        .await
+        let entries = if method == Method::Walk {
+            let p = WalkParams::decode(method, &params)?;
+            tokio::task::spawn_blocking(move || fs::walk(&p, &cwd)).await
+        } else {
+            let p = ExpandGlobParams::decode(method, &params)?;
+            tokio::task::spawn_blocking(move || fs::expand_glob(&p, &cwd)).await
+        }
         .map_err(|e| ErrorObject::new("Error", format!("{method} failed: {e}"), None))??;
         let id = self.streams.new_outbound();
         let out = self.out.clone();
@@ -322,6 +350,9 @@ impl Agent {
             out.end(id).await;
             streams.done_outbound(id);
         });
-        Ok(json!({ "streamId": id }))
+        Ok(to_reply(&StreamResult {
+            stream_id: id,
+            size: None,
+        }))
     }
 }

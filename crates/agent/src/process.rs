@@ -7,11 +7,12 @@
 //! Nothing else may call `wait` in this process (so no `tokio::process`).
 
 use crate::conn::{Outbox, CHUNK};
-use crate::env::{validate_name, Env};
+use crate::env::Env;
 use crate::signals;
 use crate::streams::Streams;
+use agent_proto::calls::{ExitStatus, SpawnParams, SpawnResult, Stdio as Output};
 use agent_proto::ErrorObject;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -46,15 +47,15 @@ impl ExitInfo {
         }
     }
 
-    pub fn to_json(self) -> Value {
-        json!({
-            "success": self.code == 0 && self.signal.is_none(),
-            "code": self.code,
-            "signal": self.signal.map(signals::name),
+    pub fn status(self) -> ExitStatus {
+        ExitStatus {
+            success: self.code == 0 && self.signal.is_none(),
+            code: self.code,
+            signal: self.signal.map(|s| signals::name(s).to_string()),
             // The agent cannot see its cgroup's OOM counter; the host fills
             // this in when the process died of SIGKILL.
-            "oom": Value::Null,
-        })
+            oom: None,
+        }
     }
 }
 
@@ -93,7 +94,7 @@ impl Table {
         }
     }
 
-    pub async fn wait(&self, pid: i32) -> Result<Value, ErrorObject> {
+    pub async fn wait(&self, pid: i32) -> Result<ExitStatus, ErrorObject> {
         let (mut exit, mut outputs) = {
             let procs = self.procs.lock().expect("table lock");
             let p = procs
@@ -110,7 +111,7 @@ impl Table {
             }
         };
         let _ = tokio::time::timeout(OUTPUT_GRACE, outputs.wait_for(|open| *open == 0)).await;
-        Ok(info.to_json())
+        Ok(info.status())
     }
 
     /// The exit of a spawned process, to watch without waiting on it
@@ -120,7 +121,7 @@ impl Table {
         procs.get(&pid).map(|p| p.exit.clone())
     }
 
-    pub fn kill(&self, pid: i32, signal: i32) -> Result<Value, ErrorObject> {
+    pub fn kill(&self, pid: i32, signal: i32) -> Result<(), ErrorObject> {
         let exited = {
             let procs = self.procs.lock().expect("table lock");
             let p = procs
@@ -130,7 +131,7 @@ impl Table {
             exited
         };
         if exited {
-            return Ok(Value::Null);
+            return Ok(());
         }
         // SAFETY: sending a signal to a child we spawned and have not reaped
         // (the reaper removes the sender before publishing the exit).
@@ -140,10 +141,10 @@ impl Table {
                 return Err(ErrorObject::from_io_with_context(&err, Some("processKill")));
             }
         }
-        Ok(Value::Null)
+        Ok(())
     }
 
-    pub fn resize(&self, pid: i32, rows: u16, cols: u16) -> Result<Value, ErrorObject> {
+    pub fn resize(&self, pid: i32, rows: u16, cols: u16) -> Result<(), ErrorObject> {
         let procs = self.procs.lock().expect("table lock");
         let p = procs
             .get(&pid)
@@ -152,8 +153,7 @@ impl Table {
             .pty_master
             .as_ref()
             .ok_or_else(|| ErrorObject::type_error(format!("process {pid} has no terminal")))?;
-        set_winsize(master.as_raw_fd(), rows, cols).map_err(|e| ErrorObject::from_io(&e))?;
-        Ok(Value::Null)
+        set_winsize(master.as_raw_fd(), rows, cols).map_err(|e| ErrorObject::from_io(&e))
     }
 }
 
@@ -164,23 +164,6 @@ pub struct Ctx {
     pub streams: Arc<Streams>,
     pub out: Outbox,
     pub cwd: PathBuf,
-}
-
-#[derive(PartialEq)]
-enum Mode {
-    Piped,
-    Null,
-}
-
-fn mode(params: &Value, key: &str, default: Mode) -> Result<Mode, ErrorObject> {
-    match params.get(key) {
-        None | Some(Value::Null) => Ok(default),
-        Some(Value::String(s)) if s == "piped" || s == "inherit" => Ok(Mode::Piped),
-        Some(Value::String(s)) if s == "null" => Ok(Mode::Null),
-        Some(other) => Err(ErrorObject::type_error(format!(
-            "spawn: {key} must be \"piped\", \"inherit\" or \"null\", got {other}"
-        ))),
-    }
 }
 
 /// `["a", "b"]` from an optional string-array param.
@@ -201,51 +184,6 @@ pub(crate) fn string_list(params: &Value, key: &str) -> Result<Vec<String>, Erro
     }
 }
 
-fn env_overrides(params: &Value) -> Result<Vec<(String, String)>, ErrorObject> {
-    match params.get("env") {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Object(map)) => map
-            .iter()
-            .map(|(k, v)| {
-                validate_name(k).map_err(|e| ErrorObject::type_error(format!("spawn: {e}")))?;
-                let v = v.as_str().ok_or_else(|| {
-                    ErrorObject::type_error(format!("spawn: env value of {k} must be a string"))
-                })?;
-                Ok((k.clone(), v.to_string()))
-            })
-            .collect(),
-        Some(_) => Err(ErrorObject::type_error(
-            "spawn: env must be an object of strings",
-        )),
-    }
-}
-
-/// A PTY request: `"pty": {"rows": 24, "cols": 80}`.
-fn pty_size(params: &Value) -> Result<Option<(u16, u16)>, ErrorObject> {
-    match params.get("pty") {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(None),
-        Some(Value::Bool(true)) => Ok(Some((24, 80))),
-        Some(Value::Object(o)) => {
-            let dim = |k: &str, d: u16| -> Result<u16, ErrorObject> {
-                match o.get(k) {
-                    None | Some(Value::Null) => Ok(d),
-                    Some(v) => v
-                        .as_u64()
-                        .and_then(|n| u16::try_from(n).ok())
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| {
-                            ErrorObject::type_error(format!("spawn: pty.{k} must be 1..65535"))
-                        }),
-                }
-            };
-            Ok(Some((dim("rows", 24)?, dim("cols", 80)?)))
-        }
-        Some(_) => Err(ErrorObject::type_error(
-            "spawn: pty must be an object {rows, cols}",
-        )),
-    }
-}
-
 pub fn resolve(cwd: &Path, path: &str) -> PathBuf {
     let p = Path::new(path);
     if p.is_absolute() {
@@ -259,8 +197,8 @@ pub fn resolve(cwd: &Path, path: &str) -> PathBuf {
 /// for `--watch` restarts), whether or not the caller wants the stream.
 pub type StderrTap = Box<dyn FnMut(&[u8]) + Send>;
 
-/// `spawn`: starts a process; returns `{pid, stdoutStreamId, stderrStreamId}`.
-pub fn spawn(ctx: &Ctx, params: &Value) -> Result<Value, ErrorObject> {
+/// `spawn`: starts a process.
+pub fn spawn(ctx: &Ctx, params: &SpawnParams) -> Result<SpawnResult, ErrorObject> {
     spawn_tapped(ctx, params, None)
 }
 
@@ -268,48 +206,35 @@ pub fn spawn(ctx: &Ctx, params: &Value) -> Result<Value, ErrorObject> {
 /// when the caller asked for `"null"`; not used with a PTY).
 pub fn spawn_tapped(
     ctx: &Ctx,
-    params: &Value,
+    params: &SpawnParams,
     mut tap: Option<StderrTap>,
-) -> Result<Value, ErrorObject> {
-    let command = match params.get("command") {
-        Some(Value::String(c)) if c.is_empty() => {
-            return Err(ErrorObject::type_error("spawn: param \"command\" is empty"))
-        }
-        Some(Value::String(c)) => c.as_str(),
-        other => return Err(ErrorObject::invalid_type(&["command"], "string", other)),
-    };
-    let args = string_list(params, "args")?;
-    let overrides = env_overrides(params)?;
-    let clear_env = params
-        .get("clearEnv")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let cwd = match params.get("cwd").and_then(Value::as_str) {
+) -> Result<SpawnResult, ErrorObject> {
+    let SpawnParams {
+        command,
+        args,
+        env: overrides,
+        clear_env,
+        cwd,
+        stdin_stream_id: stdin_stream,
+        stdout,
+        stderr,
+        pty,
+    } = params;
+    let (clear_env, stdin_stream, stdout, stderr) = (*clear_env, *stdin_stream, *stdout, *stderr);
+    let pty = pty.map(|p| (p.rows, p.cols));
+    let cwd = match cwd {
         Some(c) => resolve(&ctx.cwd, c),
         None => ctx.cwd.clone(),
     };
-    let stdin_stream = match params.get("stdinStreamId") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| {
-                    ErrorObject::type_error("spawn: stdinStreamId must be a stream id")
-                })?,
-        ),
-    };
-    let stdout = mode(params, "stdout", Mode::Piped)?;
-    let stderr = mode(params, "stderr", Mode::Piped)?;
-    let pty = pty_size(params)?;
 
     let mut vars = if clear_env {
         Default::default()
     } else {
         ctx.env.snapshot()
     };
-    vars.extend(overrides);
+    vars.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
     let mut cmd = Command::new(command);
-    cmd.args(&args).env_clear().envs(&vars).current_dir(&cwd);
+    cmd.args(args).env_clear().envs(&vars).current_dir(&cwd);
     // The process leads its own session: signals to it do not reach the
     // agent, and a PTY can become its controlling terminal.
     let with_tty = pty.is_some();
@@ -339,12 +264,12 @@ pub fn spawn_tapped(
         } else {
             Stdio::null()
         });
-        cmd.stdout(if stdout == Mode::Piped {
+        cmd.stdout(if stdout == Output::Piped {
             Stdio::piped()
         } else {
             Stdio::null()
         });
-        cmd.stderr(if stderr == Mode::Piped || tap.is_some() {
+        cmd.stderr(if stderr == Output::Piped || tap.is_some() {
             Stdio::piped()
         } else {
             Stdio::null()
@@ -363,11 +288,11 @@ pub fn spawn_tapped(
 
     // (stream id, or None: read only for the tap).
     let mut outputs: Vec<(Option<u32>, OwnedFd, Option<StderrTap>)> = Vec::new();
-    let mut stdout_id = Value::Null;
-    let mut stderr_id = Value::Null;
+    let mut stdout_id = None;
+    let mut stderr_id = None;
     if let Some(master) = &pty_master {
         let id = ctx.streams.new_outbound();
-        stdout_id = json!(id);
+        stdout_id = Some(id);
         let fd = master.try_clone().map_err(|e| ErrorObject::from_io(&e))?;
         outputs.push((Some(id), fd, None));
         if let Some(sid) = stdin_stream {
@@ -377,13 +302,13 @@ pub fn spawn_tapped(
     } else {
         if let Some(out) = child.stdout.take() {
             let id = ctx.streams.new_outbound();
-            stdout_id = json!(id);
+            stdout_id = Some(id);
             outputs.push((Some(id), OwnedFd::from(out), None));
         }
         if let Some(err) = child.stderr.take() {
-            let id = (stderr == Mode::Piped).then(|| ctx.streams.new_outbound());
+            let id = (stderr == Output::Piped).then(|| ctx.streams.new_outbound());
             if let Some(id) = id {
-                stderr_id = json!(id);
+                stderr_id = Some(id);
             }
             outputs.push((id, OwnedFd::from(err), tap.take()));
         }
@@ -406,7 +331,11 @@ pub fn spawn_tapped(
     );
     // The std Child is only a handle; the reaper collects the exit.
     drop(child);
-    Ok(json!({"pid": pid, "stdoutStreamId": stdout_id, "stderrStreamId": stderr_id}))
+    Ok(SpawnResult {
+        pid,
+        stdout_stream_id: stdout_id,
+        stderr_stream_id: stderr_id,
+    })
 }
 
 fn spawn_error(command: &str, err: &io::Error) -> ErrorObject {
@@ -599,24 +528,6 @@ fn set_winsize(fd: i32, rows: u16, cols: u16) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// Parses `{pid}` params.
-/// A missing or non-numeric pid is a validation error; a number that is no
-/// pid a process can have is a `TypeError`.
-pub fn pid_param(method: &str, params: &Value) -> Result<i32, ErrorObject> {
-    let pid = match params.get("pid") {
-        Some(v @ Value::Number(_)) => v,
-        other => return Err(ErrorObject::invalid_type(&["pid"], "number", other)),
-    };
-    pid.as_i64()
-        .and_then(|p| i32::try_from(p).ok())
-        .filter(|p| *p > 0)
-        .ok_or_else(|| {
-            ErrorObject::type_error(format!(
-                "{method}: pid must be a positive integer, got {pid}"
-            ))
-        })
 }
 
 /// For `pre_exec` of every process the agent starts: a session of its own

@@ -15,6 +15,7 @@
 //! a call while another is running is rejected with a `Busy` error.
 
 use crate::env::Env;
+use agent_proto::calls::PythonRunParams;
 use agent_proto::ErrorObject;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -25,9 +26,6 @@ use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Default and largest `timeoutMs`.
-pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
-pub const MAX_TIMEOUT_MS: u64 = 600_000;
 /// How long an interrupted snippet may take to stop before the interpreter
 /// is killed.
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -209,32 +207,17 @@ fn fail(message: String) -> ErrorObject {
 }
 
 impl Sessions {
-    /// `pythonRun {code, session?, timeoutMs?}`.
-    pub async fn run(&self, env: &Env, cwd: &Path, params: &Value) -> Result<Value, ErrorObject> {
-        let code = match params.get("code") {
-            Some(Value::String(c)) => c.as_str(),
-            other => return Err(ErrorObject::invalid_type(&["code"], "string", other)),
-        };
-        let session = match params.get("session") {
-            None | Some(Value::Null) => "default",
-            Some(Value::String(s)) if !s.is_empty() => s.as_str(),
-            Some(_) => {
-                return Err(ErrorObject::type_error(
-                    "pythonRun: session must be a non-empty string",
-                ))
-            }
-        };
-        let timeout_ms = match params.get("timeoutMs") {
-            None | Some(Value::Null) => DEFAULT_TIMEOUT_MS,
-            Some(v) => v
-                .as_u64()
-                .filter(|n| (1..=MAX_TIMEOUT_MS).contains(n))
-                .ok_or_else(|| {
-                    ErrorObject::type_error(format!(
-                        "pythonRun: timeoutMs must be 1..{MAX_TIMEOUT_MS}"
-                    ))
-                })?,
-        };
+    /// `pythonRun {code, session?, timeoutMs?}`: the interpreter's JSON
+    /// (`{stdout, stderr, value, error}`) plus `durationMs`.
+    pub async fn run(
+        &self,
+        env: &Env,
+        cwd: &Path,
+        params: &PythonRunParams,
+    ) -> Result<Value, ErrorObject> {
+        let code = params.code.as_str();
+        let session = params.session();
+        let timeout_ms = params.timeout_ms();
         let slot = self
             .slots
             .lock()
@@ -346,6 +329,7 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agent_proto::calls::FromParams;
 
     fn run(s: &Sessions, params: Value) -> Value {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -353,6 +337,7 @@ mod tests {
             .build()
             .unwrap();
         let env = Env::from_process();
+        let params = PythonRunParams::decode(agent_proto::Method::PythonRun, &params).unwrap();
         rt.block_on(s.run(&env, Path::new("/"), &params)).unwrap()
     }
 

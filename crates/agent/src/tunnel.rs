@@ -11,8 +11,8 @@
 
 use crate::conn::{Outbox, CHUNK};
 use crate::streams::Streams;
+use agent_proto::calls::{StreamResult, TcpConnectParams};
 use agent_proto::{ErrorObject, TUNNEL_WINDOW};
-use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,28 +26,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn connect(
     streams: &Arc<Streams>,
     out: &Outbox,
-    params: &Value,
-) -> Result<Value, ErrorObject> {
-    let port = params
-        .get("port")
-        .and_then(Value::as_u64)
-        .and_then(|p| u16::try_from(p).ok())
-        .filter(|p| *p > 0)
-        .ok_or_else(|| ErrorObject::type_error("tcpConnect: port must be 1..65535"))?;
-    let host = match params.get("host") {
-        None | Some(Value::Null) => "127.0.0.1",
-        Some(Value::String(h)) if !h.is_empty() => h.as_str(),
-        Some(other) => {
-            return Err(ErrorObject::type_error(format!(
-                "tcpConnect: host must be a non-empty string, got {other}"
-            )))
-        }
-    };
-    let in_id = params
-        .get("inStreamId")
-        .and_then(Value::as_u64)
-        .and_then(|id| u32::try_from(id).ok())
-        .ok_or_else(|| ErrorObject::type_error("tcpConnect: inStreamId must be a stream id"))?;
+    params: &TcpConnectParams,
+) -> Result<StreamResult, ErrorObject> {
+    let (host, port, in_id) = (params.host(), params.port, params.in_stream_id);
     let context = format!("connecting to {host}:{port} in the sandbox");
     let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port))).await {
         Ok(Ok(tcp)) => tcp,
@@ -81,7 +62,10 @@ pub async fn connect(
         streams.clone(),
         out.clone(),
     ));
-    Ok(json!({ "streamId": out_id }))
+    Ok(StreamResult {
+        stream_id: out_id,
+        size: None,
+    })
 }
 
 /// Host → socket: writes what the host sends and credits it back once

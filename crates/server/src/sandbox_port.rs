@@ -3,9 +3,10 @@
 //! the create config's `port`, `POST .../expose/http`, `exposeHttp` and
 //! `fetch`; callers add their own context to the messages.
 
-use agent_proto::ErrorObject;
+use agent_proto::calls::{HttpPortResult, PidParams};
+use agent_proto::{ErrorObject, Method};
 use manager::Live;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 /// A JSON-RPC caller's `keys` (`port`, `pid`) present but not numbers: a
 /// validation error (answered as -32602), before the range checks below,
@@ -47,7 +48,19 @@ pub(crate) fn pid_param(params: &Map<String, Value>) -> Result<Option<i64>, Stri
 /// The port process `pid` serves HTTP on, asked of the agent (for
 /// `exposeHttp {pid}` and `fetch {pid}`).
 pub(crate) async fn port_of_pid(live: &Live, pid: i64) -> Result<u16, ErrorObject> {
-    let reply = match live.client.call("httpPort", json!({ "pid": pid })).await {
+    // No process has a pid past i32: the agent's own answer to one.
+    let params = PidParams {
+        pid: i32::try_from(pid).map_err(|_| {
+            ErrorObject::type_error(format!(
+                "{}: pid must be a positive integer, got {pid}",
+                Method::HttpPort
+            ))
+        })?,
+    };
+    let reply = live
+        .client
+        .call_typed::<_, HttpPortResult>(Method::HttpPort, &params);
+    let port = match reply.await {
         Ok(r) => r?,
         Err(e) => {
             return Err(ErrorObject::new(
@@ -57,14 +70,11 @@ pub(crate) async fn port_of_pid(live: &Live, pid: i64) -> Result<u16, ErrorObjec
             ))
         }
     };
-    reply
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
-        .ok_or_else(|| {
-            ErrorObject::new(
-                "ConnectionRefused",
-                format!("process {pid} is not listening for HTTP (yet: wait for httpReady)"),
-                Some("ECONNREFUSED"),
-            )
-        })
+    port.ok_or_else(|| {
+        ErrorObject::new(
+            "ConnectionRefused",
+            format!("process {pid} is not listening for HTTP (yet: wait for httpReady)"),
+            Some("ECONNREFUSED"),
+        )
+    })
 }

@@ -8,6 +8,7 @@
 //! exit is learnt from the process table, which the PID 1 reaper fills.
 
 use crate::process::Table;
+use agent_proto::calls::HttpPortResult;
 use agent_proto::ErrorObject;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -157,14 +158,14 @@ pub async fn http_wait(table: &Table, pid: i32) -> Result<Value, ErrorObject> {
 
 /// `httpPort {pid}` (internal, for the daemon): the port the process
 /// listens on, or null (not listening, or exited).
-pub fn http_port(table: &Table, pid: i32) -> Result<Value, ErrorObject> {
+pub fn http_port(table: &Table, pid: i32) -> Result<HttpPortResult, ErrorObject> {
     let exit = table
         .exit_watch(pid)
         .ok_or_else(|| ErrorObject::no_such_process(pid as i64))?;
     if exit.borrow().is_some() {
-        return Ok(Value::Null);
+        return Ok(None);
     }
-    Ok(listening_port(pid).map_or(Value::Null, Value::from))
+    Ok(listening_port(pid))
 }
 
 #[cfg(test)]

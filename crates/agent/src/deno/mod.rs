@@ -13,9 +13,10 @@ mod run;
 mod watch;
 
 use crate::env::Env;
-use crate::process::{self, Ctx, ExitInfo};
+use crate::process::{Ctx, ExitInfo};
 use crate::signals;
-use agent_proto::ErrorObject;
+use agent_proto::calls::{to_reply, FromParams, PidParams, SpawnParams};
+use agent_proto::{ErrorObject, Method};
 use serde_json::{Map, Value};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -36,13 +37,23 @@ pub async fn call(
 ) -> Result<Value, ErrorObject> {
     match method {
         "spawnDeno" => run::spawn_deno(ctx, params),
-        "denoHttpWait" => listen::http_wait(&ctx.table, process::pid_param(method, params)?).await,
-        "httpPort" => listen::http_port(&ctx.table, process::pid_param(method, params)?),
+        "denoHttpWait" => listen::http_wait(&ctx.table, pid(method, params)?).await,
+        "httpPort" => listen::http_port(&ctx.table, pid(method, params)?).map(|p| to_reply(&p)),
         "spawnDenoRepl" => repls.spawn(ctx, params),
         "denoReplEval" | "denoReplCall" => repls.evaluate(method, params).await,
-        "denoReplClose" => repls.close(process::pid_param(method, params)?).await,
+        "denoReplClose" => repls.close(pid(method, params)?).await,
         _ => Err(ErrorObject::unknown_method(method)),
     }
+}
+
+/// A [`spawn_request`] decoded.
+fn decode_spawn(request: &Value) -> Result<SpawnParams, ErrorObject> {
+    SpawnParams::decode(Method::Spawn, request)
+}
+
+/// The `pid` of a call that names a process.
+fn pid(method: &str, params: &Value) -> Result<i32, ErrorObject> {
+    PidParams::decode_named(method, params).map(|p| p.pid)
 }
 
 /// The deno binary: first on the sandbox's PATH, else where images
@@ -103,9 +114,10 @@ fn remove_after_exit(ctx: &Ctx, pid: i32, dir: PathBuf) {
     });
 }
 
-/// Params for `process::spawn` running `deno` with `args`: the caller's
-/// environment, cwd and stdio choices, plus `extra_env`.
-fn spawn_params(
+/// A `spawn` request running `deno` with `args`: the caller's environment,
+/// cwd and stdio choices, plus `extra_env`. The caller decodes it into
+/// [`SpawnParams`], which checks it as a `spawn`'s params are.
+fn spawn_request(
     params: &Value,
     deno: &Path,
     args: Vec<String>,

@@ -17,9 +17,10 @@
 //! on one REPL may overlap; each gets its own reply.
 
 use super::link::Link;
-use super::{deno_binary, describe_exit, private_dir, spawn_params};
+use super::{decode_spawn, deno_binary, describe_exit, private_dir, spawn_request};
 use crate::process::string_list;
 use crate::process::{self, Ctx, ExitInfo};
+use agent_proto::calls::to_reply;
 use agent_proto::ErrorObject;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -110,15 +111,13 @@ impl Repls {
         ];
         args.extend(script_args);
         let socket_str = socket.to_string_lossy();
-        let spawn = spawn_params(params, deno, args, &[(SOCKET_VAR, &socket_str)])?;
-        let result = process::spawn(ctx, &spawn).map_err(|mut e| {
+        let request = spawn_request(params, deno, args, &[(SOCKET_VAR, &socket_str)])?;
+        let spawned = decode_spawn(&request).and_then(|p| process::spawn(ctx, &p));
+        let result = spawned.map_err(|mut e| {
             e.message = format!("spawnDenoRepl: {}", e.message);
             e
         })?;
-        let pid = result
-            .get("pid")
-            .and_then(Value::as_i64)
-            .expect("spawn returns a pid") as i32;
+        let pid = result.pid;
         let exit = ctx
             .table
             .exit_watch(pid)
@@ -137,7 +136,7 @@ impl Repls {
             closed: AtomicBool::new(false),
         });
         self.map.lock().expect("repls lock").insert(pid, repl);
-        Ok(result)
+        Ok(to_reply(&result))
     }
 
     /// The server script's path; (re)written when missing or changed (the
@@ -176,7 +175,7 @@ impl Repls {
     /// `denoReplEval {pid, code}` / `denoReplCall {pid, fn, args}` → the
     /// result as JSON (`undefined` → null).
     pub async fn evaluate(&self, method: &str, params: &Value) -> Result<Value, ErrorObject> {
-        let pid = process::pid_param(method, params)?;
+        let pid = super::pid(method, params)?;
         let request = if method == "denoReplEval" {
             let code = match params.get("code") {
                 Some(Value::String(c)) => c.as_str(),

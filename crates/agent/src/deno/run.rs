@@ -8,9 +8,10 @@
 //! `watcherId` and `$sandbox.deno.watcher.restart` notifications of the
 //! protocol. `watcherId` itself is null from the agent.
 
-use super::{deno_binary, private_dir, remove_after_exit, spawn_params};
+use super::{decode_spawn, deno_binary, private_dir, remove_after_exit, spawn_request};
 use crate::process::string_list;
 use crate::process::{self, Ctx};
+use agent_proto::calls::to_reply;
 use agent_proto::ErrorObject;
 use serde_json::Value;
 use std::os::unix::fs::OpenOptionsExt;
@@ -156,9 +157,10 @@ pub fn spawn_deno(ctx: &Ctx, params: &Value) -> Result<Value, ErrorObject> {
     args.extend(plan.watch);
     args.push(module);
     args.extend(plan.script_args);
-    let spawned =
-        spawn_params(params, &deno, args, &[]).and_then(|p| process::spawn_tapped(ctx, &p, tap));
-    let mut result = match spawned {
+    let spawned = spawn_request(params, &deno, args, &[])
+        .and_then(|request| decode_spawn(&request))
+        .and_then(|p| process::spawn_tapped(ctx, &p, tap));
+    let result = match spawned {
         Ok(r) => r,
         Err(e) => {
             if let Some(dir) = scratch {
@@ -167,9 +169,10 @@ pub fn spawn_deno(ctx: &Ctx, params: &Value) -> Result<Value, ErrorObject> {
             return Err(e);
         }
     };
-    if let (Some(dir), Some(pid)) = (scratch, result.get("pid").and_then(Value::as_i64)) {
-        remove_after_exit(ctx, pid as i32, dir);
+    if let Some(dir) = scratch {
+        remove_after_exit(ctx, result.pid, dir);
     }
+    let mut result = to_reply(&result);
     result["watcherId"] = Value::Null;
     if let Some(restarts) = restarts {
         result["watcherStreamId"] = restarts.start(ctx).into();

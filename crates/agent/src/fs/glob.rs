@@ -9,9 +9,9 @@
 //! for the negative look-ahead that `!(..)` becomes).
 
 use super::jsregex::is_match;
-use super::params::Params;
 use super::paths::{join, resolve_lexical};
 use super::walk::{create_walk_entry, walk, Entry, WalkOptions};
+use agent_proto::calls::ExpandGlobParams;
 use agent_proto::ErrorObject;
 use fancy_regex::Regex;
 use std::collections::BTreeMap;
@@ -352,17 +352,18 @@ struct Expand<'a> {
 }
 
 /// std/fs `expandGlob`: the entries matching `glob`, sorted by path.
-pub(crate) fn expand_glob(p: &Params, cwd: &Path) -> Result<Vec<Entry>, ErrorObject> {
-    let glob = p.str("glob")?;
+pub(crate) fn expand_glob(p: &ExpandGlobParams, cwd: &Path) -> Result<Vec<Entry>, ErrorObject> {
+    let glob = p.glob.as_str();
     let o = GlobOptions {
-        extended: p.bool_or("extended", true)?,
-        globstar: p.bool_or("globstar", true)?,
-        case_insensitive: p.bool_or("caseInsensitive", false)?,
+        extended: p.extended,
+        globstar: p.globstar,
+        case_insensitive: p.case_insensitive,
     };
     let glob_is_absolute = glob.starts_with('/');
     let cwd_str = cwd.to_string_lossy();
     let root = p
-        .opt_str("root")?
+        .root
+        .as_deref()
         .unwrap_or(if glob_is_absolute { "/" } else { &cwd_str });
     let abs_root = if glob_is_absolute {
         root.to_string()
@@ -370,8 +371,7 @@ pub(crate) fn expand_glob(p: &Params, cwd: &Path) -> Result<Vec<Entry>, ErrorObj
         resolve_lexical(cwd, root)
     };
     let exclude = p
-        .opt_str_array("exclude")?
-        .unwrap_or_default()
+        .exclude
         .iter()
         .map(|ex| compile_glob(&resolve_lexical(cwd, &join_onto(&abs_root, ex)), o))
         .collect::<Result<Vec<_>, _>>()?;
@@ -379,14 +379,14 @@ pub(crate) fn expand_glob(p: &Params, cwd: &Path) -> Result<Vec<Entry>, ErrorObj
         cwd,
         o,
         exclude,
-        follow_symlinks: p.bool_or("followSymlinks", false)?,
-        canonicalize: p.bool_or("canonicalize", true)?,
+        follow_symlinks: p.follow_symlinks,
+        canonicalize: p.canonicalize,
     };
     let mut matches = x.run(glob, glob_is_absolute, &abs_root)?;
     if glob.ends_with('/') {
         matches.retain(|e| e.is_dir);
     }
-    if !p.bool_or("includeDirs", true)? {
+    if !p.include_dirs {
         matches.retain(|e| !e.is_dir);
     }
     Ok(matches)

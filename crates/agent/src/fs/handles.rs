@@ -2,12 +2,15 @@
 //! `file*` methods act on them, `fileClose` drops them.
 
 use super::info::file_info;
-use super::ops::{target, time_param};
-use super::params::{as_integer, kind, Params};
-use super::time::Timestamp;
+use super::ops::Target;
+use agent_proto::calls::{
+    to_reply, FileHandleParams, FileHandleResult, FileLockParams, FileReadParams, FileReadResult,
+    FileSeekParams, FileSeekResult, FileTruncateParams, FileUtimeParams, FileWriteParams,
+    FileWriteResult, FromParams, OpenParams, PathParams,
+};
 use agent_proto::{ErrorObject, Method};
 use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::fs::{File, FileTimes, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -35,24 +38,37 @@ pub(crate) struct Handles {
     next_id: u32,
 }
 
-type Handler = fn(&mut Handles, &Params, &Path) -> Result<Value, ErrorObject>;
-
-/// The handler of a handle method, or `None` if `method` is not one.
-pub(crate) fn lookup(method: Method) -> Option<Handler> {
+/// Runs handle `method` with its params decoded into the method's type,
+/// or `None` if `method` is not one.
+pub(crate) fn call(
+    handles: &mut Handles,
+    method: Method,
+    params: &Value,
+    cwd: &Path,
+) -> Option<Result<Value, ErrorObject>> {
+    fn run<T: FromParams>(
+        method: Method,
+        params: &Value,
+        f: impl FnOnce(T) -> Result<Value, ErrorObject>,
+    ) -> Result<Value, ErrorObject> {
+        T::decode(method, params).and_then(f)
+    }
+    let m = method.as_str();
+    let h = handles;
     Some(match method {
-        Method::Open => Handles::open,
-        Method::Create => Handles::create,
-        Method::FileRead => Handles::read,
-        Method::FileWrite => Handles::write,
-        Method::FileSeek => Handles::seek,
-        Method::FileStat => Handles::stat,
-        Method::FileTruncate => Handles::truncate,
-        Method::FileUtime => Handles::utime,
-        Method::FileLock => Handles::lock,
-        Method::FileUnlock => Handles::unlock,
-        Method::FileSync => Handles::sync,
-        Method::FileSyncData => Handles::sync_data,
-        Method::FileClose => Handles::close,
+        Method::Open => run(method, params, |p| h.open(m, &p, cwd)),
+        Method::Create => run(method, params, |p| h.create(m, &p, cwd)),
+        Method::FileRead => run(method, params, |p| h.read(m, &p)),
+        Method::FileWrite => run(method, params, |p| h.write(m, &p)),
+        Method::FileSeek => run(method, params, |p| h.seek(m, &p)),
+        Method::FileStat => run(method, params, |p| h.stat(m, &p)),
+        Method::FileTruncate => run(method, params, |p| h.truncate(m, &p)),
+        Method::FileUtime => run(method, params, |p| h.utime(m, &p)),
+        Method::FileLock => run(method, params, |p| h.lock(m, &p)),
+        Method::FileUnlock => run(method, params, |p| h.unlock(m, &p)),
+        Method::FileSync => run(method, params, |p| h.sync(m, &p)),
+        Method::FileSyncData => run(method, params, |p| h.sync_data(m, &p)),
+        Method::FileClose => run(method, params, |p| h.close(m, &p)),
         _ => return None,
     })
 }
@@ -83,134 +99,120 @@ impl Handles {
     }
 
     /// The handle named by `fileHandleId`, or `BadResource`.
-    fn handle(&self, p: &Params) -> Result<(u32, &OpenFile), ErrorObject> {
-        let id = p.u32("fileHandleId")?;
+    fn handle(&self, m: &str, id: u32) -> Result<(u32, &OpenFile), ErrorObject> {
         match self.files.get(&id) {
             Some(open) => Ok((id, open)),
-            None => Err(unknown_handle(p, id)),
+            None => Err(unknown_handle(m, id)),
         }
     }
 
-    fn file(&self, p: &Params) -> Result<(u32, &File), ErrorObject> {
-        self.handle(p).map(|(id, open)| (id, &open.file))
+    fn file(&self, m: &str, id: u32) -> Result<(u32, &File), ErrorObject> {
+        self.handle(m, id).map(|(id, open)| (id, &open.file))
     }
 
-    /// Deno.open. No options means read-only; the option checks Deno does
-    /// client-side are repeated here because the SDKs skip them.
-    fn open(&mut self, p: &Params, cwd: &Path) -> Result<Value, ErrorObject> {
-        let t = target(p, "path", cwd)?;
-        let flag = |key| p.bool_or(key, false);
-        let (mut read, write, append) = (flag("read")?, flag("write")?, flag("append")?);
-        let (truncate, create, create_new) =
-            (flag("truncate")?, flag("create")?, flag("createNew")?);
-        if !(read || write || append || truncate || create || create_new) {
-            read = true;
-        }
-        if truncate && !write {
-            return Err(p.error("'truncate' option requires 'write' option"));
-        }
-        if (create || create_new) && !(write || append) {
-            return Err(
-                p.error("'create' or 'createNew' options require 'write' or 'append' option")
-            );
-        }
+    /// Deno.open, with the options its params allow.
+    fn open(&mut self, m: &str, p: &OpenParams, cwd: &Path) -> Result<Value, ErrorObject> {
+        let t = Target::new(&p.path, cwd);
         let mut opts = OpenOptions::new();
-        opts.read(read)
-            .write(write)
-            .append(append)
-            .truncate(truncate)
-            .create(create)
-            .create_new(create_new);
-        if let Some(mode) = p.opt_u32("mode")? {
+        opts.read(p.read)
+            .write(p.write)
+            .append(p.append)
+            .truncate(p.truncate)
+            .create(p.create)
+            .create_new(p.create_new);
+        if let Some(mode) = p.mode {
             opts.mode(mode);
         }
-        let file = opts.open(&t.path).map_err(|e| t.err(p.method(), &e))?;
-        Ok(json!({ "fileHandleId": self.insert(file)? }))
+        let file = opts.open(&t.path).map_err(|e| t.err(m, &e))?;
+        self.opened(file)
     }
 
     /// Deno.create: read-write, created or truncated.
-    fn create(&mut self, p: &Params, cwd: &Path) -> Result<Value, ErrorObject> {
-        let t = target(p, "path", cwd)?;
+    fn create(&mut self, m: &str, p: &PathParams, cwd: &Path) -> Result<Value, ErrorObject> {
+        let t = Target::new(&p.path, cwd);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
             .open(&t.path)
-            .map_err(|e| t.err(p.method(), &e))?;
-        Ok(json!({ "fileHandleId": self.insert(file)? }))
+            .map_err(|e| t.err(m, &e))?;
+        self.opened(file)
+    }
+
+    fn opened(&mut self, file: File) -> Result<Value, ErrorObject> {
+        Ok(to_reply(&FileHandleResult {
+            file_handle_id: self.insert(file)?,
+        }))
     }
 
     /// One read of at most `length` bytes (capped at [`MAX_READ`]);
     /// `{data: null}` at end of file.
-    fn read(&mut self, p: &Params, _cwd: &Path) -> Result<Value, ErrorObject> {
-        let (id, mut file) = self.file(p)?;
-        let want = usize::try_from(p.u64("length")?)
-            .unwrap_or(MAX_READ)
-            .min(MAX_READ);
-        if want == 0 {
-            return Ok(json!({ "data": "" }));
-        }
-        let mut buf = vec![0u8; want];
-        let n = retry_eintr(|| file.read(&mut buf)).map_err(|e| handle_error(p, id, &e))?;
-        if n == 0 {
-            return Ok(json!({ "data": null }));
-        }
-        Ok(json!({ "data": base64::engine::general_purpose::STANDARD.encode(&buf[..n]) }))
+    fn read(&mut self, m: &str, p: &FileReadParams) -> Result<Value, ErrorObject> {
+        let (id, mut file) = self.file(m, p.file_handle_id)?;
+        let want = usize::try_from(p.length).unwrap_or(MAX_READ).min(MAX_READ);
+        let data = if want == 0 {
+            Some(String::new())
+        } else {
+            let mut buf = vec![0u8; want];
+            let n = retry_eintr(|| file.read(&mut buf)).map_err(|e| handle_error(m, id, &e))?;
+            (n > 0).then(|| base64::engine::general_purpose::STANDARD.encode(&buf[..n]))
+        };
+        Ok(to_reply(&FileReadResult { data }))
     }
 
-    fn write(&mut self, p: &Params, _cwd: &Path) -> Result<Value, ErrorObject> {
-        let (id, mut file) = self.file(p)?;
-        let data = super::base64_decode(p.str("data")?)
-            .map_err(|e| p.error(format!("param \"data\" is not valid base64: {e}")))?;
-        file.write_all(&data).map_err(|e| handle_error(p, id, &e))?;
-        Ok(json!({ "bytesWritten": data.len() }))
+    fn write(&mut self, m: &str, p: &FileWriteParams) -> Result<Value, ErrorObject> {
+        let (id, mut file) = self.file(m, p.file_handle_id)?;
+        let data = super::base64_decode(&p.data).map_err(|e| {
+            ErrorObject::type_error(format!("{m}: param \"data\" is not valid base64: {e}"))
+        })?;
+        file.write_all(&data).map_err(|e| handle_error(m, id, &e))?;
+        Ok(to_reply(&FileWriteResult {
+            bytes_written: data.len() as u64,
+        }))
     }
 
-    fn seek(&mut self, p: &Params, _cwd: &Path) -> Result<Value, ErrorObject> {
-        let (id, mut file) = self.file(p)?;
-        let offset = seek_offset(p)?;
-        let from = match p.u64("whence")? {
+    fn seek(&mut self, m: &str, p: &FileSeekParams) -> Result<Value, ErrorObject> {
+        let (id, mut file) = self.file(m, p.file_handle_id)?;
+        let offset = p.offset;
+        let error = |message: String| ErrorObject::type_error(format!("{m}: {message}"));
+        let from = match p.whence {
             0 => SeekFrom::Start(u64::try_from(offset).map_err(|_| {
-                p.error(format!(
+                error(format!(
                     "cannot seek to negative position {offset} from the start"
                 ))
             })?),
             1 => SeekFrom::Current(offset),
             2 => SeekFrom::End(offset),
             w => {
-                return Err(p.error(format!(
+                return Err(error(format!(
                     "param \"whence\" must be 0 (start), 1 (current) or 2 (end), got {w}"
                 )))
             }
         };
-        let position = file.seek(from).map_err(|e| handle_error(p, id, &e))?;
-        Ok(json!({ "position": position }))
+        let position = file.seek(from).map_err(|e| handle_error(m, id, &e))?;
+        Ok(to_reply(&FileSeekResult { position }))
     }
 
-    fn stat(&mut self, p: &Params, _cwd: &Path) -> Result<Value, ErrorObject> {
-        let (id, file) = self.file(p)?;
-        let md = file.metadata().map_err(|e| handle_error(p, id, &e))?;
-        Ok(file_info(&md))
+    fn stat(&mut self, m: &str, p: &FileHandleParams) -> Result<Value, ErrorObject> {
+        let (id, file) = self.file(m, p.file_handle_id)?;
+        let md = file.metadata().map_err(|e| handle_error(m, id, &e))?;
+        Ok(to_reply(&file_info(&md)))
     }
 
-    /// JS sends `len`, PY sends `size`; absent means 0, as in Deno.
-    fn truncate(&mut self, p: &Params, _cwd: &Path) -> Result<Value, ErrorObject> {
-        let (id, file) = self.file(p)?;
-        let len = match p.opt_u64("len")? {
-            Some(len) => len,
-            None => p.opt_u64("size")?.unwrap_or(0),
-        };
-        file.set_len(len).map_err(|e| handle_error(p, id, &e))?;
+    fn truncate(&mut self, m: &str, p: &FileTruncateParams) -> Result<Value, ErrorObject> {
+        let (id, file) = self.file(m, p.file_handle_id)?;
+        file.set_len(p.len.unwrap_or(0))
+            .map_err(|e| handle_error(m, id, &e))?;
         Ok(Value::Null)
     }
 
-    fn utime(&mut self, p: &Params, _cwd: &Path) -> Result<Value, ErrorObject> {
-        let (id, file) = self.file(p)?;
-        let atime = system_time(p, "atime", time_param(p, "atime")?)?;
-        let mtime = system_time(p, "mtime", time_param(p, "mtime")?)?;
+    fn utime(&mut self, m: &str, p: &FileUtimeParams) -> Result<Value, ErrorObject> {
+        let (id, file) = self.file(m, p.file_handle_id)?;
+        let atime = system_time(m, "atime", p.atime)?;
+        let mtime = system_time(m, "mtime", p.mtime)?;
         let times = FileTimes::new().set_accessed(atime).set_modified(mtime);
-        file.set_times(times).map_err(|e| handle_error(p, id, &e))?;
+        file.set_times(times).map_err(|e| handle_error(m, id, &e))?;
         Ok(Value::Null)
     }
 
@@ -218,30 +220,33 @@ impl Handles {
     /// holds a conflicting lock, but fails with `WouldBlock` when the
     /// conflict is another handle of this agent: calls are handled one at a
     /// time, so waiting for our own handle would hang the agent for good.
-    fn lock(&mut self, p: &Params, _cwd: &Path) -> Result<Value, ErrorObject> {
-        if let Some(done) = self.try_lock(p)? {
+    fn lock(&mut self, m: &str, p: &FileLockParams) -> Result<Value, ErrorObject> {
+        if let Some(done) = self.try_lock(m, p)? {
             return Ok(done);
         }
         // Another process holds it: wait for it here (the agent's
         // dispatcher uses `try_lock` instead, to wait without this state).
-        let exclusive = p.bool_or("exclusive", false)?;
-        let (id, open) = self.handle(p)?;
-        let op = if exclusive {
+        let (id, open) = self.handle(m, p.file_handle_id)?;
+        let op = if p.exclusive {
             libc::LOCK_EX
         } else {
             libc::LOCK_SH
         };
-        flock(&open.file, op).map_err(|e| handle_error(p, id, &e))?;
-        self.set_lock(id, Some(exclusive));
+        flock(&open.file, op).map_err(|e| handle_error(m, id, &e))?;
+        self.set_lock(id, Some(p.exclusive));
         Ok(Value::Null)
     }
 
     /// One non-blocking attempt at `fileLock`: `Ok(None)` when another
     /// process holds a conflicting lock, so the caller can wait without
     /// holding up every other fs call.
-    pub(crate) fn try_lock(&mut self, p: &Params) -> Result<Option<Value>, ErrorObject> {
-        let exclusive = p.bool_or("exclusive", false)?;
-        let (id, open) = self.handle(p)?;
+    pub(crate) fn try_lock(
+        &mut self,
+        m: &str,
+        p: &FileLockParams,
+    ) -> Result<Option<Value>, ErrorObject> {
+        let exclusive = p.exclusive;
+        let (id, open) = self.handle(m, p.file_handle_id)?;
         let op = if exclusive {
             libc::LOCK_EX
         } else {
@@ -255,20 +260,19 @@ impl Handles {
             Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
                 if let Some(other) = self.conflicting_handle(id, exclusive) {
                     let msg = format!(
-                        "{}: file handle {other} of this sandbox holds a conflicting lock on the same file; unlock or close it first",
-                        p.method()
+                        "{m}: file handle {other} of this sandbox holds a conflicting lock on the same file; unlock or close it first"
                     );
                     return Err(ErrorObject::new("WouldBlock", msg, Some("EWOULDBLOCK")));
                 }
                 Ok(None)
             }
-            Err(e) => Err(handle_error(p, id, &e)),
+            Err(e) => Err(handle_error(m, id, &e)),
         }
     }
 
-    fn unlock(&mut self, p: &Params, _cwd: &Path) -> Result<Value, ErrorObject> {
-        let (id, file) = self.file(p)?;
-        flock(file, libc::LOCK_UN).map_err(|e| handle_error(p, id, &e))?;
+    fn unlock(&mut self, m: &str, p: &FileHandleParams) -> Result<Value, ErrorObject> {
+        let (id, file) = self.file(m, p.file_handle_id)?;
+        flock(file, libc::LOCK_UN).map_err(|e| handle_error(m, id, &e))?;
         self.set_lock(id, None);
         Ok(Value::Null)
     }
@@ -292,59 +296,39 @@ impl Handles {
         })
     }
 
-    fn sync(&mut self, p: &Params, _cwd: &Path) -> Result<Value, ErrorObject> {
-        let (id, file) = self.file(p)?;
-        file.sync_all().map_err(|e| handle_error(p, id, &e))?;
+    fn sync(&mut self, m: &str, p: &FileHandleParams) -> Result<Value, ErrorObject> {
+        let (id, file) = self.file(m, p.file_handle_id)?;
+        file.sync_all().map_err(|e| handle_error(m, id, &e))?;
         Ok(Value::Null)
     }
 
-    fn sync_data(&mut self, p: &Params, _cwd: &Path) -> Result<Value, ErrorObject> {
-        let (id, file) = self.file(p)?;
-        file.sync_data().map_err(|e| handle_error(p, id, &e))?;
+    fn sync_data(&mut self, m: &str, p: &FileHandleParams) -> Result<Value, ErrorObject> {
+        let (id, file) = self.file(m, p.file_handle_id)?;
+        file.sync_data().map_err(|e| handle_error(m, id, &e))?;
         Ok(Value::Null)
     }
 
     /// Closing releases any flock with the descriptor.
-    fn close(&mut self, p: &Params, _cwd: &Path) -> Result<Value, ErrorObject> {
-        let id = p.u32("fileHandleId")?;
+    fn close(&mut self, m: &str, p: &FileHandleParams) -> Result<Value, ErrorObject> {
+        let id = p.file_handle_id;
         match self.files.remove(&id) {
             Some(_) => Ok(Value::Null),
-            None => Err(unknown_handle(p, id)),
+            None => Err(unknown_handle(m, id)),
         }
     }
 }
 
-fn unknown_handle(p: &Params, id: u32) -> ErrorObject {
-    ErrorObject::bad_resource(format!(
-        "Bad resource ID: {}: no open file handle {id}",
-        p.method()
-    ))
+fn unknown_handle(m: &str, id: u32) -> ErrorObject {
+    ErrorObject::bad_resource(format!("Bad resource ID: {m}: no open file handle {id}"))
 }
 
-fn handle_error(p: &Params, id: u32, err: &io::Error) -> ErrorObject {
-    ErrorObject::from_io_with_context(err, Some(&format!("{} (file handle {id})", p.method())))
+fn handle_error(m: &str, id: u32, err: &io::Error) -> ErrorObject {
+    ErrorObject::from_io_with_context(err, Some(&format!("{m} (file handle {id})")))
 }
 
-/// `offset`: a number, or a decimal string (JS sends BigInt that way).
-fn seek_offset(p: &Params) -> Result<i64, ErrorObject> {
-    let v = p
-        .get("offset")
-        .ok_or_else(|| p.missing("offset", "number"))?;
-    let parsed = match v {
-        Value::String(s) => s.trim().parse::<i64>().ok(),
-        other => as_integer(other),
-    };
-    parsed.ok_or_else(|| {
-        p.error(format!(
-            "param \"offset\" must be an integer or a decimal string, got {} {v}",
-            kind(v)
-        ))
-    })
-}
-
-fn system_time(p: &Params, key: &str, t: Timestamp) -> Result<SystemTime, ErrorObject> {
+fn system_time(m: &str, key: &str, t: super::time::Timestamp) -> Result<SystemTime, ErrorObject> {
     t.to_system_time()
-        .ok_or_else(|| p.error(format!("param \"{key}\" is out of range")))
+        .ok_or_else(|| ErrorObject::type_error(format!("{m}: param \"{key}\" is out of range")))
 }
 
 /// Identifies the file behind a descriptor.

@@ -1,5 +1,5 @@
-//! JS regular expressions as they arrive on the wire (`{source, flags}`),
-//! compiled with `fancy-regex`.
+//! JS regular expressions as they arrive on the wire
+//! ([`JsRegex`]: `{source, flags}`), compiled with `fancy-regex`.
 //!
 //! Why fancy-regex rather than plain `regex`: JS patterns may use
 //! look-around and back-references, and std/path's glob translation emits a
@@ -8,32 +8,13 @@
 //! ordinary patterns keep linear-time matching; the rest run on its
 //! backtracker, which has a step limit instead of running away.
 
-use super::params::kind;
+use agent_proto::calls::JsRegex;
 use agent_proto::ErrorObject;
 use fancy_regex::Regex;
-use serde_json::Value;
 
-/// Compiles one wire regex for `method`'s param `key`. A plain string is
-/// taken as a pattern without flags (a convenience for PY callers, whose
-/// `re.Pattern` objects cannot be serialized).
-pub(crate) fn compile(method: &str, key: &str, v: &Value) -> Result<Regex, ErrorObject> {
-    let (source, flags) = match v {
-        Value::String(s) => (s.as_str(), ""),
-        Value::Object(o) => {
-            let source = o.get("source").and_then(Value::as_str).ok_or_else(|| {
-                ErrorObject::type_error(format!(
-                    "{method}: \"{key}\" entries need a string \"source\""
-                ))
-            })?;
-            (source, o.get("flags").and_then(Value::as_str).unwrap_or(""))
-        }
-        other => {
-            return Err(ErrorObject::type_error(format!(
-                "{method}: \"{key}\" entries must be {{source, flags}} objects, got {}",
-                kind(other)
-            )))
-        }
-    };
+/// Compiles one wire regex for `method`'s param `key`.
+pub(crate) fn compile(method: &str, key: &str, re: &JsRegex) -> Result<Regex, ErrorObject> {
+    let (source, flags) = (&re.source, &re.flags);
     let inline = inline_flags(flags).map_err(|f| {
         ErrorObject::type_error(format!(
             "{method}: unsupported regex flag '{f}' in \"{key}\""
@@ -46,20 +27,13 @@ pub(crate) fn compile(method: &str, key: &str, v: &Value) -> Result<Regex, Error
     })
 }
 
-/// Compiles an optional array of wire regexes.
+/// Compiles the wire regexes of param `key`.
 pub(crate) fn compile_all(
     method: &str,
     key: &str,
-    v: Option<&Value>,
+    regexes: &[JsRegex],
 ) -> Result<Vec<Regex>, ErrorObject> {
-    match v {
-        None => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| compile(method, key, item))
-            .collect(),
-        Some(other) => Err(ErrorObject::invalid_type(&[key], "array", Some(other))),
-    }
+    regexes.iter().map(|re| compile(method, key, re)).collect()
 }
 
 /// JS flags `i`, `m`, `s` become inline flags; `g`, `u`, `y`, `d`, `v` do not
@@ -95,10 +69,19 @@ pub(crate) fn is_match(re: &Regex, text: &str) -> Result<bool, ErrorObject> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use agent_proto::calls::{FromParams, WalkParams};
+    use agent_proto::Method;
+    use serde_json::{json, Value};
+
+    /// `v` as a walk's `match` entry.
+    fn compile_wire(key: &str, v: &Value) -> Result<Regex, ErrorObject> {
+        let p = WalkParams::decode(Method::Walk, &json!({ "path": ".", key: [v] }))?;
+        let res = if key == "match" { p.r#match } else { p.skip };
+        compile("walk", key, &res[0])
+    }
 
     fn matches(v: Value, text: &str) -> bool {
-        let re = compile("walk", "match", &v).expect("compiles");
+        let re = compile_wire("match", &v).expect("compiles");
         is_match(&re, text).expect("matches")
     }
 
@@ -133,7 +116,7 @@ mod tests {
             json!(5),
             json!({}),
         ] {
-            let e = compile("walk", "skip", &bad).expect_err("must fail");
+            let e = compile_wire("skip", &bad).expect_err("must fail");
             assert_eq!(e.constructor_name, "TypeError", "{bad}");
             assert!(e.message.starts_with("walk: "), "{}", e.message);
         }

@@ -3,22 +3,24 @@
 //! resolves inside the sandbox.
 //!
 //! - [`FsState::call`]: the 22 path-based methods and the 13 file-handle
-//!   methods, params as the JS and PY SDKs send them.
+//!   methods, params as the JS and PY SDKs send them, each decoded into
+//!   its type in `agent_proto::calls` before its handler runs.
 //! - [`open_for_write`], [`open_for_read`]: writeFile/writeTextFile whose
 //!   content comes on a stream and readFile/readTextFile that send it on
 //!   one, piece by piece (files of any size, held a window at a time).
 //! - [`walk`], [`expand_glob`]: the entries the dispatcher streams back, one
 //!   JSON document per chunk.
 //!
-//! Bad params never panic: they are `TypeError`s naming the method and the
-//! param. OS errors keep their errno (`code`) and Deno class.
+//! Bad params never panic: a missing or mistyped one is a zod-shaped
+//! validation error naming its path, a senseless value a `TypeError` naming
+//! the method and the param. OS errors keep their errno (`code`) and Deno
+//! class.
 
 mod glob;
 mod handles;
 mod info;
 mod jsregex;
 mod ops;
-mod params;
 mod paths;
 pub(crate) mod temp;
 mod time;
@@ -27,9 +29,11 @@ mod walk;
 #[cfg(test)]
 mod tests;
 
+use agent_proto::calls::{
+    ExpandGlobParams, FileLockParams, ReadFileParams, WalkEntry, WalkParams, WriteFileParams,
+};
 use agent_proto::{ErrorObject, Method};
 use base64::Engine;
-use params::Params;
 use serde_json::Value;
 use std::path::Path;
 
@@ -65,20 +69,18 @@ impl FsState {
         params: &Value,
         cwd: &Path,
     ) -> Option<Result<Value, ErrorObject>> {
-        let name = method.as_str();
-        if let Some(run) = ops::lookup(method) {
-            return Some(Params::new(name, params).and_then(|p| run(&p, cwd)));
+        if let Some(result) = ops::call(method, params, cwd) {
+            return Some(result);
         }
-        let run = handles::lookup(method)?;
-        Some(Params::new(name, params).and_then(|p| run(&mut self.handles, &p, cwd)))
+        handles::call(&mut self.handles, method, params, cwd)
     }
 }
 
 impl FsState {
     /// `fileLock` without blocking: `None` while another process holds a
     /// conflicting lock (retry later, without holding this state's lock).
-    pub fn try_file_lock(&mut self, params: &Value) -> Option<Result<Value, ErrorObject>> {
-        match Params::new("fileLock", params).and_then(|p| self.handles.try_lock(&p)) {
+    pub fn try_file_lock(&mut self, p: &FileLockParams) -> Option<Result<Value, ErrorObject>> {
+        match self.handles.try_lock(Method::FileLock.as_str(), p) {
             Ok(Some(v)) => Some(Ok(v)),
             Ok(None) => None,
             Err(e) => Some(Err(e)),
@@ -92,19 +94,17 @@ impl FsState {
 /// is ever held whole in the agent's memory. Errors while writing are
 /// reported with [`write_error`].
 pub fn open_for_write(
-    method: &str,
-    params: &Value,
+    method: Method,
+    params: &WriteFileParams,
     cwd: &Path,
-) -> Result<(std::fs::File, String), ErrorObject> {
-    let p = Params::new(method, params)?;
-    let (file, t) = ops::open_for_write(&p, cwd)?;
-    Ok((file, t.given.to_string()))
+) -> Result<std::fs::File, ErrorObject> {
+    ops::open_for_write(method.as_str(), params, cwd).map(|(file, _)| file)
 }
 
 /// An error writing the file of `method` at `given` (the path as the
 /// caller wrote it), in the same shape as the inline write's.
-pub fn write_error(method: &str, given: &str, err: &std::io::Error) -> ErrorObject {
-    ops::io_error(method, given, err)
+pub fn write_error(method: Method, given: &str, err: &std::io::Error) -> ErrorObject {
+    ops::io_error(method.as_str(), given, err)
 }
 
 /// readFile / readTextFile as a stream (`stream: true`): opens the file and
@@ -114,14 +114,14 @@ pub fn write_error(method: &str, given: &str, err: &std::io::Error) -> ErrorObje
 /// `/proc` files, which have contents all the same) and the first piece
 /// (empty at end of file).
 pub fn open_for_read(
-    method: &str,
-    params: &Value,
+    method: Method,
+    params: &ReadFileParams,
     cwd: &Path,
     piece: usize,
 ) -> Result<(std::fs::File, u64, Vec<u8>), ErrorObject> {
     use std::io::Read;
-    let p = Params::new(method, params)?;
-    let t = ops::target(&p, "path", cwd)?;
+    let method = method.as_str();
+    let t = ops::Target::new(&params.path, cwd);
     let mut file = std::fs::File::open(&t.path).map_err(|e| t.err(method, &e))?;
     let mut first = vec![0u8; piece];
     let n = loop {
@@ -136,23 +136,19 @@ pub fn open_for_read(
     Ok((file, size, first))
 }
 
-/// std/fs `walk`: the `WalkEntry` objects `{path, name, isFile, isDirectory,
-/// isSymlink}` in walk order. Options may be flat (JS) or under `options` (PY).
-pub fn walk(params: &Value, cwd: &Path) -> Result<Vec<Value>, ErrorObject> {
-    let p = Params::new("walk", params)?;
-    let root = p.str("path")?;
-    let Some(opts) = walk::options(&p)? else {
+/// std/fs `walk`: the entries in walk order.
+pub fn walk(params: &WalkParams, cwd: &Path) -> Result<Vec<WalkEntry>, ErrorObject> {
+    let Some(opts) = walk::options(params)? else {
         return Ok(Vec::new());
     };
-    let entries = walk::walk(root, &opts, cwd)?;
-    Ok(entries.iter().map(walk::Entry::to_json).collect())
+    let entries = walk::walk(&params.path, &opts, cwd)?;
+    Ok(entries.iter().map(walk::Entry::to_wire).collect())
 }
 
-/// std/fs `expandGlob`: the matching `WalkEntry` objects, sorted by path.
-pub fn expand_glob(params: &Value, cwd: &Path) -> Result<Vec<Value>, ErrorObject> {
-    let p = Params::new("expandGlob", params)?;
-    let entries = glob::expand_glob(&p, cwd)?;
-    Ok(entries.iter().map(walk::Entry::to_json).collect())
+/// std/fs `expandGlob`: the matching entries, sorted by path.
+pub fn expand_glob(params: &ExpandGlobParams, cwd: &Path) -> Result<Vec<WalkEntry>, ErrorObject> {
+    let entries = glob::expand_glob(params, cwd)?;
+    Ok(entries.iter().map(walk::Entry::to_wire).collect())
 }
 
 /// Standard-alphabet base64, padding optional: JS decodes leniently, so a

@@ -3,8 +3,8 @@
 //! never get the same path.
 
 use super::ops::io_error;
-use super::params::Params;
 use super::paths::{display, resolve};
+use agent_proto::calls::MakeTempParams;
 use agent_proto::ErrorObject;
 use serde_json::Value;
 use std::fs::{DirBuilder, OpenOptions};
@@ -15,13 +15,17 @@ use std::path::{Path, PathBuf};
 /// Names are 48 random bits; a clash is rare, a second clash rarer still.
 const ATTEMPTS: usize = 16;
 
-pub(crate) fn make_temp_dir(p: &Params, cwd: &Path) -> Result<Value, ErrorObject> {
+pub(crate) fn make_temp_dir(m: &str, p: &MakeTempParams, cwd: &Path) -> Result<Value, ErrorObject> {
     // 0o700 like Deno: a temp dir is private to its creator.
-    make_temp(p, cwd, |path| DirBuilder::new().mode(0o700).create(path))
+    make_temp(m, p, cwd, |path| DirBuilder::new().mode(0o700).create(path))
 }
 
-pub(crate) fn make_temp_file(p: &Params, cwd: &Path) -> Result<Value, ErrorObject> {
-    make_temp(p, cwd, |path| {
+pub(crate) fn make_temp_file(
+    m: &str,
+    p: &MakeTempParams,
+    cwd: &Path,
+) -> Result<Value, ErrorObject> {
+    make_temp(m, p, cwd, |path| {
         OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -34,16 +38,17 @@ pub(crate) fn make_temp_file(p: &Params, cwd: &Path) -> Result<Value, ErrorObjec
 /// Tries fresh names until `create` does not report `AlreadyExists`.
 /// Returns the path in the caller's form (relative if `dir` was relative).
 fn make_temp(
-    p: &Params,
+    m: &str,
+    p: &MakeTempParams,
     cwd: &Path,
     create: impl Fn(&Path) -> io::Result<()>,
 ) -> Result<Value, ErrorObject> {
-    let dir = match p.opt_str("dir")? {
+    let dir = match &p.dir {
         Some(dir) => PathBuf::from(dir),
         None => std::env::temp_dir(),
     };
-    let prefix = p.opt_str("prefix")?.unwrap_or("");
-    let suffix = p.opt_str("suffix")?.unwrap_or("");
+    let prefix = p.prefix.as_deref().unwrap_or("");
+    let suffix = p.suffix.as_deref().unwrap_or("");
     let mut last_err = io::Error::from_raw_os_error(libc::EEXIST);
     for _ in 0..ATTEMPTS {
         let given = dir.join(format!("{prefix}{}{suffix}", random_hex()));
@@ -51,10 +56,10 @@ fn make_temp(
         match create(&resolve(cwd, &given)) {
             Ok(()) => return Ok(Value::String(given)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = e,
-            Err(e) => return Err(io_error(p.method(), &given, &e)),
+            Err(e) => return Err(io_error(m, &given, &e)),
         }
     }
-    Err(io_error(p.method(), &display(&dir), &last_err))
+    Err(io_error(m, &display(&dir), &last_err))
 }
 
 /// 12 hex digits from the kernel's CSPRNG. getrandom(2) needs no /dev in

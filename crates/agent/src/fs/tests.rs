@@ -1,11 +1,24 @@
 //! Behaviour tests of the fs methods against real temporary directories.
 
 use super::*;
+use agent_proto::calls::{to_reply, FromParams};
 use serde_json::json;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use tempfile::TempDir;
+
+/// `walk` as the dispatcher runs it: params decoded, entries as JSON.
+fn walk(params: &Value, cwd: &std::path::Path) -> Result<Vec<Value>, ErrorObject> {
+    let p = WalkParams::decode(Method::Walk, params)?;
+    Ok(super::walk(&p, cwd)?.iter().map(to_reply).collect())
+}
+
+/// `expandGlob` as the dispatcher runs it.
+fn expand_glob(params: &Value, cwd: &std::path::Path) -> Result<Vec<Value>, ErrorObject> {
+    let p = ExpandGlobParams::decode(Method::ExpandGlob, params)?;
+    Ok(super::expand_glob(&p, cwd)?.iter().map(to_reply).collect())
+}
 
 /// A scratch directory used as the working directory, plus fs state.
 struct Fx {
@@ -241,10 +254,12 @@ fn write_options_append_create_create_new_mode() {
 
 /// Writes `bytes` to the file a streamed writeFile with `params` opens.
 fn write_streamed(params: &Value, bytes: &[u8], cwd: &std::path::Path) -> Result<(), ErrorObject> {
+    use agent_proto::calls::FromParams;
     use std::io::Write;
-    let (mut file, given) = open_for_write("writeFile", params, cwd)?;
+    let p = WriteFileParams::decode(Method::WriteFile, params)?;
+    let mut file = open_for_write(Method::WriteFile, &p, cwd)?;
     file.write_all(bytes)
-        .map_err(|e| write_error("writeFile", &given, &e))
+        .map_err(|e| write_error(Method::WriteFile, &p.path, &e))
 }
 
 #[test]
@@ -263,14 +278,21 @@ fn content_streams_go_through_open_for_write() {
     write_streamed(&params, b"two", &cwd).expect("append");
     assert_eq!(fx.read("s"), "one two");
     let e = write_streamed(
-        &json!({"path": "s", "options": {"createNew": true}}),
+        &json!({"path": "s", "contentStreamId": 7, "options": {"createNew": true}}),
         b"x",
         &cwd,
     )
     .expect_err("exists");
     assert_class(&e, "AlreadyExists", Some("EEXIST"));
-    let e = write_streamed(&json!({}), b"x", &cwd).expect_err("no path");
+    let e = write_streamed(&json!({"contentStreamId": 7}), b"x", &cwd).expect_err("no path");
     assert_invalid(&e, &["path"], "string", "undefined");
+}
+
+fn read_params(path: &str) -> ReadFileParams {
+    ReadFileParams {
+        path: path.to_string(),
+        stream: true,
+    }
 }
 
 #[test]
@@ -278,13 +300,14 @@ fn reads_as_a_stream_fail_like_inline_reads() {
     let mut fx = Fx::new();
     let cwd = fx.cwd();
     fx.ok("writeTextFile", json!({"path": "f", "content": "abc"}));
-    let (_, size, first) = open_for_read("readFile", &json!({"path": "f"}), &cwd, 2).expect("open");
+    let (_, size, first) =
+        open_for_read(Method::ReadFile, &read_params("f"), &cwd, 2).expect("open");
     assert_eq!((size, first.as_slice()), (3, &b"ab"[..]));
-    let e = open_for_read("readFile", &json!({"path": "missing"}), &cwd, 2).expect_err("missing");
+    let e = open_for_read(Method::ReadFile, &read_params("missing"), &cwd, 2).expect_err("missing");
     assert_eq!(e.code.as_deref(), Some("ENOENT"));
     assert!(e.message.ends_with("readFile 'missing'"), "{}", e.message);
     fx.ok("mkdir", json!({"path": "d"}));
-    let e = open_for_read("readTextFile", &json!({"path": "d"}), &cwd, 2).expect_err("dir");
+    let e = open_for_read(Method::ReadTextFile, &read_params("d"), &cwd, 2).expect_err("dir");
     assert_eq!(e.code.as_deref(), Some("EISDIR"));
 }
 

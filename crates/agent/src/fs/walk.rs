@@ -11,14 +11,12 @@
 //! - empty `exts`/`match` arrays mean "no filter" (std/fs would drop
 //!   everything), matching the documented default of `[]`.
 
-use super::info::walk_entry;
 use super::jsregex::{compile_all, is_match};
 use super::ops::io_error;
-use super::params::Params;
 use super::paths::{basename, display, join, normalize, resolve};
-use agent_proto::ErrorObject;
+use agent_proto::calls::{WalkEntry, WalkParams};
+use agent_proto::{ErrorObject, Method};
 use fancy_regex::Regex;
-use serde_json::Value;
 use std::fs::{self, FileType};
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -35,14 +33,14 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    pub(crate) fn to_json(&self) -> Value {
-        walk_entry(
-            &self.path,
-            &self.name,
-            self.is_file,
-            self.is_dir,
-            self.is_symlink,
-        )
+    pub(crate) fn to_wire(&self) -> WalkEntry {
+        WalkEntry {
+            path: self.path.clone(),
+            name: self.name.clone(),
+            is_file: self.is_file,
+            is_directory: self.is_dir,
+            is_symlink: self.is_symlink,
+        }
     }
 }
 
@@ -78,10 +76,11 @@ impl Default for WalkOptions {
     }
 }
 
-/// Reads walk's options; `None` when `maxDepth` is negative (std/fs then
-/// yields nothing at all).
-pub(crate) fn options(p: &Params) -> Result<Option<WalkOptions>, ErrorObject> {
-    let max_depth = match p.opt_f64("maxDepth")? {
+/// Walk's options from its params, regexes compiled; `None` when
+/// `maxDepth` is negative (std/fs then yields nothing at all).
+pub(crate) fn options(p: &WalkParams) -> Result<Option<WalkOptions>, ErrorObject> {
+    let m = Method::Walk.as_str();
+    let max_depth = match p.max_depth {
         None => None,
         Some(d) if d < 0.0 => return Ok(None),
         Some(d) if d.is_infinite() => None,
@@ -89,12 +88,11 @@ pub(crate) fn options(p: &Params) -> Result<Option<WalkOptions>, ErrorObject> {
         Some(d) => Some(d.floor() as u64),
     };
     let exts = p
-        .opt_str_array("exts")?
-        .unwrap_or_default()
-        .into_iter()
+        .exts
+        .iter()
         .map(|e| {
             if e.starts_with('.') {
-                e
+                e.clone()
             } else {
                 format!(".{e}")
             }
@@ -102,14 +100,14 @@ pub(crate) fn options(p: &Params) -> Result<Option<WalkOptions>, ErrorObject> {
         .collect();
     Ok(Some(WalkOptions {
         max_depth,
-        include_files: p.bool_or("includeFiles", true)?,
-        include_dirs: p.bool_or("includeDirs", true)?,
-        include_symlinks: p.bool_or("includeSymlinks", true)?,
-        follow_symlinks: p.bool_or("followSymlinks", false)?,
-        canonicalize: p.bool_or("canonicalize", true)?,
+        include_files: p.include_files,
+        include_dirs: p.include_dirs,
+        include_symlinks: p.include_symlinks,
+        follow_symlinks: p.follow_symlinks,
+        canonicalize: p.canonicalize,
         exts,
-        matches: compile_all(p.method(), "match", p.get("match"))?,
-        skip: compile_all(p.method(), "skip", p.get("skip"))?,
+        matches: compile_all(m, "match", &p.r#match)?,
+        skip: compile_all(m, "skip", &p.skip)?,
     }))
 }
 

@@ -4,8 +4,10 @@
 
 use super::Rpc;
 use crate::ws::ClientKind;
+use agent_proto::calls::StreamResult;
 use agent_proto::{ErrorObject, FILE_WINDOW};
 use base64::Engine;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -126,11 +128,14 @@ impl Rpc {
             .to_string();
         params.insert("stream".into(), Value::Bool(true));
         let reply = self.forward(method, params).await?;
-        let Some(agent_id) = reply.get("streamId").and_then(Value::as_u64) else {
+        let Ok(StreamResult {
+            stream_id: agent_id,
+            size,
+        }) = StreamResult::deserialize(&reply)
+        else {
             // An agent that answered inline (it has no stream to offer).
             return Ok(reply);
         };
-        let agent_id = agent_id as u32;
         let client = &self.live.client;
         let Some(mut rx) = client.take_stream(agent_id) else {
             return Err(ErrorObject::new(
@@ -161,8 +166,7 @@ impl Rpc {
         // that grows meanwhile takes more as it comes): a file too big is
         // refused before it moves, and concurrent reads are admitted or
         // refused whole, rather than all failing halfway through the budget.
-        let size = reply.get("size").and_then(Value::as_u64).unwrap_or(0);
-        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        let size = usize::try_from(size.unwrap_or(0)).unwrap_or(usize::MAX);
         let early = if too_big(size) {
             Some(self.too_big(method, &path))
         } else {

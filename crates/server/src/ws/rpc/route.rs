@@ -6,8 +6,10 @@ use super::{Rpc, RpcError};
 use crate::ws::fetch;
 use crate::ws::session::notification;
 use crate::ws::ClientKind;
+use agent_proto::calls::{to_reply, ExitStatus, SpawnResult, WalkEntry};
 use agent_proto::{ErrorObject, Method, Route};
 use futures_util::stream::{self, StreamExt};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
@@ -181,7 +183,10 @@ impl Rpc {
                 continue;
             };
             entries.push(match method {
-                Method::ExpandGlob => entry.get("path").cloned().unwrap_or(Value::Null),
+                Method::ExpandGlob => match WalkEntry::deserialize(&entry) {
+                    Ok(entry) => Value::String(entry.path),
+                    Err(_) => Value::Null,
+                },
                 _ => entry,
             });
         }
@@ -222,8 +227,8 @@ impl Rpc {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
-        let pid = result.get("pid").and_then(Value::as_i64).unwrap_or(0);
-        let gate = self.gate(pid);
+        let pid = SpawnResult::deserialize(&result).map_or(0, |r| r.pid);
+        let gate = self.gate(pid.into());
         for &key in method.server_stream_results() {
             if let Some(agent_id) = result.get(key).and_then(Value::as_u64) {
                 let sid = self.forward_stream(agent_id as u32, Some(gate.clone()));
@@ -273,18 +278,23 @@ impl Rpc {
         }
         let result = self.forward(Method::ProcessWait.as_str(), params).await;
         Ok(match result {
-            Ok(mut status) => {
-                if status.get("signal").and_then(Value::as_str) == Some("SIGKILL")
-                    && self.live.take_oom()
-                {
-                    status["oom"] = json!("high-confidence");
+            Ok(status) => match ExitStatus::deserialize(&status) {
+                Ok(mut exit) => {
+                    if exit.signal.as_deref() == Some("SIGKILL") && self.live.take_oom() {
+                        exit.oom = Some("high-confidence".to_string());
+                    }
+                    Ok(to_reply(&exit))
                 }
-                Ok(status)
-            }
+                // Not an exit status: passed on as the agent sent it.
+                Err(_) => Ok(status),
+            },
             // The sandbox was killed under the process.
-            Err(_) if self.sandbox_gone() => {
-                Ok(json!({"success": false, "code": 137, "signal": "SIGKILL", "oom": null}))
-            }
+            Err(_) if self.sandbox_gone() => Ok(to_reply(&ExitStatus {
+                success: false,
+                code: 137,
+                signal: Some("SIGKILL".to_string()),
+                oom: None,
+            })),
             Err(e) => Err(e),
         })
     }

@@ -1,4 +1,5 @@
-//! Typed access to a call's JSON params. A missing or wrongly typed value is
+//! The reader the [`super::FromParams`] impls decode with: typed access
+//! to a call's JSON params. A missing or wrongly typed value is
 //! a zod-shaped validation error naming the param's path (the daemon answers
 //! it as JSON-RPC `-32602`, which the Python SDK raises as
 //! `RpcValidationError`); a value of the right type but out of range is a
@@ -6,13 +7,15 @@
 //!
 //! JS sends options nested under `options`, and the PY SDK sends `null` for
 //! options it was not given, so [`Params`] flattens `options` into the top
-//! level and treats `null` like an absent key.
+//! level and treats `null` like an absent key. The process methods read
+//! their params as they always did, top level only
+//! ([`Params::top_level`]).
 
-use agent_proto::ErrorObject;
+use crate::ErrorObject;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 
-pub(crate) struct Params<'a> {
+pub struct Params<'a> {
     method: &'a str,
     map: Map<String, Value>,
     /// Keys taken from the nested `options` object, so an issue's path
@@ -21,7 +24,9 @@ pub(crate) struct Params<'a> {
 }
 
 impl<'a> Params<'a> {
-    pub(crate) fn new(method: &'a str, params: &Value) -> Result<Self, ErrorObject> {
+    /// `params` with a nested `options` object flattened into the top
+    /// level (the fs methods).
+    pub fn new(method: &'a str, params: &Value) -> Result<Self, ErrorObject> {
         let (map, nested) = match params {
             Value::Null => (Map::new(), HashSet::new()),
             Value::Object(top) => flatten(top)?,
@@ -34,21 +39,40 @@ impl<'a> Params<'a> {
         })
     }
 
-    pub(crate) fn method(&self) -> &str {
+    /// `params` as they are: an `options` key is just another param.
+    pub fn top_level(method: &'a str, params: &Value) -> Result<Self, ErrorObject> {
+        let map = match params {
+            Value::Null => Map::new(),
+            Value::Object(top) => top.clone(),
+            other => return Err(ErrorObject::invalid_type(&[], "object", Some(other))),
+        };
+        Ok(Self {
+            method,
+            map,
+            nested: HashSet::new(),
+        })
+    }
+
+    /// The value of `key` as sent, `null` included.
+    pub fn raw(&self, key: &str) -> Option<&Value> {
+        self.map.get(key)
+    }
+
+    pub fn method(&self) -> &str {
         self.method
     }
 
     /// A `TypeError` prefixed with the method name.
-    pub(crate) fn error(&self, message: impl std::fmt::Display) -> ErrorObject {
+    pub fn error(&self, message: impl std::fmt::Display) -> ErrorObject {
         ErrorObject::type_error(format!("{}: {message}", self.method))
     }
 
     /// The value of `key`, with `null` treated as absent.
-    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
+    pub fn get(&self, key: &str) -> Option<&Value> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
-    pub(crate) fn has(&self, key: &str) -> bool {
+    pub fn has(&self, key: &str) -> bool {
         self.get(key).is_some()
     }
 
@@ -61,21 +85,21 @@ impl<'a> Params<'a> {
         }
     }
 
-    pub(crate) fn wrong_type(&self, key: &str, expected: &str, got: &Value) -> ErrorObject {
+    pub fn wrong_type(&self, key: &str, expected: &str, got: &Value) -> ErrorObject {
         self.invalid(key, expected, Some(got))
     }
 
     /// Absent, or `null` (which zod reports as received).
-    pub(crate) fn missing(&self, key: &str, expected: &str) -> ErrorObject {
+    pub fn missing(&self, key: &str, expected: &str) -> ErrorObject {
         self.invalid(key, expected, self.map.get(key))
     }
 
-    pub(crate) fn str(&self, key: &str) -> Result<&str, ErrorObject> {
+    pub fn str(&self, key: &str) -> Result<&str, ErrorObject> {
         self.opt_str(key)?
             .ok_or_else(|| self.missing(key, "string"))
     }
 
-    pub(crate) fn opt_str(&self, key: &str) -> Result<Option<&str>, ErrorObject> {
+    pub fn opt_str(&self, key: &str) -> Result<Option<&str>, ErrorObject> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -83,7 +107,7 @@ impl<'a> Params<'a> {
         }
     }
 
-    pub(crate) fn bool_or(&self, key: &str, default: bool) -> Result<bool, ErrorObject> {
+    pub fn bool_or(&self, key: &str, default: bool) -> Result<bool, ErrorObject> {
         match self.get(key) {
             None => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
@@ -92,7 +116,7 @@ impl<'a> Params<'a> {
     }
 
     /// An integer that may arrive as `3` or `3.0` (JS numbers are doubles).
-    pub(crate) fn opt_i64(&self, key: &str) -> Result<Option<i64>, ErrorObject> {
+    pub fn opt_i64(&self, key: &str) -> Result<Option<i64>, ErrorObject> {
         match self.get(key) {
             None => Ok(None),
             // zod 4 calls a fractional number an `int` it expected.
@@ -103,7 +127,7 @@ impl<'a> Params<'a> {
         }
     }
 
-    pub(crate) fn opt_u64(&self, key: &str) -> Result<Option<u64>, ErrorObject> {
+    pub fn opt_u64(&self, key: &str) -> Result<Option<u64>, ErrorObject> {
         match self.opt_i64(key)? {
             None => Ok(None),
             Some(n) => u64::try_from(n)
@@ -112,12 +136,12 @@ impl<'a> Params<'a> {
         }
     }
 
-    pub(crate) fn u64(&self, key: &str) -> Result<u64, ErrorObject> {
+    pub fn u64(&self, key: &str) -> Result<u64, ErrorObject> {
         self.opt_u64(key)?
             .ok_or_else(|| self.missing(key, "number"))
     }
 
-    pub(crate) fn opt_u32(&self, key: &str) -> Result<Option<u32>, ErrorObject> {
+    pub fn opt_u32(&self, key: &str) -> Result<Option<u32>, ErrorObject> {
         match self.opt_u64(key)? {
             None => Ok(None),
             Some(n) => u32::try_from(n)
@@ -126,13 +150,13 @@ impl<'a> Params<'a> {
         }
     }
 
-    pub(crate) fn u32(&self, key: &str) -> Result<u32, ErrorObject> {
+    pub fn u32(&self, key: &str) -> Result<u32, ErrorObject> {
         self.opt_u32(key)?
             .ok_or_else(|| self.missing(key, "number"))
     }
 
     /// A number that may be fractional or infinite-ish (walk's `maxDepth`).
-    pub(crate) fn opt_f64(&self, key: &str) -> Result<Option<f64>, ErrorObject> {
+    pub fn opt_f64(&self, key: &str) -> Result<Option<f64>, ErrorObject> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Number(n)) => Ok(n.as_f64()),
@@ -140,7 +164,7 @@ impl<'a> Params<'a> {
         }
     }
 
-    pub(crate) fn opt_str_array(&self, key: &str) -> Result<Option<Vec<String>>, ErrorObject> {
+    pub fn opt_str_array(&self, key: &str) -> Result<Option<Vec<String>>, ErrorObject> {
         let items = match self.get(key) {
             None => return Ok(None),
             Some(Value::Array(items)) => items,
@@ -201,7 +225,7 @@ fn flatten(top: &Map<String, Value>) -> Result<(Map<String, Value>, HashSet<Stri
 }
 
 /// An integral JSON number as i64: accepts `5`, `5.0`; rejects `5.5`, strings.
-pub(crate) fn as_integer(v: &Value) -> Option<i64> {
+pub fn as_integer(v: &Value) -> Option<i64> {
     let n = v.as_number()?;
     if let Some(i) = n.as_i64() {
         return Some(i);
@@ -214,6 +238,6 @@ pub(crate) fn as_integer(v: &Value) -> Option<i64> {
 }
 
 /// The JSON type name of a value, for error messages (zod's names).
-pub(crate) fn kind(v: &Value) -> &'static str {
-    agent_proto::zod_type(v)
+pub fn kind(v: &Value) -> &'static str {
+    crate::zod_type(v)
 }
