@@ -104,6 +104,7 @@ pub struct BundleSpec<'a> {
     /// The image, as runsc's private mount namespace shows it: read-only
     /// (see `runsc::Launch`).
     pub root: &'a Path,
+    /// The agent binary, as runsc's mount namespace shows it: read-only.
     pub agent_exe: &'a Path,
     /// A file holding the sandbox's `/etc/resolv.conf`, if it has a network.
     pub resolv_conf: Option<&'a Path>,
@@ -155,6 +156,16 @@ impl Config {
                 kind: "sysfs",
                 source: "sysfs".into(),
                 options: vec!["nosuid", "noexec", "nodev", "ro"],
+            },
+            // Declared, so that runsc does not put a tmpfs of its own (in
+            // the Sentry's memory, outside the disk limit) there: the
+            // image's /tmp, writable through the overlay like the root, into
+            // the same disk-limited file store.
+            Mount {
+                destination: "/tmp",
+                kind: "bind",
+                source: spec.root.join("tmp"),
+                options: vec!["bind", "rw", "nosuid", "nodev"],
             },
             Mount {
                 destination: AGENT_PATH,

@@ -8,27 +8,28 @@ use std::os::fd::AsRawFd;
 /// Releases the sandboxes of dead owners: runsc's container state (and the
 /// cgroups runsc made, and any Sentry or gofer still running) by `runsc
 /// delete --force`, then, through [`jail::reap_leftovers`], the cgroups and
-/// state dirs airlock made. Returns the ids released.
-pub fn reap_leftovers(paths: &JailPaths, runsc: &Runsc) -> Result<Vec<String>, Error> {
+/// state dirs airlock made (of both backends). Returns what was released
+/// and what is still owned by live processes.
+pub fn reap_leftovers(paths: &JailPaths, runsc: &Runsc) -> Result<jail::ReapReport, Error> {
     let mut reaped = Vec::new();
     for id in runsc.list_ids() {
         if owner_alive(paths, &id) {
             continue;
         }
         let _ = runsc.delete(&id);
-        // `delete` leaves the state file where the container never got
-        // past creation; a dead owner's is garbage either way.
-        let _ = std::fs::remove_file(runsc.root.join(format!("{id}.state")));
+        // `delete` leaves its lock file and socket, and the state file of
+        // a container that never got past creation.
+        runsc.forget(&id);
         reaped.push(id);
     }
-    let report = jail::reap_leftovers(paths)?;
-    for id in report.reaped {
-        if !reaped.contains(&id) {
-            reaped.push(id);
+    let mut report = jail::reap_leftovers(paths)?;
+    for id in reaped {
+        if !report.reaped.contains(&id) {
+            report.reaped.push(id);
         }
     }
-    reaped.sort();
-    Ok(reaped)
+    report.reaped.sort();
+    Ok(report)
 }
 
 /// Whether a live process holds the sandbox's owner lock.

@@ -62,9 +62,10 @@ impl Runsc {
         Ok(Self { exe, root, release })
     }
 
-    /// `--overlay2` with the file store in `dir` (`root:DIR` before 2023).
+    /// `--overlay2` over every mount (the root and /tmp are writable), its
+    /// file store in `dir`.
     pub fn overlay_flag(&self, dir: &Path) -> String {
-        format!("--overlay2=root:dir={}", dir.display())
+        format!("--overlay2=all:dir={}", dir.display())
     }
 
     /// The version line `runsc --version` prints first.
@@ -103,25 +104,43 @@ impl Runsc {
             .output()
     }
 
-    /// Ids of the containers runsc has state for under our root.
+    /// Ids of the containers runsc keeps anything for under our root:
+    /// `<id>.state`, `<id>_sandbox:<id>.lock` and `runsc-<id>.sock`.
     pub fn list_ids(&self) -> Vec<String> {
-        // runsc keeps `<id>.state` (and lock files) in its root directory:
-        // read it rather than run `runsc list`, which fails on a state file
-        // half-written by a crashed owner.
         let Ok(entries) = std::fs::read_dir(&self.root) else {
             return Vec::new();
         };
         let mut ids: Vec<String> = entries
             .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                name.strip_suffix(".state").map(str::to_string)
-            })
+            .filter_map(|e| id_of_entry(&e.file_name().into_string().ok()?))
             .collect();
         ids.sort();
         ids.dedup();
         ids
     }
+
+    /// Removes what runsc keeps of container `id` once it is deleted (its
+    /// lock file and socket outlive `runsc delete`).
+    pub fn forget(&self, id: &str) {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if name.to_str().and_then(id_of_entry).as_deref() == Some(id) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// The container id an entry of runsc's root belongs to.
+fn id_of_entry(name: &str) -> Option<String> {
+    let id = name
+        .strip_suffix(".state")
+        .or_else(|| name.strip_suffix(".lock").and_then(|n| n.split_once("_sandbox:").map(|(id, _)| id)))
+        .or_else(|| name.strip_prefix("runsc-").and_then(|n| n.strip_suffix(".sock")))?;
+    (!id.is_empty()).then(|| id.to_string())
 }
 
 /// The first run of eight digits in `runsc --version`'s output (0 if none).
@@ -156,9 +175,12 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 ///    limit is the kernel's ENOSPC on that tmpfs, and the mount lives only
 ///    in this namespace, so it vanishes with the sandbox's last process and
 ///    can never be left mounted on the host.
-/// 5. bind-mounts the image read-only at the bundle's root path: runsc
-///    applies its overlay only to a root the spec calls writable, so the
-///    kernel, not runsc's gofer, is what keeps the shared image unwritten.
+/// 5. bind-mounts the image read-only at the bundle's root path, and the
+///    agent binary read-only where the bundle takes it from: runsc applies
+///    its overlay only to mounts the spec calls writable, and a read-only
+///    spec mount is enforced by the Sentry alone, so it is the host kernel
+///    that keeps the shared image and agent unwritten even by a
+///    compromised Sentry or gofer.
 pub struct Launch {
     netns: i32,
     core: CString,
@@ -166,14 +188,26 @@ pub struct Launch {
     rw_opts: CString,
     image: CString,
     lower: CString,
+    agent: CString,
+    agent_ro: CString,
+}
+
+/// The host paths [`Launch`] mounts.
+pub struct LaunchPaths<'a> {
+    pub image: &'a Path,
+    /// Where the image is bound read-only (an empty directory).
+    pub lower: &'a Path,
+    /// The writable layer's tmpfs (an empty directory).
+    pub rw: &'a Path,
+    pub agent: &'a Path,
+    /// Where the agent is bound read-only (an empty file).
+    pub agent_ro: &'a Path,
 }
 
 impl Launch {
     pub fn new(
         netns: BorrowedFd<'_>,
-        image: &Path,
-        lower: &Path,
-        rw: &Path,
+        paths: &LaunchPaths<'_>,
         disk_bytes: u64,
     ) -> Result<Self, Error> {
         let c = |s: &str| {
@@ -183,10 +217,12 @@ impl Launch {
         Ok(Self {
             netns: netns.as_raw_fd(),
             core: c("/proc/sys/net/core")?,
-            rw: p(rw)?,
+            rw: p(paths.rw)?,
             rw_opts: c(&format!("size={disk_bytes},mode=0700"))?,
-            image: p(image)?,
-            lower: p(lower)?,
+            image: p(paths.image)?,
+            lower: p(paths.lower)?,
+            agent: p(paths.agent)?,
+            agent_ro: p(paths.agent_ro)?,
         })
     }
 
@@ -234,24 +270,22 @@ impl Launch {
                 libc::MS_NOSUID | libc::MS_NODEV,
                 self.rw_opts.as_ptr().cast(),
             ))?;
-            check(libc::mount(
-                self.image.as_ptr(),
-                self.lower.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND | libc::MS_REC,
-                std::ptr::null(),
-            ))?;
-            check(libc::mount(
-                std::ptr::null(),
-                self.lower.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND
-                    | libc::MS_REMOUNT
-                    | libc::MS_RDONLY
-                    | libc::MS_NOSUID
-                    | libc::MS_NODEV,
-                std::ptr::null(),
-            ))?;
+            for (source, target) in [(&self.image, &self.lower), (&self.agent, &self.agent_ro)] {
+                check(libc::mount(
+                    source.as_ptr(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                ))?;
+                check(libc::mount(
+                    std::ptr::null(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+                    std::ptr::null(),
+                ))?;
+            }
         }
         Ok(())
     }
@@ -260,6 +294,18 @@ impl Launch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_of_runscs_root_name_their_container() {
+        assert_eq!(id_of_entry("sbx_ord_ab.state").as_deref(), Some("sbx_ord_ab"));
+        assert_eq!(
+            id_of_entry("run-1f_sandbox:run-1f.lock").as_deref(),
+            Some("run-1f")
+        );
+        assert_eq!(id_of_entry("runsc-run-1f.sock").as_deref(), Some("run-1f"));
+        assert_eq!(id_of_entry("other.txt"), None);
+        assert_eq!(id_of_entry(".state"), None);
+    }
 
     #[test]
     fn release_dates_of_both_version_styles() {

@@ -2,7 +2,7 @@
 
 use crate::bundle::{BundleSpec, Config};
 use crate::logtail::LogTail;
-use crate::runsc::{Launch, Runsc};
+use crate::runsc::{Launch, LaunchPaths, Runsc};
 use crate::Error;
 use jail::cgroup::{self, Cgroup};
 use jail::{HostNetwork, SandboxSpec, Usage};
@@ -63,7 +63,7 @@ impl Sandbox {
         let net = HostNetwork::create(spec.network.as_ref())?;
         let reap_guard = jail::ReapGuard::shared(&spec.paths)?;
         let (state_dir, owner_lock) = jail::claim(&spec.paths, &spec.id)?;
-        let cgroup = match Cgroup::create(&spec.id, &spec.limits) {
+        let cgroup = match Cgroup::create(&spec.id, &host_limits(&spec.limits)) {
             Ok(cg) => cg,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&state_dir);
@@ -84,6 +84,7 @@ impl Sandbox {
             }),
             Err(e) => {
                 let _ = runsc.delete(&spec.id);
+                runsc.forget(&spec.id);
                 cgroup.kill_all();
                 let _ = cgroup.remove(Duration::from_secs(2));
                 net.delete_link();
@@ -101,9 +102,11 @@ impl Sandbox {
     ) -> Result<(Child, UnixStream), Error> {
         let rw = state_dir.join("rw");
         let lower = state_dir.join("lower");
+        let agent = state_dir.join("agent");
         for dir in [&rw, &lower] {
             std::fs::create_dir_all(dir).map_err(|e| Error::io("creating mount points", e))?;
         }
+        File::create(&agent).map_err(|e| Error::io("creating mount points", e))?;
         let resolv = state_dir.join("resolv.conf");
         if net.has_tun() {
             std::fs::write(&resolv, net.resolv_conf())
@@ -111,7 +114,7 @@ impl Sandbox {
         }
         Config::new(&BundleSpec {
             root: &lower,
-            agent_exe: &spec.agent_exe,
+            agent_exe: &agent,
             resolv_conf: net.has_tun().then_some(resolv.as_path()),
             env: &spec.env,
             hostname: &spec.hostname,
@@ -143,14 +146,14 @@ impl Sandbox {
         .stdin(Stdio::from(OwnedFd::from(theirs)))
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-        Launch::new(
-            net.netns(),
-            &spec.image_rootfs,
-            &lower,
-            &rw,
-            spec.limits.disk_bytes,
-        )?
-        .apply(&mut cmd);
+        let paths = LaunchPaths {
+            image: &spec.image_rootfs,
+            lower: &lower,
+            rw: &rw,
+            agent: &spec.agent_exe,
+            agent_ro: &agent,
+        };
+        Launch::new(net.netns(), &paths, spec.limits.disk_bytes)?.apply(&mut cmd);
         let mut child = cmd.spawn().map_err(|e| Error::io("starting runsc", e))?;
         // The child holds the only other copies of its end now.
         drop(cmd);
@@ -204,6 +207,7 @@ impl Sandbox {
         let _ = self.runsc.delete(&self.id);
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.runsc.forget(&self.id);
         self.cgroup.kill_all();
         self.cgroup.remove(Duration::from_secs(5))?;
         self.net.delete_link();
@@ -258,5 +262,21 @@ fn wait_for_hello(sock: &UnixStream, child: &mut Child) -> Result<(), String> {
                 START_TIMEOUT.as_secs()
             ));
         }
+    }
+}
+
+/// Threads of the Sentry and the gofer (Go runtimes) beyond those of the
+/// sandbox's own tasks.
+const RUNTIME_THREADS: u64 = 512;
+
+/// The limits of the host cgroup. The pids limit there counts runsc's
+/// threads, not sandbox processes (those are the Sentry's tasks, limited
+/// inside gVisor by the bundle's pids limit): hitting it would kill the
+/// Sentry, so the host's is the sandbox's plus room for the runtimes,
+/// a backstop rather than the limit.
+fn host_limits(limits: &jail::Limits) -> jail::Limits {
+    jail::Limits {
+        pids: limits.pids.saturating_mul(2).saturating_add(RUNTIME_THREADS),
+        ..limits.clone()
     }
 }

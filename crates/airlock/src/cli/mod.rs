@@ -21,17 +21,16 @@ pub mod usage;
 use anyhow::Result;
 
 /// `airlock reap`: releases what dead airlock processes left behind, of
-/// every backend (gvisor's only where runsc is installed).
+/// every backend (gvisor's runsc state only where runsc is installed).
 pub fn reap() -> Result<i32> {
     let paths = jail::JailPaths::default();
-    let mut reaped = match manager::Gvisor::new(paths.clone()) {
-        Ok(gvisor) => manager::Backend::reap_leftovers(&gvisor)?,
-        Err(_) => 0,
+    let report = match manager::Gvisor::new(paths.clone()) {
+        Ok(gvisor) => gvisor.reap_report()?,
+        Err(_) => jail::reap_leftovers(&paths)?,
     };
-    let report = jail::reap_leftovers(&paths)?;
-    reaped += report.reaped.len();
     println!(
-        "reaped {reaped} sandbox(es); {} still owned by live processes",
+        "reaped {} sandbox(es); {} still owned by live processes",
+        report.reaped.len(),
         report.live.len()
     );
     for id in report.reaped {

@@ -20,6 +20,12 @@ impl Gvisor {
         Ok(Self { paths, runsc })
     }
 
+    /// [`Backend::reap_leftovers`] with the ids: of both backends, as it
+    /// also runs native's reaper.
+    pub fn reap_report(&self) -> Result<jail::ReapReport, BackendError> {
+        Ok(gvisor::reap_leftovers(&self.paths, &self.runsc)?)
+    }
+
     /// `runsc --version`'s first line, for logs.
     pub fn runsc_version(&self) -> String {
         self.runsc.version()
@@ -37,7 +43,7 @@ impl Backend for Gvisor {
     }
 
     fn reap_leftovers(&self) -> Result<usize, BackendError> {
-        Ok(gvisor::reap_leftovers(&self.paths, &self.runsc)?.len())
+        Ok(gvisor::reap_leftovers(&self.paths, &self.runsc)?.reaped.len())
     }
 }
 
