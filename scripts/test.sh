@@ -12,3 +12,9 @@ target/debug/airlock image build default
 cargo test --workspace -- --test-threads="${AIRLOCK_TEST_THREADS:-4}"
 # The official SDKs (npm @deno/sandbox, PyPI deno-sandbox), unchanged, against a real daemon.
 scripts/sdk-tests.sh all
+# The same on the gvisor backend: the attack suite (airlock reads
+# AIRLOCK_ISOLATION) and both SDK suites.
+echo "==> the attack suite and the SDK suites on --isolation gvisor"
+AIRLOCK_ISOLATION=gvisor cargo test -p airlock --test isolation --test cleanup --test daemon \
+  --test egress_ssrf --test audit -- --test-threads="${AIRLOCK_TEST_THREADS:-4}"
+AIRLOCK_ISOLATION=gvisor scripts/sdk-tests.sh all

@@ -41,10 +41,7 @@ fn sandbox_leftovers(id: &str) -> Vec<String> {
         left.push("cgroup".into());
     }
     // The gvisor backend's: runsc's container state.
-    if Path::new(common::RUNSC_ROOT)
-        .join(format!("{id}.state"))
-        .exists()
-    {
+    if !common::runsc_files_of(id).is_empty() {
         left.push("runsc state".into());
     }
     left
@@ -634,8 +631,15 @@ fn metering_matches_known_work() {
     }
     let store = store::Store::open(&d.dir.join("store.db")).unwrap();
     let (cpu, _) = store.get_usage(&cpu_id).unwrap().unwrap();
+    // Under gvisor the Sentry's own work for the sandbox is billed too
+    // (the cgroup holds everything the sandbox costs the host).
+    let (low, high) = if common::gvisor() {
+        (1.7, 5.0)
+    } else {
+        (1.7, 2.3)
+    };
     assert!(
-        (cpu.cpu_seconds() - 2.0).abs() <= 0.3,
+        (low..=high).contains(&cpu.cpu_seconds()),
         "cpu seconds: {}",
         cpu.cpu_seconds()
     );
@@ -807,11 +811,25 @@ fn oom_kill_is_reported_by_process_wait_and_the_sandbox_survives() {
         .as_u64()
         .unwrap_or_else(|| panic!("{r}"));
     let status = call(&mut ws, 2, "processWait", json!({"pid": pid}));
-    assert_eq!(
-        status["result"]["ok"],
-        json!({"success": false, "code": 137, "signal": "SIGKILL", "oom": "high-confidence"}),
-        "{status}"
-    );
+    if common::gvisor() {
+        // Killed all the same, but the kill is gVisor's: the host cgroup's
+        // OOM count that attributes it may not move.
+        // Past the cgroup's limit the Sentry itself may go, and the
+        // sandbox with it: the rest of this test is native's.
+        let ok = &status["result"]["ok"];
+        assert_eq!(
+            (&ok["code"], &ok["signal"]),
+            (&json!(137), &json!("SIGKILL")),
+            "{status}"
+        );
+        return;
+    } else {
+        assert_eq!(
+            status["result"]["ok"],
+            json!({"success": false, "code": 137, "signal": "SIGKILL", "oom": "high-confidence"}),
+            "{status}"
+        );
+    }
     // A plain SIGKILL afterwards is not blamed on memory.
     let r = call(
         &mut ws,
@@ -856,6 +874,7 @@ fn oom_kill_is_reported_by_process_wait_and_the_sandbox_survives() {
 
 #[test]
 fn agent_oom_ends_the_sandbox_with_reason_oom() {
+    native_only!("it steers the host kernel's OOM killer at the agent with oom_score_adj; under gvisor the agent is a task of the Sentry, which the host OOM killer never picks by that score");
     let d = daemon();
     let (mut ws, id) = d.create(json!({"memory_mb": 768}));
     // Make PID 1 (the agent) the memory cgroup's preferred OOM victim

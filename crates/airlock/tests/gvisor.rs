@@ -37,9 +37,18 @@ fn the_sandbox_sees_gvisors_kernel_not_the_hosts() {
     );
     assert_ran(&o, "MARK");
     let out = stdout(&o);
-    assert!(!out.contains(&host_release), "host kernel release visible:\n{out}");
-    assert!(!out.contains(&host_version), "host kernel version visible:\n{out}");
-    assert!(!out.contains(host_boot_id.trim()), "host boot id visible:\n{out}");
+    assert!(
+        !out.contains(&host_release),
+        "host kernel release visible:\n{out}"
+    );
+    assert!(
+        !out.contains(&host_version),
+        "host kernel version visible:\n{out}"
+    );
+    assert!(
+        !out.contains(host_boot_id.trim()),
+        "host boot id visible:\n{out}"
+    );
     // gVisor's own identity: its log and its (fixed) kernel command line.
     assert!(out.contains("Starting gVisor"), "{out}");
     assert!(out.contains("gvisor"), "{out}");
@@ -94,7 +103,10 @@ except Exception:
     assert_ran(&o, "MARK");
     let out = stdout(&o);
     for line in out.lines().filter(|l| !l.starts_with("MARK")) {
-        assert!(!line.ends_with(" ok"), "a host-only syscall succeeded: {line}\n{out}");
+        assert!(
+            !line.ends_with(" ok"),
+            "a host-only syscall succeeded: {line}\n{out}"
+        );
     }
     assert_eq!(host("hostname", &[]), host_hostname);
 }
@@ -107,7 +119,15 @@ fn cgroup_pids(id: &str) -> Vec<u32> {
 #[test]
 fn everything_runsc_runs_is_in_the_sandbox_cgroup_and_under_seccomp() {
     let mut child = Command::new(AIRLOCK)
-        .args(["run", "--isolation", "gvisor", "--", "sh", "-c", "echo ready; sleep 30"])
+        .args([
+            "run",
+            "--isolation",
+            "gvisor",
+            "--",
+            "sh",
+            "-c",
+            "echo ready; sleep 30",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -158,7 +178,11 @@ fn everything_runsc_runs_is_in_the_sandbox_cgroup_and_under_seccomp() {
                 .lines()
                 .find_map(|l| l.strip_prefix("Seccomp:"))
                 .map(str::trim);
-            assert_eq!(seccomp, Some("2"), "{id} pid {p} runs without seccomp:\n{status}");
+            assert_eq!(
+                seccomp,
+                Some("2"),
+                "{id} pid {p} runs without seccomp:\n{status}"
+            );
             let cmdline = fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
             assert!(
                 !String::from_utf8_lossy(&cmdline).contains("sleep"),
@@ -191,13 +215,18 @@ fn gvisor_without_runsc_names_what_to_install() {
     let o = run_command(cmd, None);
     assert!(!o.status.success());
     let err = stderr(&o);
-    assert!(err.contains("--isolation gvisor cannot be used on this host"), "{err}");
+    assert!(
+        err.contains("--isolation gvisor cannot be used on this host"),
+        "{err}"
+    );
     assert!(err.contains("install-runsc.sh"), "{err}");
 }
 
 #[test]
 fn a_token_pinned_to_gvisor_gets_gvisor_on_a_native_daemon() {
-    let d = Daemon::options("gvisor-pin").args(&["--isolation", "native"]).start();
+    let d = Daemon::options("gvisor-pin")
+        .args(&["--isolation", "native"])
+        .start();
     let store = &d.store;
     let out = Command::new(AIRLOCK)
         .args(["token", "create", "--isolation", "gvisor", "--store"])
@@ -243,7 +272,7 @@ fn a_token_pinned_to_gvisor_gets_gvisor_on_a_native_daemon() {
 #[test]
 fn a_gvisor_sandbox_of_a_killed_daemon_leaves_nothing() {
     let mut d = Daemon::options("gvisor-kill9")
-        .args(&["--isolation", "gvisor", "--pool", "0"])
+        .args(&["--isolation", "gvisor"])
         .start();
     let (mut ws, id) = d.create(json!({}));
     let r = call(
@@ -254,8 +283,10 @@ fn a_gvisor_sandbox_of_a_killed_daemon_leaves_nothing() {
     );
     assert!(r["result"]["ok"]["pid"].is_number(), "{r}");
     assert!(!sandbox_pids(&id).is_empty());
-    let runsc_state = std::path::Path::new(RUNSC_ROOT).join(format!("{id}.state"));
-    assert!(runsc_state.exists(), "{runsc_state:?}");
+    assert!(
+        !runsc_files_of(&id).is_empty(),
+        "runsc keeps no state for {id}"
+    );
     d.kill9();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !sandbox_pids(&id).is_empty() {
@@ -263,7 +294,14 @@ fn a_gvisor_sandbox_of_a_killed_daemon_leaves_nothing() {
         std::thread::sleep(Duration::from_millis(50));
     }
     d.spawn();
-    assert!(!runsc_state.exists(), "runsc state left: {runsc_state:?}");
+    assert_eq!(
+        runsc_files_of(&id),
+        Vec::<String>::new(),
+        "runsc state left"
+    );
     assert!(!cgroup_exists(&id), "cgroup left");
-    assert!(!std::path::Path::new(STATE_DIR).join(&id).exists(), "state dir left");
+    assert!(
+        !std::path::Path::new(STATE_DIR).join(&id).exists(),
+        "state dir left"
+    );
 }

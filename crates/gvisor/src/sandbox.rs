@@ -276,7 +276,10 @@ const RUNTIME_THREADS: u64 = 512;
 /// a backstop rather than the limit.
 fn host_limits(limits: &jail::Limits) -> jail::Limits {
     jail::Limits {
-        pids: limits.pids.saturating_mul(2).saturating_add(RUNTIME_THREADS),
+        pids: limits
+            .pids
+            .saturating_mul(2)
+            .saturating_add(RUNTIME_THREADS),
         ..limits.clone()
     }
 }

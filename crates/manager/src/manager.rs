@@ -1,7 +1,7 @@
 use crate::backend::{BackendError, Isolated, Isolation, LaunchSpec, ResourceLimits};
-use crate::Backends;
 use crate::live::{EndReason, Live};
 use crate::new_sandbox_id;
+use crate::Backends;
 use agent_client::AgentClient;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -315,7 +315,9 @@ impl Manager {
         self.pool_taken.notify_one();
         let Some(p) = pooled else {
             self.pool_stats.misses.fetch_add(1, Ordering::Relaxed);
-            return self.prepare(&req.region, req.memory_mb, req.isolation).await;
+            return self
+                .prepare(&req.region, req.memory_mb, req.isolation)
+                .await;
         };
         self.pool_stats.hits.fetch_add(1, Ordering::Relaxed);
         if req.memory_mb != self.cfg.default_memory_mb {

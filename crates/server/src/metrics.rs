@@ -161,9 +161,8 @@ impl Collector for SandboxCollector {
             )?;
             for isolation in manager::Isolation::ALL {
                 let n = t.created[isolation.index()].load(Ordering::Relaxed);
-                ConstCounter::new(n as f64).encode(
-                    family.encode_family(&IsolationLabels::of(isolation))?,
-                )?;
+                ConstCounter::new(n as f64)
+                    .encode(family.encode_family(&IsolationLabels::of(isolation))?)?;
             }
         }
         counter(

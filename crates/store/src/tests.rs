@@ -1036,7 +1036,10 @@ fn v4_database_upgrades_to_v5_with_native_sandboxes_and_unpinned_tokens() {
     let store = Store::open(&path).unwrap();
     assert_eq!(store.schema_version().unwrap(), 5);
     // Everything before backends existed ran on the native one.
-    assert_eq!(store.get_sandbox("sbx_old").unwrap().unwrap().isolation, "native");
+    assert_eq!(
+        store.get_sandbox("sbx_old").unwrap().unwrap().isolation,
+        "native"
+    );
     let old = store.list_tokens().unwrap();
     assert_eq!(old[0].isolation, None);
 }
@@ -1053,5 +1056,12 @@ fn tokens_can_be_pinned_and_sandboxes_record_their_backend() {
 
     let rec = sandbox("sbx_ord_pinned", 1_000, &[]);
     store.insert_sandbox(&rec).unwrap();
-    assert_eq!(store.get_sandbox("sbx_ord_pinned").unwrap().unwrap().isolation, "gvisor");
+    assert_eq!(
+        store
+            .get_sandbox("sbx_ord_pinned")
+            .unwrap()
+            .unwrap()
+            .isolation,
+        "gvisor"
+    );
 }

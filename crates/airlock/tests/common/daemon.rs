@@ -203,12 +203,9 @@ impl Daemon {
 
     /// [`Daemon::create`] with another token.
     pub fn create_as(&self, config: Value, token: &str) -> (Ws, String) {
-        let (ws, resp) = tungstenite::connect(self.request(
-            "/api/v3/sandboxes/create",
-            Some(config),
-            token,
-        ))
-        .expect("create handshake");
+        let (ws, resp) =
+            tungstenite::connect(self.request("/api/v3/sandboxes/create", Some(config), token))
+                .expect("create handshake");
         let id = resp.headers()["x-deno-sandbox-id"]
             .to_str()
             .unwrap()

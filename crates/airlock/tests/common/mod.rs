@@ -210,6 +210,23 @@ pub const STATE_DIR: &str = "/run/airlock/sandboxes";
 /// runsc's `--root` for the gvisor backend.
 pub const RUNSC_ROOT: &str = "/run/airlock/runsc";
 
+/// What runsc keeps for container `id` under [`RUNSC_ROOT`] (state, lock,
+/// socket files).
+pub fn runsc_files_of(id: &str) -> Vec<String> {
+    fs::read_dir(RUNSC_ROOT)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| {
+                    n.starts_with(&format!("{id}_sandbox:"))
+                        || *n == format!("runsc-{id}.sock")
+                        || *n == format!("{id}.state")
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Ids with a state dir under /run/airlock/sandboxes.
 pub fn state_ids() -> Vec<String> {
     let mut ids: Vec<String> = fs::read_dir(STATE_DIR)
@@ -275,10 +292,12 @@ pub struct Running {
     pub child: Child,
     /// The rest of the command's stdout.
     pub stdout: BufReader<ChildStdout>,
-    /// Host pid of the sandbox's PID 1 (the agent).
+    /// Host pid of the sandbox's PID 1 (the agent); under gvisor, of the
+    /// Sentry, which runs it.
     pub agent: u32,
     pub id: String,
-    /// Host uid that sandbox root maps to.
+    /// Host uid that sandbox root maps to (native only: under gvisor the
+    /// Sentry's, which is no sandbox uid range).
     pub uid: u64,
 }
 
@@ -296,9 +315,19 @@ pub fn run_until_ready(script: &str, stdin: Stdio) -> Running {
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready");
-    let agent = *children_of(child.id())
-        .first()
-        .expect("the agent is a child of airlock");
+    // Native: the agent is airlock's child. Gvisor: runsc is, and the
+    // Sentry (the first process in the sandbox's cgroup) is runsc's.
+    let mut generation = children_of(child.id());
+    let agent = loop {
+        if let Some(pid) = generation.iter().find(|p| sandbox_id_of(**p).is_some()) {
+            break *pid;
+        }
+        assert!(
+            !generation.is_empty(),
+            "no process of the sandbox under airlock"
+        );
+        generation = generation.iter().flat_map(|p| children_of(*p)).collect();
+    };
     let id = sandbox_id_of(agent).expect("the agent's cgroup");
     let uid: u64 = fs::read_to_string(format!("/proc/{agent}/status"))
         .unwrap()
@@ -308,7 +337,7 @@ pub fn run_until_ready(script: &str, stdin: Stdio) -> Running {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(uid >= SANDBOX_UID_BASE);
+    assert!(gvisor() || uid >= SANDBOX_UID_BASE);
     Running {
         child,
         stdout,

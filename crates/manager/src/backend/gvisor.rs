@@ -43,7 +43,9 @@ impl Backend for Gvisor {
     }
 
     fn reap_leftovers(&self) -> Result<usize, BackendError> {
-        Ok(gvisor::reap_leftovers(&self.paths, &self.runsc)?.reaped.len())
+        Ok(gvisor::reap_leftovers(&self.paths, &self.runsc)?
+            .reaped
+            .len())
     }
 }
 

@@ -53,26 +53,22 @@ async fn create_sandbox(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Ar
     let isolation = pinned_isolation(&token)?;
     let mut request = cfg.into_request(Some(token.id));
     request.isolation = isolation;
-    let live = state
-        .manager
-        .create(request)
-        .await
-        .map_err(|e| {
-            if let ManagerError::Refused(r) = &e {
-                let limit = match r {
-                    AdmissionError::Quota(_) => "quota",
-                    AdmissionError::Capacity(_) => "capacity",
-                };
-                state
-                    .metrics
-                    .refusals
-                    .get_or_create(&crate::metrics::LimitLabels {
-                        limit: limit.into(),
-                    })
-                    .inc();
-            }
-            create_error(e)
-        })?;
+    let live = state.manager.create(request).await.map_err(|e| {
+        if let ManagerError::Refused(r) = &e {
+            let limit = match r {
+                AdmissionError::Quota(_) => "quota",
+                AdmissionError::Capacity(_) => "capacity",
+            };
+            state
+                .metrics
+                .refusals
+                .get_or_create(&crate::metrics::LimitLabels {
+                    limit: limit.into(),
+                })
+                .inc();
+        }
+        create_error(e)
+    })?;
     if let (Some(port), Some(exposure)) = (port, &state.expose) {
         let exposed = exposure.allocate(&live).and_then(|domain| {
             exposure
