@@ -30,12 +30,13 @@ import pytest
 
 from deno_sandbox import AsyncDenoDeploy, DenoDeploy, HTTPStatusError
 from deno_sandbox.errors import (
-from conftest import ISOLATION
     AuthenticationError,
     ProcessAlreadyExited,
     RpcValidationError,
     UnknownRpcMethod,
 )
+
+from conftest import ISOLATION
 
 # The JS SDK refuses any other id shape before connecting (PROTOCOL.md §2).
 SANDBOX_ID_RE = re.compile(r"^sbx_[a-z]{3}_[0-9a-hjkmnp-z]{20}$")
