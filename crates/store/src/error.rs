@@ -69,6 +69,9 @@ pub enum StoreError {
     InvalidNetEvent(String),
     #[error("invalid sandbox event: {0}")]
     InvalidSandboxEvent(String),
+
+    #[error("the slug {0:?} is already used by one of your volumes or snapshots; pick another or delete that one")]
+    SlugTaken(String),
 }
 
 /// Attaches a short description of the operation to a rusqlite error.

@@ -1,5 +1,5 @@
 //! airlock's embedded SQLite store: API tokens (hashed), sandbox records,
-//! usage counters and network audit events.
+//! usage counters, network audit events, and volume and snapshot records.
 //!
 //! The API is synchronous; the daemon calls it from `spawn_blocking` or
 //! accepts the short block. One [`rusqlite::Connection`] sits behind a
@@ -14,6 +14,7 @@ mod random;
 mod sandbox_events;
 mod sandboxes;
 mod schema;
+mod storage;
 mod tokens;
 mod usage;
 
@@ -32,6 +33,10 @@ pub use sandbox_events::{
 };
 pub use sandboxes::{SandboxFilter, SandboxRecord, STATUS_RUNNING, STATUS_STOPPED};
 pub use schema::SCHEMA_VERSION;
+pub use storage::{
+    new_snapshot_id, new_volume_id, SnapshotRecord, StorageTotals, VolumeRecord,
+    SNAPSHOT_ID_PREFIX, VOLUME_ID_PREFIX,
+};
 pub use tokens::{NewToken, TokenInfo, SECRET_PREFIX, TOKEN_ID_PREFIX};
 pub use usage::{Usage, UsageGroup, UsageRow};
 

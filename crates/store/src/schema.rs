@@ -105,8 +105,50 @@ ALTER TABLE tokens ADD COLUMN isolation TEXT;
 ALTER TABLE sandboxes ADD COLUMN isolation TEXT NOT NULL DEFAULT 'native';
 "#;
 
+/// Volumes and snapshots (storage): the records; their data lives in the
+/// `volumes` crate's pool under the data dir. Each belongs to the token
+/// that made it (NULL: a daemon without tokens), and slugs are unique per
+/// owner across volumes and snapshots together (the store checks the other
+/// table; the indexes hold each table). `byte_ms` and `usage_at_ms` meter
+/// storage over time, like the sandboxes' memory.
+const V6: &str = r#"
+CREATE TABLE volumes (
+    id               TEXT PRIMARY KEY,
+    slug             TEXT NOT NULL,
+    token_id         TEXT,
+    region           TEXT NOT NULL,
+    capacity         INTEGER NOT NULL,
+    is_bootable      INTEGER NOT NULL DEFAULT 0,
+    -- the snapshot it was forked from (id and slug kept: the snapshot may go)
+    base_snapshot_id   TEXT,
+    base_snapshot_slug TEXT,
+    created_at_ms    INTEGER NOT NULL,
+    byte_ms          INTEGER NOT NULL DEFAULT 0,
+    usage_at_ms      INTEGER
+);
+CREATE UNIQUE INDEX volumes_owner_slug ON volumes(COALESCE(token_id, ''), slug);
+CREATE TABLE snapshots (
+    id               TEXT PRIMARY KEY,
+    slug             TEXT NOT NULL,
+    token_id         TEXT,
+    region           TEXT NOT NULL,
+    -- the volume (or sandbox) it was taken from, kept after that is gone
+    source_id        TEXT NOT NULL,
+    source_slug      TEXT NOT NULL,
+    base_snapshot_id   TEXT,
+    base_snapshot_slug TEXT,
+    is_bootable      INTEGER NOT NULL DEFAULT 0,
+    allocated_size   INTEGER NOT NULL,
+    flattened_size   INTEGER NOT NULL,
+    created_at_ms    INTEGER NOT NULL,
+    byte_ms          INTEGER NOT NULL DEFAULT 0,
+    usage_at_ms      INTEGER
+);
+CREATE UNIQUE INDEX snapshots_owner_slug ON snapshots(COALESCE(token_id, ''), slug);
+"#;
+
 /// Migration `i` upgrades the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

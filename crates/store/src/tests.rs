@@ -350,7 +350,7 @@ fn end_all_running_for_restart_recovery() {
 fn reopen_keeps_data_and_schema_version() {
     let (_dir, path, store) = temp_store();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 5);
+    assert_eq!(SCHEMA_VERSION, 6);
     let tok = store.create_token("keep").unwrap();
     let rec = sandbox("sbx_keep", 42, &[("k", "v")]);
     store.insert_sandbox(&rec).unwrap();
@@ -1034,7 +1034,7 @@ fn v4_database_upgrades_to_v5_with_native_sandboxes_and_unpinned_tokens() {
     drop(conn);
 
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 5);
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     // Everything before backends existed ran on the native one.
     assert_eq!(
         store.get_sandbox("sbx_old").unwrap().unwrap().isolation,
@@ -1064,4 +1064,104 @@ fn tokens_can_be_pinned_and_sandboxes_record_their_backend() {
             .isolation,
         "gvisor"
     );
+}
+
+fn volume(id: &str, slug: &str, owner: Option<&str>) -> VolumeRecord {
+    VolumeRecord {
+        id: id.into(),
+        slug: slug.into(),
+        token_id: owner.map(Into::into),
+        region: "ord".into(),
+        capacity: 64 << 20,
+        is_bootable: false,
+        base_snapshot: None,
+        created_at_ms: 1,
+    }
+}
+
+#[test]
+fn volumes_are_scoped_to_their_owner_and_slugs_are_unique_per_owner() {
+    let store = Store::open_in_memory().unwrap();
+    store.insert_volume(&volume("vol_a", "cache", Some("tok_a"))).unwrap();
+    // Another owner may use the same slug; the same owner may not.
+    store.insert_volume(&volume("vol_b", "cache", Some("tok_b"))).unwrap();
+    let err = store
+        .insert_volume(&volume("vol_c", "cache", Some("tok_a")))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::SlugTaken(ref s) if s == "cache"), "{err}");
+    // A daemon without tokens is an owner of its own.
+    store.insert_volume(&volume("vol_n", "cache", None)).unwrap();
+    assert!(store.insert_volume(&volume("vol_m", "cache", None)).is_err());
+
+    let a = store.get_volume(Some("tok_a"), "cache").unwrap().unwrap();
+    assert_eq!(a.id, "vol_a");
+    assert_eq!(store.get_volume(Some("tok_a"), "vol_a").unwrap(), Some(a));
+    // tok_b cannot see tok_a's volume by id.
+    assert_eq!(store.get_volume(Some("tok_b"), "vol_a").unwrap(), None);
+    assert_eq!(store.get_volume(None, "vol_a").unwrap(), None);
+    assert_eq!(store.list_volumes(Some("tok_a"), None).unwrap().len(), 1);
+    assert_eq!(store.list_volumes(Some("tok_a"), Some("zzz")).unwrap().len(), 0);
+    assert_eq!(store.list_volumes(Some("tok_a"), Some("cac")).unwrap().len(), 1);
+    assert_eq!(store.all_volumes().unwrap().len(), 3);
+
+    assert!(store.delete_volume("vol_a").unwrap());
+    assert!(!store.delete_volume("vol_a").unwrap());
+    // The slug is free again at once.
+    store.insert_volume(&volume("vol_d", "cache", Some("tok_a"))).unwrap();
+}
+
+#[test]
+fn volumes_and_snapshots_share_one_slug_namespace() {
+    let store = Store::open_in_memory().unwrap();
+    store.insert_volume(&volume("vol_a", "tools", Some("t"))).unwrap();
+    let snap = SnapshotRecord {
+        id: "snp_a".into(),
+        slug: "tools".into(),
+        token_id: Some("t".into()),
+        region: "ord".into(),
+        source: ("vol_a".into(), "tools".into()),
+        base_snapshot: None,
+        is_bootable: false,
+        allocated_size: 10,
+        flattened_size: 10,
+        created_at_ms: 2,
+    };
+    assert!(matches!(
+        store.insert_snapshot(&snap).unwrap_err(),
+        StoreError::SlugTaken(_)
+    ));
+    let snap = SnapshotRecord {
+        slug: "tools-v1".into(),
+        ..snap
+    };
+    store.insert_snapshot(&snap).unwrap();
+    assert!(matches!(
+        store
+            .insert_volume(&volume("vol_b", "tools-v1", Some("t")))
+            .unwrap_err(),
+        StoreError::SlugTaken(_)
+    ));
+    assert_eq!(store.get_snapshot(Some("t"), "tools-v1").unwrap(), Some(snap.clone()));
+    assert_eq!(store.get_snapshot(Some("u"), "snp_a").unwrap(), None);
+    assert_eq!(store.list_snapshots(Some("t"), None).unwrap(), vec![snap]);
+    assert_eq!(
+        store.storage_totals(Some("t")).unwrap(),
+        StorageTotals {
+            volumes: 1,
+            snapshots: 1,
+            bytes: (64 << 20) + 10
+        }
+    );
+    assert_eq!(store.all_snapshot_ids().unwrap(), vec!["snp_a".to_string()]);
+    assert!(store.delete_snapshot("snp_a").unwrap());
+    assert_eq!(store.storage_totals(Some("t")).unwrap().snapshots, 0);
+}
+
+#[test]
+fn storage_ids_are_random_and_prefixed() {
+    let a = new_volume_id("ord").unwrap();
+    let b = new_volume_id("ord").unwrap();
+    assert!(a.starts_with("vol_ord_") && a.len() == 28, "{a}");
+    assert_ne!(a, b);
+    assert!(new_snapshot_id("ord").unwrap().starts_with("snp_ord_"));
 }
