@@ -77,7 +77,7 @@ struct Root {
 
 #[derive(Debug, Serialize)]
 struct Mount {
-    destination: &'static str,
+    destination: String,
     #[serde(rename = "type")]
     kind: &'static str,
     source: PathBuf,
@@ -101,11 +101,16 @@ struct Namespace {
 
 /// What the bundle is made from.
 pub struct BundleSpec<'a> {
-    /// The image, as runsc's private mount namespace shows it: read-only
-    /// (see `runsc::Launch`).
+    /// The image, as runsc's private mount namespace shows it: under a
+    /// host overlay that takes the gofer's mount points (see
+    /// `runsc::Launch`).
     pub root: &'a Path,
     /// The agent binary, as runsc's mount namespace shows it: read-only.
     pub agent_exe: &'a Path,
+    /// The sandbox's /tmp: a directory of the disk-limited writable layer.
+    pub tmp: &'a Path,
+    /// Volumes: host directories bound read-write, outside the overlay.
+    pub binds: &'a [jail::Bind],
     /// A file holding the sandbox's `/etc/resolv.conf`, if it has a network.
     pub resolv_conf: Option<&'a Path>,
     pub env: &'a [(String, String)],
@@ -122,19 +127,19 @@ impl Config {
         let ro_bind = vec!["bind", "ro", "nosuid", "nodev"];
         let mut mounts = vec![
             Mount {
-                destination: "/proc",
+                destination: "/proc".into(),
                 kind: "proc",
                 source: "proc".into(),
                 options: vec![],
             },
             Mount {
-                destination: "/dev",
+                destination: "/dev".into(),
                 kind: "tmpfs",
                 source: "tmpfs".into(),
                 options: vec!["nosuid", "strictatime", "mode=755"],
             },
             Mount {
-                destination: "/dev/pts",
+                destination: "/dev/pts".into(),
                 kind: "devpts",
                 source: "devpts".into(),
                 options: vec![
@@ -146,37 +151,45 @@ impl Config {
                 ],
             },
             Mount {
-                destination: "/dev/shm",
+                destination: "/dev/shm".into(),
                 kind: "tmpfs",
                 source: "shm".into(),
                 options: vec!["nosuid", "nodev", "mode=1777"],
             },
             Mount {
-                destination: "/sys",
+                destination: "/sys".into(),
                 kind: "sysfs",
                 source: "sysfs".into(),
                 options: vec!["nosuid", "noexec", "nodev", "ro"],
             },
             // Declared, so that runsc does not put a tmpfs of its own (in
-            // the Sentry's memory, outside the disk limit) there: the
-            // image's /tmp, writable through the overlay like the root, into
-            // the same disk-limited file store.
+            // the Sentry's memory, outside the disk limit) there: a
+            // directory of the same disk-limited tmpfs as the overlay's
+            // file store.
             Mount {
-                destination: "/tmp",
+                destination: "/tmp".into(),
                 kind: "bind",
-                source: spec.root.join("tmp"),
+                source: spec.tmp.to_path_buf(),
                 options: vec!["bind", "rw", "nosuid", "nodev"],
             },
             Mount {
-                destination: AGENT_PATH,
+                destination: AGENT_PATH.into(),
                 kind: "bind",
                 source: spec.agent_exe.to_path_buf(),
                 options: ro_bind.clone(),
             },
         ];
+        // After /tmp: a volume may be mounted under it. runsc resolves
+        // each destination inside the sandbox's own root.
+        mounts.extend(spec.binds.iter().map(|b| Mount {
+            destination: b.target.clone(),
+            kind: "bind",
+            source: b.source.clone(),
+            options: vec!["bind", "rw", "nosuid", "nodev"],
+        }));
         if let Some(resolv) = spec.resolv_conf {
             mounts.push(Mount {
-                destination: "/etc/resolv.conf",
+                destination: "/etc/resolv.conf".into(),
                 kind: "bind",
                 source: resolv.to_path_buf(),
                 options: ro_bind,
@@ -208,8 +221,9 @@ impl Config {
             root: Root {
                 path: spec.root.to_path_buf(),
                 // Writable as far as runsc knows, so that it puts its
-                // overlay (`--overlay2`) over it; the mount below is
-                // read-only, so every write lands in the overlay.
+                // overlay (`--overlay2`) over it: the sandbox's writes land
+                // in that overlay, the gofer's mount points in the host
+                // overlay below it, never in the image.
                 readonly: false,
             },
             hostname: spec.hostname.to_string(),

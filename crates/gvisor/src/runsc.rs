@@ -65,10 +65,11 @@ impl Runsc {
         Ok(Self { exe, root, release })
     }
 
-    /// `--overlay2` over every mount (the root and /tmp are writable), its
-    /// file store in `dir`.
+    /// `--overlay2` over the root only, its file store in `dir`. Not over
+    /// every mount (`all`): a volume's writes must reach the volume, and
+    /// /tmp is a plain directory of the same disk-limited tmpfs instead.
     pub fn overlay_flag(&self, dir: &Path) -> String {
-        format!("--overlay2=all:dir={}", dir.display())
+        format!("--overlay2=root:dir={}", dir.display())
     }
 
     /// The version line `runsc --version` prints first.
@@ -184,23 +185,32 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 ///    since 6.x it does in every namespace. Hiding it from runsc alone
 ///    (the sandbox's own /proc is gVisor's) is the narrowest fix;
 /// 4. mounts the sandbox's writable layer, a tmpfs of the disk limit, where
-///    runsc's overlay keeps its file store (`--overlay2=root:DIR`): the disk
-///    limit is the kernel's ENOSPC on that tmpfs, and the mount lives only
-///    in this namespace, so it vanishes with the sandbox's last process and
+///    runsc's overlay keeps its file store (`--overlay2=root:DIR`) and
+///    where the sandbox's /tmp is a directory (mode 1777, bound rw by the
+///    bundle): the disk limit is the kernel's ENOSPC on that tmpfs, for
+///    the root's writes and /tmp together, and the mount lives only in
+///    this namespace, so it vanishes with the sandbox's last process and
 ///    can never be left mounted on the host.
-/// 5. bind-mounts the image read-only at the bundle's root path, and the
-///    agent binary read-only where the bundle takes it from: runsc applies
-///    its overlay only to mounts the spec calls writable, and a read-only
-///    spec mount is enforced by the Sentry alone, so it is the host kernel
-///    that keeps the shared image and agent unwritten even by a
-///    compromised Sentry or gofer.
+/// 5. mounts the bundle's root: an overlayfs of the host kernel whose
+///    lower layer is the image and whose upper layer is a directory of
+///    that tmpfs. runsc's gofer creates mount points in the root it is
+///    given (`/.airlock/agent`, a volume's path), which must not touch the
+///    shared image: the host kernel keeps the image unwritten even by a
+///    compromised Sentry or gofer, and such writes cost the sandbox's own
+///    disk limit. The sandbox's own writes go to runsc's overlay above it.
+/// 6. binds the agent binary read-only where the bundle takes it from: a
+///    read-only spec mount is enforced by the Sentry alone, so it is the
+///    host kernel that keeps it unwritten.
 pub struct Launch {
     netns: i32,
     core: CString,
     rw: CString,
     rw_opts: CString,
-    image: CString,
+    tmp: CString,
     lower: CString,
+    upper: CString,
+    work: CString,
+    overlay_opts: CString,
     agent: CString,
     agent_ro: CString,
 }
@@ -208,10 +218,12 @@ pub struct Launch {
 /// The host paths [`Launch`] mounts.
 pub struct LaunchPaths<'a> {
     pub image: &'a Path,
-    /// Where the image is bound read-only (an empty directory).
+    /// Where the root's host overlay is mounted (an empty directory).
     pub lower: &'a Path,
     /// The writable layer's tmpfs (an empty directory).
     pub rw: &'a Path,
+    /// The sandbox's /tmp, a directory made inside `rw`.
+    pub tmp: &'a Path,
     pub agent: &'a Path,
     /// Where the agent is bound read-only (an empty file).
     pub agent_ro: &'a Path,
@@ -232,8 +244,16 @@ impl Launch {
             core: c("/proc/sys/net/core")?,
             rw: p(paths.rw)?,
             rw_opts: c(&format!("size={disk_bytes},mode=0700"))?,
-            image: p(paths.image)?,
+            tmp: p(paths.tmp)?,
             lower: p(paths.lower)?,
+            upper: p(&paths.rw.join("upper"))?,
+            work: p(&paths.rw.join("work"))?,
+            overlay_opts: c(&format!(
+                "lowerdir={},upperdir={},workdir={}",
+                paths.image.display(),
+                paths.rw.join("upper").display(),
+                paths.rw.join("work").display()
+            ))?,
             agent: p(paths.agent)?,
             agent_ro: p(paths.agent_ro)?,
         })
@@ -283,26 +303,36 @@ impl Launch {
                 libc::MS_NOSUID | libc::MS_NODEV,
                 self.rw_opts.as_ptr().cast(),
             ))?;
-            for (source, target) in [(&self.image, &self.lower), (&self.agent, &self.agent_ro)] {
-                check(libc::mount(
-                    source.as_ptr(),
-                    target.as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_BIND | libc::MS_REC,
-                    std::ptr::null(),
-                ))?;
-                check(libc::mount(
-                    std::ptr::null(),
-                    target.as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_BIND
-                        | libc::MS_REMOUNT
-                        | libc::MS_RDONLY
-                        | libc::MS_NOSUID
-                        | libc::MS_NODEV,
-                    std::ptr::null(),
-                ))?;
-            }
+            check(libc::mkdir(self.tmp.as_ptr(), 0o1777))?;
+            // mkdir applies the umask; /tmp must be world-writable and sticky.
+            check(libc::chmod(self.tmp.as_ptr(), 0o1777))?;
+            check(libc::mkdir(self.upper.as_ptr(), 0o755))?;
+            check(libc::mkdir(self.work.as_ptr(), 0o700))?;
+            check(libc::mount(
+                c"overlay".as_ptr(),
+                self.lower.as_ptr(),
+                c"overlay".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                self.overlay_opts.as_ptr().cast(),
+            ))?;
+            check(libc::mount(
+                self.agent.as_ptr(),
+                self.agent_ro.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                std::ptr::null(),
+                self.agent_ro.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND
+                    | libc::MS_REMOUNT
+                    | libc::MS_RDONLY
+                    | libc::MS_NOSUID
+                    | libc::MS_NODEV,
+                std::ptr::null(),
+            ))?;
         }
         Ok(())
     }

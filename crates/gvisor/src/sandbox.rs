@@ -115,6 +115,8 @@ impl Sandbox {
         Config::new(&BundleSpec {
             root: &lower,
             agent_exe: &agent,
+            tmp: &rw.join("tmp"),
+            binds: &spec.binds,
             resolv_conf: net.has_tun().then_some(resolv.as_path()),
             env: &spec.env,
             hostname: &spec.hostname,
@@ -150,6 +152,7 @@ impl Sandbox {
             image: &spec.image_rootfs,
             lower: &lower,
             rw: &rw,
+            tmp: &rw.join("tmp"),
             agent: &spec.agent_exe,
             agent_ro: &agent,
         };

@@ -138,6 +138,8 @@ pub static STEPS: &[Step] = &[
     "open_tree(image)",
     "idmapped mount of the image",
     "mount overlay",
+    "open root",
+    "bind volume",
     "mkdir /dev",
     "mkdir /proc",
     "mkdir /tmp",
@@ -487,6 +489,8 @@ mod tests {
     fn every_step_name_used_by_rootfs_is_known() {
         for s in [
             "mount overlay",
+            "open root",
+            "bind volume",
             "pivot_root",
             "bind device",
             "symlink in /dev",

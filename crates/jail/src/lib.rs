@@ -23,6 +23,7 @@
 //!
 //! This crate is synchronous and knows nothing of tokio or the wire protocol.
 
+mod binds;
 pub mod caps;
 pub mod cgroup;
 mod child;
@@ -38,6 +39,7 @@ mod sys;
 pub mod uidpool;
 mod userns;
 
+pub use binds::{check_bind_target, Bind};
 pub use cgroup::{CgroupVersion, Usage};
 pub use error::JailError;
 pub use hostnet::HostNetwork;

@@ -8,6 +8,7 @@
 //! [`RootfsPlan::mount_proc_and_pivot`] run in the sandbox's first process
 //! between fork and exec and do not allocate.
 
+use crate::binds::{Bind, BindPlan};
 use crate::sys::{self, mount};
 use std::ffi::{CStr, CString};
 use std::io;
@@ -48,6 +49,7 @@ pub struct RootfsPlan {
     proc_dir: CString,
     tmp_dir: CString,
     host_base: u32,
+    binds: Vec<BindPlan>,
 }
 
 fn c(path: impl AsRef<Path>) -> CString {
@@ -60,7 +62,13 @@ fn cs(s: String) -> CString {
 
 impl RootfsPlan {
     /// `state` is the sandbox's private directory on the host (it must exist).
-    pub fn new(image: &Path, state: &Path, host_base: u32, disk_bytes: u64) -> io::Result<Self> {
+    pub fn new(
+        image: &Path,
+        state: &Path,
+        host_base: u32,
+        disk_bytes: u64,
+        binds: &[Bind],
+    ) -> io::Result<Self> {
         for d in ["lower", "rw", "root"] {
             std::fs::create_dir_all(state.join(d))?;
         }
@@ -103,6 +111,7 @@ impl RootfsPlan {
             proc_dir: c(root.join("proc")),
             tmp_dir: c(root.join("tmp")),
             host_base,
+            binds: binds.iter().map(BindPlan::new).collect::<io::Result<_>>()?,
         })
     }
 
@@ -138,6 +147,15 @@ impl RootfsPlan {
             Some(&self.overlay_opts),
         )
         .map_err(|e| ("mount overlay", e))?;
+        if !self.binds.is_empty() {
+            let root_fd = sys::open_dir(&self.root).map_err(|e| ("open root", e))?;
+            let bound = self
+                .binds
+                .iter()
+                .try_for_each(|b| b.mount(root_fd, userns_fd, self.host_base));
+            sys::close(root_fd);
+            bound.map_err(|e| ("bind volume", e))?;
+        }
 
         ensure_dir(&self.dev, 0o755, self.host_base).map_err(|e| ("mkdir /dev", e))?;
         ensure_dir(&self.proc_dir, 0o555, self.host_base).map_err(|e| ("mkdir /proc", e))?;

@@ -1,6 +1,7 @@
 //! A running sandbox, seen from its owner: creation, waiting, usage and
 //! destruction.
 
+use crate::binds::Bind;
 use crate::cgroup::{Cgroup, Usage};
 use crate::child::{self, ChildPlan, Report, AGENT_SOCKET_FD};
 use crate::net::{self, NetPlan, NetworkSpec};
@@ -32,6 +33,8 @@ pub struct SandboxSpec {
     /// `None`: the sandbox's network namespace has only `lo`. `Some`: it
     /// also has a TUN interface whose fd [`Sandbox::take_tun`] gives.
     pub network: Option<NetworkSpec>,
+    /// Host directories bound into the sandbox (volumes).
+    pub binds: Vec<Bind>,
 }
 
 /// How PID 1 (the agent) ended.
@@ -182,6 +185,7 @@ impl Sandbox {
             state_dir,
             host_base,
             spec.limits.disk_bytes,
+            &spec.binds,
         )
         .map_err(|e| JailError::path("preparing", state_dir, e))?;
         let (ours, theirs) = UnixStream::pair().map_err(|e| JailError::io("socketpair", e))?;

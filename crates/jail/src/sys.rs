@@ -11,7 +11,22 @@ use std::os::fd::RawFd;
 pub const OPEN_TREE_CLONE: libc::c_uint = 1;
 pub const AT_RECURSIVE: libc::c_uint = 0x8000;
 pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
 pub const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+pub const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+/// `RESOLVE_*` flags of `openat2` (`<linux/openat2.h>`).
+const RESOLVE_NO_XDEV: u64 = 0x01;
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_IN_ROOT: u64 = 0x10;
+
+/// `struct open_how` from `<linux/openat2.h>`.
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
 
 /// `struct mount_attr` from `<linux/mount.h>`.
 #[repr(C)]
@@ -69,8 +84,13 @@ pub fn open_tree_clone(path: &CStr) -> io::Result<RawFd> {
 /// Makes the detached mount `mount_fd` show files through the id mapping of
 /// the user namespace `userns_fd`.
 pub fn idmap_mount(mount_fd: RawFd, userns_fd: RawFd) -> io::Result<()> {
+    idmap_mount_with(mount_fd, userns_fd, 0)
+}
+
+/// [`idmap_mount`], also setting the `MOUNT_ATTR_*` flags in `extra`.
+pub fn idmap_mount_with(mount_fd: RawFd, userns_fd: RawFd, extra: u64) -> io::Result<()> {
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
+        attr_set: MOUNT_ATTR_IDMAP | extra,
         attr_clr: 0,
         propagation: 0,
         userns_fd: userns_fd as u64,
@@ -105,6 +125,87 @@ pub fn move_mount_to(mount_fd: RawFd, target: &CStr) -> io::Result<()> {
         )
     };
     check(ret).map(drop)
+}
+
+/// Attaches the detached mount `mount_fd` onto the directory open at
+/// `target_fd` (no path is resolved).
+pub fn move_mount_onto(mount_fd: RawFd, target_fd: RawFd) -> io::Result<()> {
+    let empty = c"";
+    // SAFETY: valid fds and C strings for the duration of the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount_fd,
+            empty.as_ptr(),
+            target_fd,
+            empty.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    check(ret).map(drop)
+}
+
+/// Opens the directory `path` (relative) as an `O_PATH` fd, resolving it as
+/// if `root_fd` were `/`: `..` and absolute symlinks cannot leave it, magic
+/// links (`/proc/self/...`) are refused, and so is crossing into another
+/// mount.
+pub fn open_dir_in_root(root_fd: RawFd, path: &CStr) -> io::Result<RawFd> {
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+    };
+    // SAFETY: `how` lives for the call and its size is passed; valid C string.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root_fd,
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    check(ret).map(|fd| fd as RawFd)
+}
+
+/// Creates directory `name` in the directory open at `dir_fd`, owned by
+/// `owner` (uid and gid). An existing entry is left as it is (`EEXIST` is
+/// not an error: the caller opens what is there, refusing a non-directory).
+pub fn mkdir_owned_at(
+    dir_fd: RawFd,
+    name: &CStr,
+    mode: libc::mode_t,
+    owner: u32,
+) -> io::Result<()> {
+    // SAFETY: valid fd and C string.
+    match check_int(unsafe { libc::mkdirat(dir_fd, name.as_ptr(), mode) }) {
+        Ok(_) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    // SAFETY: valid fd and C string; the new entry is a directory we just
+    // made, and AT_SYMLINK_NOFOLLOW keeps a racing symlink unfollowed.
+    check_int(unsafe {
+        libc::fchownat(
+            dir_fd,
+            name.as_ptr(),
+            owner,
+            owner,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+/// Opens `path` as an `O_PATH` directory fd.
+pub fn open_dir(path: &CStr) -> io::Result<RawFd> {
+    // SAFETY: valid C string.
+    check_int(unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })
 }
 
 pub fn close(fd: RawFd) {

@@ -56,6 +56,7 @@ fn agent_runs_in_an_empty_root_filesystem() {
         env: vec![("PATH".into(), "/bin".into())],
         hostname: "empty".into(),
         network: None,
+        binds: vec![],
     };
     let mut sandbox = Sandbox::create(&spec).expect("creating a sandbox on an empty rootfs");
     let mut sock = sandbox.take_agent_socket().unwrap();
@@ -116,4 +117,113 @@ fn agent_runs_in_an_empty_root_filesystem() {
     assert!(!std::path::Path::new("/run/airlock/sandboxes")
         .join(&spec.id)
         .exists());
+}
+
+/// A host directory bound at a tenant-chosen path: files written inside
+/// land in it owned by host ids 0.. (the idmapped mount), and symlinks in
+/// the root filesystem on the way to the mount point are resolved inside
+/// the sandbox's root, never on the host.
+#[test]
+fn binds_land_in_the_host_directory_and_symlinks_stay_inside_the_root() {
+    use std::os::unix::fs::MetadataExt;
+    let rootfs = tempfile::tempdir().unwrap();
+    let volume = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(volume.path().join("kept.txt"), "from the host").unwrap();
+    // An attacker-shaped image: `/escape` names a host directory, `/up`
+    // climbs above the root (on the host it would reach `/`).
+    std::os::unix::fs::symlink(outside.path(), rootfs.path().join("escape")).unwrap();
+    std::os::unix::fs::symlink("../../../../../..", rootfs.path().join("up")).unwrap();
+    let host_vol = format!("/airlock-bind-test-{}", std::process::id());
+    let spec = |binds: &[&str]| SandboxSpec {
+        id: format!("test-binds-{}", std::process::id()),
+        image_rootfs: rootfs.path().to_path_buf(),
+        agent_exe: agent(),
+        paths: JailPaths::default(),
+        limits: Limits {
+            memory_bytes: 64 << 20,
+            disk_bytes: 8 << 20,
+            ..Limits::default()
+        },
+        env: vec![("PATH".into(), "/bin".into())],
+        hostname: "binds".into(),
+        network: None,
+        binds: binds
+            .iter()
+            .map(|t| jail::Bind {
+                source: volume.path().to_path_buf(),
+                target: t.to_string(),
+            })
+            .collect(),
+    };
+    // Through the absolute symlink: its target does not exist inside the
+    // root, so the mount point cannot be made, and nothing is made on the
+    // host.
+    let err = Sandbox::create(&spec(&["/escape/vol"]))
+        .map(|_| ())
+        .expect_err("refused");
+    assert!(err.to_string().contains("bind volume"), "{err}");
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+
+    let up = format!("/up{host_vol}");
+    let mut sandbox =
+        Sandbox::create(&spec(&["/data/vol", &up])).expect("creating a sandbox with binds");
+    let mut sock = sandbox.take_agent_socket().unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut dec = Decoder::new();
+    assert_eq!(read_frame(&mut sock, &mut dec).kind, FrameKind::Hello);
+    let r = call(
+        &mut sock,
+        &mut dec,
+        1,
+        "readTextFile",
+        json!({"path": "/data/vol/kept.txt"}),
+    );
+    assert_eq!(r, json!({"ok": "from the host"}));
+    // The host's root-owned file is the sandbox root's.
+    let st = call(
+        &mut sock,
+        &mut dec,
+        2,
+        "stat",
+        json!({"path": "/data/vol/kept.txt"}),
+    );
+    assert_eq!(st["ok"]["uid"], 0, "{st}");
+    let w = call(
+        &mut sock,
+        &mut dec,
+        3,
+        "writeTextFile",
+        json!({"path": "/data/vol/new.txt", "content": "from inside"}),
+    );
+    assert_eq!(w, json!({"ok": null}));
+    // `/up` resolved to the sandbox's own root.
+    let path = format!("{host_vol}/kept.txt");
+    let r = call(
+        &mut sock,
+        &mut dec,
+        4,
+        "readTextFile",
+        json!({"path": path}),
+    );
+    assert_eq!(
+        r,
+        json!({"ok": "from the host"}),
+        "the second bind is inside"
+    );
+    sandbox.destroy().unwrap();
+
+    let written = volume.path().join("new.txt");
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), "from inside");
+    let meta = std::fs::metadata(&written).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (0, 0),
+        "written as sandbox root = host id 0"
+    );
+    assert!(
+        !std::path::Path::new(&host_vol).exists(),
+        "{host_vol} made on the host"
+    );
 }

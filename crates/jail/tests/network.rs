@@ -60,6 +60,7 @@ fn spec(name: &str, rootfs: &Path, network: Option<NetworkSpec>) -> SandboxSpec 
         )],
         hostname: "net".into(),
         network,
+        binds: vec![],
     }
 }
 

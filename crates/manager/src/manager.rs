@@ -262,6 +262,7 @@ impl Manager {
             env: self.cfg.env.clone(),
             hostname: "sandbox".into(),
             network: self.cfg.network.as_ref().map(|n| n.link.clone()),
+            binds: vec![],
         };
         let mut sandbox = tokio::task::spawn_blocking(move || backend.create(&spec))
             .await

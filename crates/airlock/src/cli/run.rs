@@ -95,6 +95,7 @@ pub fn main(data_dir: &Path, args: RunArgs) -> Result<i32> {
         hostname: "sandbox".into(),
         // `airlock run` has no gateway: only `lo`, nothing is reachable.
         network: None,
+        binds: vec![],
     };
     let mut sandbox = backend.create(&spec).context("creating the sandbox")?;
     let sock = sandbox

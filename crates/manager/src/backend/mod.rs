@@ -81,6 +81,17 @@ pub struct LaunchSpec {
     /// `None`: only loopback. `Some`: one interface whose packets the
     /// backend hands to the daemon's gateway ([`Isolated::take_tun`]).
     pub network: Option<LinkSpec>,
+    /// Host directories (mounted volumes) to show inside at a path.
+    pub binds: Vec<BindMount>,
+}
+
+/// A host directory shown inside the sandbox at `target`, read-write,
+/// with files owned by host ids 0..65535 appearing as those ids inside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    pub source: PathBuf,
+    /// Absolute and normalized (`jail::check_bind_target`).
+    pub target: String,
 }
 
 /// Limits the host kernel enforces on everything a sandbox runs.
@@ -223,6 +234,14 @@ pub(crate) fn jail_spec(spec: &LaunchSpec, paths: &jail::JailPaths) -> jail::San
             dns: n.dns,
             mtu: n.mtu,
         }),
+        binds: spec
+            .binds
+            .iter()
+            .map(|b| jail::Bind {
+                source: b.source.clone(),
+                target: b.target.clone(),
+            })
+            .collect(),
     }
 }
 
