@@ -28,6 +28,8 @@ want git git                    # the network tests serve a repository to clone
 want openssl openssl            # the JS suite makes its test CA with it
 want curl curl                  # crates/expose tests verify the ingress with a real curl
 want ip iproute2                # the SSRF tests put upstreams in network namespaces they make
+want mkfs.xfs xfsprogs          # crates/volumes: the volume pool is an XFS filesystem (reflink=1)
+want mkfs.ext4 e2fsprogs        # crates/volumes: each volume is an ext4 image
 # scripts/sdk-tests.sh puts the Python SDK in a venv (Debian splits ensurepip out)
 python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
