@@ -27,6 +27,10 @@ pub struct Runsc {
     /// `runsc --root`: airlock's own, so `runsc list` there shows only
     /// airlock's sandboxes and the reaper knows what to delete.
     pub root: PathBuf,
+    /// Host mount points (with everything under them) that runsc's mount
+    /// namespace detaches: the daemon's volume storage, whose mounts a
+    /// copied namespace would otherwise keep busy for the sandbox's life.
+    pub hidden_mounts: Vec<PathBuf>,
 }
 
 impl Runsc {
@@ -62,7 +66,12 @@ impl Runsc {
                 exe.display()
             )));
         }
-        Ok(Self { exe, root, release })
+        Ok(Self {
+            exe,
+            root,
+            release,
+            hidden_mounts: Vec::new(),
+        })
     }
 
     /// `--overlay2` over the root only, its file store in `dir`. Not over
@@ -191,14 +200,19 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 ///    the root's writes and /tmp together, and the mount lives only in
 ///    this namespace, so it vanishes with the sandbox's last process and
 ///    can never be left mounted on the host.
-/// 5. mounts the bundle's root: an overlayfs of the host kernel whose
+/// 5. binds the sandbox's volumes (host mounts under the daemon's
+///    storage directory) to private paths in its state directory, then
+///    detaches the storage directory ([`Runsc::hidden_mounts`]): runsc's
+///    processes keep only this sandbox's volumes, never a copy of another
+///    sandbox's (which would keep its loop device busy);
+/// 6. mounts the bundle's root: an overlayfs of the host kernel whose
 ///    lower layer is the image and whose upper layer is a directory of
 ///    that tmpfs. runsc's gofer creates mount points in the root it is
 ///    given (`/.airlock/agent`, a volume's path), which must not touch the
 ///    shared image: the host kernel keeps the image unwritten even by a
 ///    compromised Sentry or gofer, and such writes cost the sandbox's own
 ///    disk limit. The sandbox's own writes go to runsc's overlay above it.
-/// 6. binds the agent binary read-only where the bundle takes it from: a
+/// 7. binds the agent binary read-only where the bundle takes it from: a
 ///    read-only spec mount is enforced by the Sentry alone, so it is the
 ///    host kernel that keeps it unwritten.
 pub struct Launch {
@@ -211,6 +225,8 @@ pub struct Launch {
     upper: CString,
     work: CString,
     overlay_opts: CString,
+    volumes: Vec<(CString, CString)>,
+    hidden: Vec<CString>,
     agent: CString,
     agent_ro: CString,
 }
@@ -227,6 +243,10 @@ pub struct LaunchPaths<'a> {
     pub agent: &'a Path,
     /// Where the agent is bound read-only (an empty file).
     pub agent_ro: &'a Path,
+    /// Volumes: (host mount, private directory to bind it to).
+    pub volumes: &'a [(PathBuf, PathBuf)],
+    /// Host mount points to detach ([`Runsc::hidden_mounts`]).
+    pub hidden: &'a [PathBuf],
 }
 
 impl Launch {
@@ -254,6 +274,16 @@ impl Launch {
                 paths.rw.join("upper").display(),
                 paths.rw.join("work").display()
             ))?,
+            volumes: paths
+                .volumes
+                .iter()
+                .map(|(src, dst)| Ok((p(src)?, p(dst)?)))
+                .collect::<Result<_, Error>>()?,
+            hidden: paths
+                .hidden
+                .iter()
+                .map(|h| p(h))
+                .collect::<Result<_, _>>()?,
             agent: p(paths.agent)?,
             agent_ro: p(paths.agent_ro)?,
         })
@@ -306,6 +336,24 @@ impl Launch {
             check(libc::mkdir(self.tmp.as_ptr(), 0o1777))?;
             // mkdir applies the umask; /tmp must be world-writable and sticky.
             check(libc::chmod(self.tmp.as_ptr(), 0o1777))?;
+            for (source, target) in &self.volumes {
+                check(libc::mount(
+                    source.as_ptr(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ))?;
+            }
+            for hidden in &self.hidden {
+                // Not mounted (no volume was ever made): nothing to hide.
+                if libc::umount2(hidden.as_ptr(), libc::MNT_DETACH) < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) {
+                        return Err(e);
+                    }
+                }
+            }
             check(libc::mkdir(self.upper.as_ptr(), 0o755))?;
             check(libc::mkdir(self.work.as_ptr(), 0o700))?;
             check(libc::mount(

@@ -112,11 +112,24 @@ impl Sandbox {
             std::fs::write(&resolv, net.resolv_conf())
                 .map_err(|e| Error::io("writing resolv.conf", e))?;
         }
+        // Each volume's host mount, bound to a private path in runsc's
+        // namespace before the storage directory is detached there.
+        let mut volumes = Vec::with_capacity(spec.binds.len());
+        let mut binds = Vec::with_capacity(spec.binds.len());
+        for (i, b) in spec.binds.iter().enumerate() {
+            let private = state_dir.join(format!("volume-{i}"));
+            std::fs::create_dir_all(&private).map_err(|e| Error::io("creating mount points", e))?;
+            volumes.push((b.source.clone(), private.clone()));
+            binds.push(jail::Bind {
+                source: private,
+                target: b.target.clone(),
+            });
+        }
         Config::new(&BundleSpec {
             root: &lower,
             agent_exe: &agent,
             tmp: &rw.join("tmp"),
-            binds: &spec.binds,
+            binds: &binds,
             resolv_conf: net.has_tun().then_some(resolv.as_path()),
             env: &spec.env,
             hostname: &spec.hostname,
@@ -149,6 +162,8 @@ impl Sandbox {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
         let paths = LaunchPaths {
+            volumes: &volumes,
+            hidden: &runsc.hidden_mounts,
             image: &spec.image_rootfs,
             lower: &lower,
             rw: &rw,

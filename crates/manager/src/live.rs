@@ -67,6 +67,8 @@ pub struct Live {
     meter: Mutex<Meter>,
     /// The capacity this sandbox holds; given back when it ends.
     pub(crate) ticket: Mutex<Option<crate::Ticket>>,
+    /// Volumes mounted for it; unmounted after it is gone.
+    pub(crate) volumes: Mutex<Vec<crate::storage::Mounted>>,
 }
 
 /// Integrates memory in use over time between samples.
@@ -99,6 +101,7 @@ impl Live {
             oom_reported: AtomicU64::new(0),
             oom_evented: AtomicU64::new(0),
             ticket: Mutex::new(None),
+            volumes: Mutex::new(Vec::new()),
             meter: Mutex::new(Meter {
                 usage: store::Usage::default(),
                 last_ms: created_at_ms,

@@ -18,6 +18,9 @@ const CA_FILE: &str = "/etc/airlock/sandbox-ca.pem";
 /// Debian's system bundle (OpenSSL's default CA file, curl's, Python's).
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
+/// How long a create waits for an ending sandbox to let go of a volume.
+const ENDING_HOLDER_WAIT: Duration = Duration::from_secs(10);
+
 /// How often usage is sampled and written to the store: the most a daemon
 /// crash can lose.
 pub const METER_INTERVAL: Duration = Duration::from_secs(1);
@@ -42,6 +45,8 @@ pub struct ManagerConfig {
     pub admission: crate::AdmissionLimits,
     /// Each sandbox's network (TUN + egress gateway); `None`: only `lo`.
     pub network: Option<crate::NetworkConfig>,
+    /// Volumes; `None`: this daemon serves none.
+    pub storage: Option<crate::StorageConfig>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -59,6 +64,9 @@ pub struct CreateRequest {
     pub secrets: Vec<egress::intercept::SecretSpec>,
     /// The backend to isolate it with (`None`: the daemon's default).
     pub isolation: Option<Isolation>,
+    /// Volumes of the token's to mount (paths checked by
+    /// `jail::check_bind_target`).
+    pub volumes: Vec<crate::VolumeMount>,
 }
 
 #[derive(Debug, Error)]
@@ -75,6 +83,8 @@ pub enum ManagerError {
     Refused(#[from] crate::AdmissionError),
     #[error("sandbox {0} not found")]
     NotFound(String),
+    #[error(transparent)]
+    Storage(#[from] crate::StorageError),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -92,6 +102,8 @@ pub struct Manager {
     pool_stats: PoolStats,
     totals: Arc<Totals>,
     audit: crate::network::AuditSender,
+    /// Volumes, or why this daemon serves none.
+    storage: Result<Arc<crate::Storage>, String>,
 }
 
 /// A started sandbox with its agent connected, not yet handed out.
@@ -170,6 +182,20 @@ impl Manager {
                 "recovered from a previous daemon"
             );
         }
+        let storage = match cfg.storage.clone() {
+            None => Err("this daemon serves no volumes (airlock serve --no-volumes)".to_string()),
+            Some(sc) => {
+                let st = store.clone();
+                tokio::task::spawn_blocking(move || crate::Storage::open(sc, st))
+                    .await
+                    .map_err(|e| ManagerError::Internal(e.to_string()))?
+                    .map(Arc::new)
+                    .map_err(|e| {
+                        tracing::warn!("volumes are off: {e}");
+                        format!("volumes are off on this daemon: {e}")
+                    })
+            }
+        };
         let admission = crate::Admission::new(cfg.admission.clone());
         let totals = Arc::new(Totals::default());
         let audit = crate::network::audit_writer(store.clone(), totals.clone());
@@ -185,6 +211,7 @@ impl Manager {
             pool_taken: Notify::new(),
             pool_stats: PoolStats::default(),
             totals,
+            storage,
         });
         if mgr.cfg.pool_size > 0 {
             mgr.clone().fill_pool();
@@ -219,7 +246,10 @@ impl Manager {
             loop {
                 while self.pool_len() < self.cfg.pool_size {
                     let memory = self.cfg.default_memory_mb;
-                    match self.prepare("ord", memory, None).await {
+                    match self
+                        .prepare(new_sandbox_id("ord"), memory, None, vec![])
+                        .await
+                    {
                         Ok(p) => {
                             failures = 0;
                             self.pool.lock().expect("pool lock").push_back(p);
@@ -241,13 +271,13 @@ impl Manager {
     /// yet, on `isolation`'s backend (`None`: the default).
     async fn prepare(
         &self,
-        region: &str,
+        id: String,
         memory_mb: u32,
         isolation: Option<Isolation>,
+        binds: Vec<crate::BindMount>,
     ) -> Result<Prepared, ManagerError> {
         let backend = self.backends.get(isolation)?.clone();
         let isolation = backend.isolation();
-        let id = new_sandbox_id(region);
         let spec = LaunchSpec {
             id: id.clone(),
             image_rootfs: self.rootfs.clone(),
@@ -262,7 +292,7 @@ impl Manager {
             env: self.cfg.env.clone(),
             hostname: "sandbox".into(),
             network: self.cfg.network.as_ref().map(|n| n.link.clone()),
-            binds: vec![],
+            binds,
         };
         let mut sandbox = tokio::task::spawn_blocking(move || backend.create(&spec))
             .await
@@ -302,12 +332,19 @@ impl Manager {
         }
     }
 
-    /// A prepared sandbox: from the pool when one fits, else a fresh one.
-    async fn take_prepared(&self, req: &CreateRequest) -> Result<Prepared, ManagerError> {
+    /// A prepared sandbox: from the pool when one fits, else a fresh one
+    /// (always for one with volumes, which are mounted as it starts).
+    async fn take_prepared(
+        &self,
+        req: &CreateRequest,
+        id: String,
+        binds: Vec<crate::BindMount>,
+    ) -> Result<Prepared, ManagerError> {
         // The pool holds sandboxes of the default backend only.
-        let poolable = req
-            .isolation
-            .is_none_or(|i| i == self.backends.default_isolation());
+        let poolable = binds.is_empty()
+            && req
+                .isolation
+                .is_none_or(|i| i == self.backends.default_isolation());
         let pooled = if poolable && new_sandbox_id(&req.region).starts_with("sbx_ord_") {
             self.pool.lock().expect("pool lock").pop_front()
         } else {
@@ -316,9 +353,7 @@ impl Manager {
         self.pool_taken.notify_one();
         let Some(p) = pooled else {
             self.pool_stats.misses.fetch_add(1, Ordering::Relaxed);
-            return self
-                .prepare(&req.region, req.memory_mb, req.isolation)
-                .await;
+            return self.prepare(id, req.memory_mb, req.isolation, binds).await;
         };
         self.pool_stats.hits.fetch_add(1, Ordering::Relaxed);
         if req.memory_mb != self.cfg.default_memory_mb {
@@ -363,18 +398,37 @@ impl Manager {
                 "secrets need the egress gateway, and this daemon runs without one".into(),
             ));
         }
+        // A sandbox with volumes is started fresh under this id (the
+        // pool's have theirs).
+        let id = new_sandbox_id(&req.region);
+        let mounted = self.mount_volumes(&req, &id).await?;
+        let binds = mounted
+            .iter()
+            .map(|m| crate::BindMount {
+                source: m.attached.path().to_path_buf(),
+                target: m.target.clone(),
+            })
+            .collect();
+        let prepared = self.take_prepared(&req, id, binds).await;
         let Prepared {
             id,
             isolation,
             sandbox,
             client,
             gateway,
-        } = self.take_prepared(&req).await?;
+        } = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                self.release_volumes(mounted).await;
+                return Err(e);
+            }
+        };
         let configured = self.configure(&id, &client, &req).await;
         let interception = match configured {
             Ok(i) => i,
             Err(e) => {
                 destroy_blocking(sandbox).await;
+                self.release_volumes(mounted).await;
                 return Err(e);
             }
         };
@@ -399,6 +453,7 @@ impl Manager {
         };
         if let Err(e) = self.store.insert_sandbox(&record) {
             destroy_blocking(sandbox).await;
+            self.release_volumes(mounted).await;
             return Err(e.into());
         }
         let live = Arc::new(Live::new(
@@ -411,6 +466,7 @@ impl Manager {
             req.stop_at_ms,
         ));
         *live.ticket.lock().expect("live lock") = Some(ticket);
+        *live.volumes.lock().expect("live lock") = mounted;
         self.totals.created[isolation.index()].fetch_add(1, Ordering::Relaxed);
         self.record_event(
             &id,
@@ -428,6 +484,86 @@ impl Manager {
             .insert(id, live.clone());
         self.watch(live.clone());
         Ok(live)
+    }
+
+    /// Volumes, if this daemon serves them.
+    pub fn storage(&self) -> Result<&Arc<crate::Storage>, crate::StorageError> {
+        self.storage
+            .as_ref()
+            .map_err(|why| crate::StorageError::Unavailable(why.clone()))
+    }
+
+    /// Deletes `owner`'s volume `key`; refused while a live sandbox has it
+    /// mounted, and waits for one that is ending (a client's close returns
+    /// before the teardown).
+    pub async fn delete_volume(&self, owner: Option<&str>, key: &str) -> Result<(), ManagerError> {
+        let storage = self.storage()?.clone();
+        let deadline = tokio::time::Instant::now() + ENDING_HOLDER_WAIT;
+        loop {
+            let (storage, owner, key) =
+                (storage.clone(), owner.map(str::to_string), key.to_string());
+            let deleted =
+                tokio::task::spawn_blocking(move || storage.delete_volume(owner.as_deref(), &key))
+                    .await
+                    .map_err(|e| ManagerError::Internal(e.to_string()))?;
+            match deleted {
+                Err(crate::StorageError::MountedIn { sandbox, .. })
+                    if self.get(&sandbox).is_none() && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// Mounts the request's volumes on the host for sandbox `id`.
+    async fn mount_volumes(
+        &self,
+        req: &CreateRequest,
+        id: &str,
+    ) -> Result<Vec<crate::storage::Mounted>, ManagerError> {
+        if req.volumes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let storage = self.storage()?.clone();
+        // A sandbox that was just closed may still be tearing down (a
+        // client's close returns before that): its volumes are the next
+        // sandbox's as soon as it is gone, so wait for that rather than
+        // refuse. A live holder is a refusal at once.
+        let deadline = tokio::time::Instant::now() + ENDING_HOLDER_WAIT;
+        loop {
+            let (storage, owner, sid, mounts) = (
+                storage.clone(),
+                req.token_id.clone(),
+                id.to_string(),
+                req.volumes.clone(),
+            );
+            let attached = tokio::task::spawn_blocking(move || {
+                storage.attach(owner.as_deref(), &sid, &mounts)
+            })
+            .await
+            .map_err(|e| ManagerError::Internal(e.to_string()))?;
+            match attached {
+                Err(crate::StorageError::MountedIn { sandbox, .. })
+                    if self.get(&sandbox).is_none() && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// Unmounts volumes of a sandbox that is gone (or never started).
+    async fn release_volumes(&self, mounted: Vec<crate::storage::Mounted>) {
+        if mounted.is_empty() {
+            return;
+        }
+        if let Ok(storage) = self.storage() {
+            let storage = storage.clone();
+            let _ = tokio::task::spawn_blocking(move || storage.release(mounted)).await;
+        }
     }
 
     /// Applies the caller's settings to a prepared sandbox: its env, and
@@ -562,6 +698,9 @@ impl Manager {
         if let Some(sandbox) = isolated {
             destroy_blocking(sandbox).await;
         }
+        // After its processes: nothing of the sandbox holds them now.
+        let volumes = std::mem::take(&mut *live.volumes.lock().expect("live lock"));
+        self.release_volumes(volumes).await;
         // After the processes: the connections they had are reported cut.
         live.gateway.lock().expect("live lock").take();
         // Its capacity is free only now that everything of it is gone.
@@ -635,6 +774,10 @@ impl Manager {
                 batch.iter().map(|id| self.kill(id, EndReason::Shutdown)),
             )
             .await;
+        }
+        if let Ok(storage) = self.storage() {
+            let storage = storage.clone();
+            let _ = tokio::task::spawn_blocking(move || storage.shutdown()).await;
         }
     }
 }

@@ -5,7 +5,7 @@
 use crate::ApiError;
 use base64::Engine;
 use egress::intercept::SecretSpec;
-use manager::CreateRequest;
+use manager::{CreateRequest, VolumeMount};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -45,6 +45,8 @@ pub struct SandboxConfig {
     /// A port to expose over HTTPS at create (the Python SDK's `port`;
     /// the JS SDK calls `exposeHttp` itself).
     pub port: Option<u16>,
+    /// Volumes to mount, in either SDK's spelling.
+    pub volumes: Vec<VolumeMount>,
 }
 
 impl SandboxConfig {
@@ -59,6 +61,7 @@ impl SandboxConfig {
             allow_net: self.allow_net,
             secrets: self.secrets,
             isolation: None,
+            volumes: self.volumes,
         }
     }
 }
@@ -201,6 +204,7 @@ pub fn parse(
         secrets,
         region,
         port,
+        volumes: parse_volumes(map.get("volumes"))?,
     })
 }
 
@@ -316,7 +320,7 @@ fn reject_unsupported(map: &Map<String, Value>) -> Result<(), ApiError> {
         Some(Value::Object(o)) => !o.is_empty(),
         Some(_) => true,
     };
-    for key in ["volumes", "root", "ssh"] {
+    for key in ["root", "ssh"] {
         if non_empty(key) {
             return Err(ApiError::new(
                 axum::http::StatusCode::BAD_REQUEST,
@@ -326,6 +330,74 @@ fn reject_unsupported(map: &Map<String, Value>) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// Most volumes one sandbox may mount.
+const MAX_VOLUMES: usize = 8;
+
+/// `volumes`, as the JS SDK sends it (`[{"volume", "path"}]`, always
+/// present) or as the Python SDK does (`{"/path": "volume"}`).
+fn parse_volumes(value: Option<&Value>) -> Result<Vec<VolumeMount>, ApiError> {
+    let bad = |m: String| ApiError::bad_config(format!("volumes: {m}"));
+    let mounts: Vec<VolumeMount> = match value {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| {
+                let field = |k: &str| item.get(k).and_then(Value::as_str);
+                match (field("volume"), field("path")) {
+                    (Some(v), Some(p)) => Ok(VolumeMount {
+                        volume: v.to_string(),
+                        path: p.to_string(),
+                    }),
+                    _ => Err(bad(format!(
+                        "each entry needs string \"volume\" and \"path\", got {item}"
+                    ))),
+                }
+            })
+            .collect::<Result<_, _>>()?,
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(path, v)| match v.as_str() {
+                Some(v) => Ok(VolumeMount {
+                    volume: v.to_string(),
+                    path: path.clone(),
+                }),
+                None => Err(bad(format!(
+                    "the volume mounted at {path:?} must be a volume id or slug, got {v}"
+                ))),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            return Err(bad(format!(
+                "expected a list of {{volume, path}} or an object of path -> volume, got {other}"
+            )))
+        }
+    };
+    if mounts.len() > MAX_VOLUMES {
+        return Err(bad(format!(
+            "{} volumes given; a sandbox mounts at most {MAX_VOLUMES}",
+            mounts.len()
+        )));
+    }
+    for (i, m) in mounts.iter().enumerate() {
+        if m.volume.is_empty() {
+            return Err(bad(format!("the volume for {:?} is empty", m.path)));
+        }
+        manager::check_mount_path(&m.path).map_err(&bad)?;
+        let path = m.path.trim_end_matches('/');
+        for other in &mounts[..i] {
+            let o = other.path.trim_end_matches('/');
+            let nested = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+            if nested(path, o) || nested(o, path) {
+                return Err(bad(format!(
+                    "mount paths {:?} and {:?} overlap: give each volume its own directory",
+                    other.path, m.path
+                )));
+            }
+        }
+    }
+    Ok(mounts)
 }
 
 #[cfg(test)]
@@ -427,9 +499,37 @@ mod tests {
         .message
         .contains("both in env and in secrets"));
         assert_eq!(
-            cfg(json!({"volumes": {"/data": "vol"}})).unwrap_err().code,
+            cfg(json!({"root": {"volume": "vol"}})).unwrap_err().code,
             "NOT_SUPPORTED"
         );
+    }
+
+    #[test]
+    fn volumes_in_both_sdk_spellings() {
+        let js = cfg(json!({"volumes": [{"volume": "cache", "path": "/data"}]})).unwrap();
+        let py = cfg(json!({"volumes": {"/data": "cache"}})).unwrap();
+        let want = vec![VolumeMount {
+            volume: "cache".into(),
+            path: "/data".into(),
+        }];
+        assert_eq!(js.volumes, want);
+        assert_eq!(py.volumes, want);
+        assert!(cfg(json!({"volumes": []})).unwrap().volumes.is_empty());
+        for (bad, says) in [
+            (json!({"/": "v"}), "root filesystem"),
+            (json!({"/proc/x": "v"}), "/proc"),
+            (json!({"/a/../etc": "v"}), "normalized"),
+            (json!({"data": "v"}), "absolute"),
+            (json!({"/data": ""}), "empty"),
+            (json!({"/data": 3}), "volume id or slug"),
+            (json!({"/data": "a", "/data/sub": "b"}), "overlap"),
+            (json!([{"volume": "a"}]), "\"path\""),
+            (json!("x"), "expected a list"),
+        ] {
+            let e = cfg(json!({ "volumes": bad })).unwrap_err();
+            assert_eq!(e.code, "INVALID_CONFIG");
+            assert!(e.message.contains(says), "{bad}: {}", e.message);
+        }
     }
 
     #[test]

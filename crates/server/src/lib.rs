@@ -11,6 +11,7 @@ pub mod listen;
 pub mod metrics;
 mod rest;
 mod sandbox_port;
+mod storage;
 mod ws;
 
 use axum::routing::{delete, get, post};
@@ -99,6 +100,23 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v3/sandbox/{id}/expose/{kind}", post(rest::expose))
         .route("/api/v3/sandbox/{id}/audit", get(rest::audit))
         .route("/api/v3/events", get(rest::events))
+        .route(
+            "/api/v2/volumes",
+            get(storage::list_volumes).post(storage::create_volume),
+        )
+        .route(
+            "/api/v2/volumes/{id}",
+            get(storage::get_volume).delete(storage::delete_volume),
+        )
+        .route("/api/v2/volumes/{id}/snapshot", post(storage::not_yet))
+        .route(
+            "/api/v2/snapshots",
+            get(storage::not_yet).post(storage::not_yet),
+        )
+        .route(
+            "/api/v2/snapshots/{id}",
+            get(storage::not_yet).delete(storage::not_yet),
+        )
         .route("/metrics", get(rest::metrics))
         .route("/health", get(|| async { "ok" }))
         .fallback(rest::not_found)

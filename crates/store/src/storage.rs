@@ -203,9 +203,7 @@ impl Store {
         let mut stmt = conn
             .prepare(&format!("SELECT {VOLUME_COLUMNS} FROM volumes ORDER BY id"))
             .ctx("listing volumes")?;
-        let rows = stmt
-            .query_map([], volume_from_row)
-            .ctx("listing volumes")?;
+        let rows = stmt.query_map([], volume_from_row).ctx("listing volumes")?;
         rows.collect::<Result<_, _>>().ctx("listing volumes")
     }
 
@@ -294,9 +292,7 @@ impl Store {
         let mut stmt = conn
             .prepare("SELECT id FROM snapshots ORDER BY id")
             .ctx("listing snapshots")?;
-        let rows = stmt
-            .query_map([], |r| r.get(0))
-            .ctx("listing snapshots")?;
+        let rows = stmt.query_map([], |r| r.get(0)).ctx("listing snapshots")?;
         rows.collect::<Result<_, _>>().ctx("listing snapshots")
     }
 

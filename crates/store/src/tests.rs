@@ -1082,16 +1082,27 @@ fn volume(id: &str, slug: &str, owner: Option<&str>) -> VolumeRecord {
 #[test]
 fn volumes_are_scoped_to_their_owner_and_slugs_are_unique_per_owner() {
     let store = Store::open_in_memory().unwrap();
-    store.insert_volume(&volume("vol_a", "cache", Some("tok_a"))).unwrap();
+    store
+        .insert_volume(&volume("vol_a", "cache", Some("tok_a")))
+        .unwrap();
     // Another owner may use the same slug; the same owner may not.
-    store.insert_volume(&volume("vol_b", "cache", Some("tok_b"))).unwrap();
+    store
+        .insert_volume(&volume("vol_b", "cache", Some("tok_b")))
+        .unwrap();
     let err = store
         .insert_volume(&volume("vol_c", "cache", Some("tok_a")))
         .unwrap_err();
-    assert!(matches!(err, StoreError::SlugTaken(ref s) if s == "cache"), "{err}");
+    assert!(
+        matches!(err, StoreError::SlugTaken(ref s) if s == "cache"),
+        "{err}"
+    );
     // A daemon without tokens is an owner of its own.
-    store.insert_volume(&volume("vol_n", "cache", None)).unwrap();
-    assert!(store.insert_volume(&volume("vol_m", "cache", None)).is_err());
+    store
+        .insert_volume(&volume("vol_n", "cache", None))
+        .unwrap();
+    assert!(store
+        .insert_volume(&volume("vol_m", "cache", None))
+        .is_err());
 
     let a = store.get_volume(Some("tok_a"), "cache").unwrap().unwrap();
     assert_eq!(a.id, "vol_a");
@@ -1100,20 +1111,36 @@ fn volumes_are_scoped_to_their_owner_and_slugs_are_unique_per_owner() {
     assert_eq!(store.get_volume(Some("tok_b"), "vol_a").unwrap(), None);
     assert_eq!(store.get_volume(None, "vol_a").unwrap(), None);
     assert_eq!(store.list_volumes(Some("tok_a"), None).unwrap().len(), 1);
-    assert_eq!(store.list_volumes(Some("tok_a"), Some("zzz")).unwrap().len(), 0);
-    assert_eq!(store.list_volumes(Some("tok_a"), Some("cac")).unwrap().len(), 1);
+    assert_eq!(
+        store
+            .list_volumes(Some("tok_a"), Some("zzz"))
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        store
+            .list_volumes(Some("tok_a"), Some("cac"))
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(store.all_volumes().unwrap().len(), 3);
 
     assert!(store.delete_volume("vol_a").unwrap());
     assert!(!store.delete_volume("vol_a").unwrap());
     // The slug is free again at once.
-    store.insert_volume(&volume("vol_d", "cache", Some("tok_a"))).unwrap();
+    store
+        .insert_volume(&volume("vol_d", "cache", Some("tok_a")))
+        .unwrap();
 }
 
 #[test]
 fn volumes_and_snapshots_share_one_slug_namespace() {
     let store = Store::open_in_memory().unwrap();
-    store.insert_volume(&volume("vol_a", "tools", Some("t"))).unwrap();
+    store
+        .insert_volume(&volume("vol_a", "tools", Some("t")))
+        .unwrap();
     let snap = SnapshotRecord {
         id: "snp_a".into(),
         slug: "tools".into(),
@@ -1141,7 +1168,10 @@ fn volumes_and_snapshots_share_one_slug_namespace() {
             .unwrap_err(),
         StoreError::SlugTaken(_)
     ));
-    assert_eq!(store.get_snapshot(Some("t"), "tools-v1").unwrap(), Some(snap.clone()));
+    assert_eq!(
+        store.get_snapshot(Some("t"), "tools-v1").unwrap(),
+        Some(snap.clone())
+    );
     assert_eq!(store.get_snapshot(Some("u"), "snp_a").unwrap(), None);
     assert_eq!(store.list_snapshots(Some("t"), None).unwrap(), vec![snap]);
     assert_eq!(

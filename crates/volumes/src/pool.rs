@@ -313,9 +313,39 @@ impl Pool {
         Ok(pool)
     }
 
-    /// The engine's directory (canonical).
+    /// The engine's directory (canonical). Once the pool is mounted it is
+    /// a private mount point of its own, holding the pool and every
+    /// attached volume: a mount namespace copied from the daemon's (a
+    /// sandbox's runtime) drops all of them with one `MNT_DETACH` of this
+    /// path, so that it never keeps a volume of another sandbox busy.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Makes [`Pool::dir`] a private bind mount of itself (see there).
+    fn bind_dir_onto_itself(&self) -> Result<(), VolumeError> {
+        if mounts::mount_at(&self.dir)
+            .ctx(|| "reading /proc/self/mountinfo".into())?
+            .is_some()
+        {
+            return Ok(());
+        }
+        mount(
+            Some(&self.dir),
+            &self.dir,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .ctx(|| format!("binding {} onto itself", self.dir.display()))?;
+        mount(
+            None::<&str>,
+            &self.dir,
+            None::<&str>,
+            MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .ctx(|| format!("making {} private", self.dir.display()))
     }
 
     /// The pool's effective size in bytes, if it has been created and is
@@ -396,6 +426,7 @@ impl Pool {
 
     /// Mounts pool.img at `<dir>/pool` unless it already is; returns its size.
     fn mount_pool(&self) -> Result<u64, VolumeError> {
+        self.bind_dir_onto_itself()?;
         mkdir_private(&self.pool_mount)?;
         match mounts::mount_at(&self.pool_mount).ctx(|| "reading /proc/self/mountinfo".into())? {
             Some(m)
@@ -829,6 +860,9 @@ impl Pool {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Err(e) = mounts::unmount(&self.dir, false) {
+            tracing::warn!(path = %self.dir.display(), "unmounting the storage directory: {e}");
         }
         Ok(())
     }

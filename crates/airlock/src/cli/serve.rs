@@ -119,6 +119,20 @@ pub struct ServeArgs {
     /// fit is refused; a stream slows down rather than buffer past it.
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_gateway_memory)]
     egress_memory_per_sandbox: u64,
+    /// Size of the storage pool that holds every volume (a sparse file
+    /// under the data dir, capped at 90% of its disk's free space when
+    /// first made): the most all volumes' capacities may add up to.
+    #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = jail::parse_size)]
+    volume_pool: u64,
+    /// Volumes one token may hold.
+    #[arg(long, default_value_t = 50)]
+    max_volumes_per_token: u64,
+    /// Bytes of volume capacity one token may reserve.
+    #[arg(long, value_name = "SIZE", default_value = "200G", value_parser = jail::parse_size)]
+    max_volume_bytes_per_token: u64,
+    /// Serve no volumes (their API answers 501).
+    #[arg(long)]
+    no_volumes: bool,
 }
 
 /// The least `--egress-memory-per-sandbox`: a few connections' worth.
@@ -254,6 +268,7 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
         memory_per_sandbox: usize::try_from(args.egress_memory_per_sandbox).unwrap_or(usize::MAX),
         memory: Arc::default(),
     };
+    let storage_dir = data_dir.join("storage");
     let cfg = ManagerConfig {
         data_dir: data_dir.to_path_buf(),
         image: args.image.clone(),
@@ -272,12 +287,18 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
         },
         default_memory_mb: ConfigLimits::default().default_memory_mb,
         network: Some(network),
+        storage: (!args.no_volumes).then(|| manager::StorageConfig {
+            pool_bytes: args.volume_pool,
+            per_token_volumes: args.max_volumes_per_token,
+            per_token_bytes: args.max_volume_bytes_per_token,
+            ..manager::StorageConfig::new(storage_dir.clone())
+        }),
     };
     eprintln!(
         "airlock: preparing image {:?} (built on first use)...",
         args.image
     );
-    let (backends, isolation) = super::isolation::daemon_backends(args.isolation)?;
+    let (backends, isolation) = super::isolation::daemon_backends(args.isolation, &[storage_dir])?;
     eprintln!("airlock: isolation {isolation} (the default; tokens may pin another)");
     let manager = Manager::start(cfg, store.clone(), backends).await?;
     let limits = ConfigLimits {

@@ -26,6 +26,13 @@ impl Gvisor {
         Ok(gvisor::reap_leftovers(&self.paths, &self.runsc)?)
     }
 
+    /// Host mount points runsc's namespace detaches (the volume storage
+    /// directory: see `gvisor::Runsc::hidden_mounts`).
+    pub fn hiding(mut self, mounts: Vec<std::path::PathBuf>) -> Self {
+        self.runsc.hidden_mounts = mounts;
+        self
+    }
+
     /// `runsc --version`'s first line, for logs.
     pub fn runsc_version(&self) -> String {
         self.runsc.version()

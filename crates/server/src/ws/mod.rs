@@ -104,6 +104,7 @@ fn create_error(e: ManagerError) -> ApiError {
         ManagerError::Refused(AdmissionError::Capacity(m)) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "CAPACITY_EXHAUSTED", m)
         }
+        ManagerError::Storage(e) => crate::storage::storage_error(e),
         other => {
             tracing::warn!("create failed: {other}");
             ApiError::new(

@@ -1,0 +1,435 @@
+//! Volumes: records in the store, data in the `volumes` crate's pool, and
+//! which sandbox has each one mounted.
+//!
+//! The store is the source of truth. A volume's image is made before its
+//! record and deleted after it, so a crash leaves at worst an image with
+//! no record, which [`Storage::open`] removes: after a restart every volume
+//! is either whole (record and image) or absent. A volume is mounted in at
+//! most one sandbox at a time (two ext4 mounts of one image would corrupt
+//! it); which one is kept here, in memory, because after a restart no
+//! sandbox of the previous daemon is left to hold one.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use store::{Store, StoreError, VolumeRecord};
+use thiserror::Error;
+use volumes::{Attached, Pool, VolumeError};
+
+/// How long an attach waits for a sandbox that just ended to let go of the
+/// volume's filesystem (its mount namespace goes with its last process).
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Where the pool and the mount points live (`<data dir>/storage`).
+    pub dir: PathBuf,
+    /// Size of the pool, the most all volumes together may reserve (capped
+    /// at 90% of the free disk when the pool is made).
+    pub pool_bytes: u64,
+    pub min_capacity: u64,
+    pub max_capacity: u64,
+    /// Per token: volumes held, and bytes reserved (capacities).
+    pub per_token_volumes: u64,
+    pub per_token_bytes: u64,
+}
+
+impl StorageConfig {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            pool_bytes: 64 << 30,
+            min_capacity: 16 << 20,
+            max_capacity: 20_000_000_000,
+            per_token_volumes: 50,
+            per_token_bytes: 200_000_000_000,
+        }
+    }
+}
+
+/// Why a storage call failed; each maps to one HTTP status.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    /// Bad input (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// No such volume for this token (404).
+    #[error("volume {0:?} not found")]
+    VolumeNotFound(String),
+    /// Mounted in a sandbox (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// Mounted in `sandbox` when another wanted it (409).
+    #[error(
+        "volume {volume} is mounted in sandbox {sandbox}: a volume is mounted in one sandbox \
+         at a time; end that sandbox first"
+    )]
+    MountedIn { volume: String, sandbox: String },
+    /// The token has a volume or snapshot of that slug (409).
+    #[error("{0}")]
+    SlugTaken(String),
+    /// The token's quota (429).
+    #[error("{0}")]
+    Quota(String),
+    /// The host's pool is fully reserved (507).
+    #[error("{0}")]
+    Full(String),
+    /// This daemon cannot serve storage (501).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for StorageError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::SlugTaken(_) => StorageError::SlugTaken(e.to_string()),
+            other => StorageError::Internal(format!("store: {other}")),
+        }
+    }
+}
+
+impl From<VolumeError> for StorageError {
+    fn from(e: VolumeError) -> Self {
+        match e {
+            VolumeError::InvalidCapacity { .. } => StorageError::Invalid(e.to_string()),
+            VolumeError::InUse { .. } => StorageError::Conflict(e.to_string()),
+            VolumeError::ToolMissing { .. } => StorageError::Unavailable(e.to_string()),
+            VolumeError::NotFound { id, .. } => StorageError::VolumeNotFound(id),
+            other => StorageError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// A volume to create.
+#[derive(Debug, Clone)]
+pub struct NewVolume {
+    pub slug: String,
+    pub capacity: u64,
+    pub region: String,
+}
+
+/// A volume's record and what its image holds on disk.
+#[derive(Debug, Clone)]
+pub struct VolumeInfo {
+    pub record: VolumeRecord,
+    /// Bytes the image uses in the pool (its sparse file's blocks).
+    pub allocated_bytes: u64,
+}
+
+/// A volume to mount at create: `volume` is an id or slug of the creating
+/// token's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeMount {
+    pub volume: String,
+    pub path: String,
+}
+
+/// A volume mounted for one sandbox.
+pub(crate) struct Mounted {
+    pub(crate) attached: Attached,
+    pub(crate) target: String,
+}
+
+pub struct Storage {
+    pool: Pool,
+    store: Arc<Store>,
+    cfg: StorageConfig,
+    /// Volume id → the sandbox that has it mounted.
+    mounted_in: Mutex<HashMap<String, String>>,
+}
+
+impl Storage {
+    /// Opens the pool, unmounts what a killed daemon left mounted, and
+    /// removes images the store has no record of.
+    pub fn open(cfg: StorageConfig, store: Arc<Store>) -> Result<Self, StorageError> {
+        volumes::check_tools()?;
+        let pool = Pool::open(&cfg.dir, cfg.pool_bytes)?;
+        let unmounted = pool.reap_mounts()?;
+        let volume_ids: Vec<String> = store.all_volumes()?.into_iter().map(|v| v.id).collect();
+        let removed = pool.remove_orphans(&volume_ids, store.all_snapshot_ids()?)?;
+        if unmounted > 0 || !removed.is_empty() {
+            tracing::info!(
+                unmounted,
+                orphans = removed.len(),
+                "storage: recovered from a previous daemon"
+            );
+        }
+        Ok(Self {
+            pool,
+            store,
+            cfg,
+            mounted_in: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &StorageConfig {
+        &self.cfg
+    }
+
+    fn info(&self, record: VolumeRecord) -> VolumeInfo {
+        let allocated_bytes =
+            volumes::allocated_bytes(&self.pool.volume_path(&record.id)).unwrap_or(0);
+        VolumeInfo {
+            record,
+            allocated_bytes,
+        }
+    }
+
+    /// Creates an empty volume of `req.capacity` bytes for `owner`.
+    pub fn create_volume(
+        &self,
+        owner: Option<&str>,
+        req: NewVolume,
+    ) -> Result<VolumeInfo, StorageError> {
+        volumes::validate_slug(&req.slug)
+            .map_err(|e| StorageError::Invalid(format!("slug: {e}")))?;
+        let (min, max) = (self.cfg.min_capacity, self.cfg.max_capacity);
+        if req.capacity < min || req.capacity > max {
+            return Err(StorageError::Invalid(format!(
+                "capacity {} is out of range: choose between {} and {}",
+                human(req.capacity),
+                human(min),
+                human(max)
+            )));
+        }
+        if self.store.get_volume(owner, &req.slug)?.is_some()
+            || self.store.get_snapshot(owner, &req.slug)?.is_some()
+        {
+            return Err(StoreError::SlugTaken(req.slug).into());
+        }
+        self.admit(owner, req.capacity)?;
+        let id = store::new_volume_id(&req.region)?;
+        self.pool.create_volume(&id, req.capacity)?;
+        let record = VolumeRecord {
+            id: id.clone(),
+            slug: req.slug,
+            token_id: owner.map(str::to_string),
+            region: req.region,
+            capacity: req.capacity,
+            is_bootable: false,
+            base_snapshot: None,
+            created_at_ms: store::now_ms(),
+        };
+        if let Err(e) = self.store.insert_volume(&record) {
+            // A create racing for the same slug: this image is not needed.
+            if let Err(d) = self.pool.delete_volume(&id) {
+                tracing::warn!(volume = id, "removing the image of a refused volume: {d}");
+            }
+            return Err(e.into());
+        }
+        tracing::info!(volume = id, capacity = record.capacity, "volume created");
+        Ok(self.info(record))
+    }
+
+    /// Refuses a new reservation of `bytes` over the token's quota or the
+    /// pool's size.
+    fn admit(&self, owner: Option<&str>, bytes: u64) -> Result<(), StorageError> {
+        let held = self.store.storage_totals(owner)?;
+        if held.volumes + 1 > self.cfg.per_token_volumes {
+            return Err(StorageError::Quota(format!(
+                "this token holds {} volumes, its limit: delete one you no longer need \
+                 (DELETE /api/v2/volumes/{{id}} or `airlock volume rm`) and try again",
+                held.volumes
+            )));
+        }
+        if held.bytes + bytes > self.cfg.per_token_bytes {
+            return Err(StorageError::Quota(format!(
+                "this token's volumes and snapshots reserve {} of its {} limit, and this one \
+                 needs {} more: delete or shrink what you no longer need and try again",
+                human(held.bytes),
+                human(self.cfg.per_token_bytes),
+                human(bytes)
+            )));
+        }
+        let pool = self.pool.ensure_created()?;
+        let reserved: u64 = self.store.all_volumes()?.iter().map(|v| v.capacity).sum();
+        if reserved + bytes > pool {
+            return Err(StorageError::Full(format!(
+                "the host's storage pool ({}) is fully reserved ({} in use): ask the operator \
+                 for room, or create a smaller volume",
+                human(pool),
+                human(reserved)
+            )));
+        }
+        Ok(())
+    }
+
+    /// `owner`'s volume whose id or slug is `key`.
+    pub fn volume(&self, owner: Option<&str>, key: &str) -> Result<VolumeInfo, StorageError> {
+        let record = self
+            .store
+            .get_volume(owner, key)?
+            .ok_or_else(|| StorageError::VolumeNotFound(key.to_string()))?;
+        Ok(self.info(record))
+    }
+
+    /// `owner`'s volumes, oldest first.
+    pub fn volumes(
+        &self,
+        owner: Option<&str>,
+        search: Option<&str>,
+    ) -> Result<Vec<VolumeInfo>, StorageError> {
+        Ok(self
+            .store
+            .list_volumes(owner, search)?
+            .into_iter()
+            .map(|r| self.info(r))
+            .collect())
+    }
+
+    /// The sandbox that has volume `id` mounted, if any.
+    pub fn mounted_in(&self, id: &str) -> Option<String> {
+        self.mounted_in
+            .lock()
+            .expect("storage lock")
+            .get(id)
+            .cloned()
+    }
+
+    /// Deletes `owner`'s volume `key` and its data, unless a sandbox has it
+    /// mounted. The record goes first (the slug is free at once), then the
+    /// image: a crash in between leaves an orphan image that the next
+    /// start removes.
+    pub fn delete_volume(&self, owner: Option<&str>, key: &str) -> Result<(), StorageError> {
+        let record = self
+            .store
+            .get_volume(owner, key)?
+            .ok_or_else(|| StorageError::VolumeNotFound(key.to_string()))?;
+        {
+            let mounted = self.mounted_in.lock().expect("storage lock");
+            if let Some(sandbox) = mounted.get(&record.id) {
+                return Err(StorageError::MountedIn {
+                    volume: record.slug,
+                    sandbox: sandbox.clone(),
+                });
+            }
+            // Under the lock: no attach can start between the check and
+            // the record's removal.
+            self.store.delete_volume(&record.id)?;
+        }
+        match self.pool.delete_volume(&record.id) {
+            Ok(()) => {}
+            Err(VolumeError::NotFound { .. }) => {}
+            // Still held by a loop device of a sandbox that is ending: the
+            // next start's orphan sweep removes it.
+            Err(e) => tracing::warn!(volume = record.id, "deleting the image: {e}"),
+        }
+        tracing::info!(volume = record.id, "volume deleted");
+        Ok(())
+    }
+
+    /// Mounts `mounts` on the host for `sandbox`, refusing volumes that are
+    /// not `owner`'s or are mounted elsewhere. All or nothing.
+    pub(crate) fn attach(
+        &self,
+        owner: Option<&str>,
+        sandbox: &str,
+        mounts: &[VolumeMount],
+    ) -> Result<Vec<Mounted>, StorageError> {
+        let mut claimed: Vec<String> = Vec::new();
+        let release_claims = |claimed: &[String]| {
+            let mut map = self.mounted_in.lock().expect("storage lock");
+            for id in claimed {
+                map.remove(id);
+            }
+        };
+        let mut records = Vec::with_capacity(mounts.len());
+        for m in mounts {
+            let found = self.store.get_volume(owner, &m.volume);
+            let record = match found {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    release_claims(&claimed);
+                    return Err(StorageError::VolumeNotFound(m.volume.clone()));
+                }
+                Err(e) => {
+                    release_claims(&claimed);
+                    return Err(e.into());
+                }
+            };
+            let mut map = self.mounted_in.lock().expect("storage lock");
+            if let Some(other) = map.get(&record.id) {
+                let err = if other == sandbox {
+                    StorageError::Invalid(format!(
+                        "volume {} is given twice: mount each volume once",
+                        m.volume
+                    ))
+                } else {
+                    StorageError::MountedIn {
+                        volume: m.volume.clone(),
+                        sandbox: other.clone(),
+                    }
+                };
+                drop(map);
+                release_claims(&claimed);
+                return Err(err);
+            }
+            map.insert(record.id.clone(), sandbox.to_string());
+            claimed.push(record.id.clone());
+            records.push((record, m.path.clone()));
+        }
+        let mut mounted = Vec::with_capacity(records.len());
+        for (record, target) in records {
+            match self.pool.attach_waiting(&record.id, RELEASE_WAIT) {
+                Ok(attached) => mounted.push(Mounted { attached, target }),
+                Err(e) => {
+                    for m in mounted {
+                        let _ = m.attached.detach();
+                    }
+                    release_claims(&claimed);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(mounted)
+    }
+
+    /// Unmounts a sandbox's volumes (after its processes are gone) and
+    /// frees them for the next sandbox.
+    pub(crate) fn release(&self, mounted: Vec<Mounted>) {
+        for m in mounted {
+            let id = m.attached.id().to_string();
+            if let Err(e) = m.attached.detach() {
+                tracing::warn!(volume = id, "unmounting: {e}");
+            }
+            self.mounted_in.lock().expect("storage lock").remove(&id);
+        }
+    }
+
+    /// Unmounts the pool (daemon shutdown, after every sandbox ended).
+    pub fn shutdown(&self) {
+        if let Err(e) = self.pool.unmount_pool() {
+            tracing::warn!("storage: unmounting the pool: {e}");
+        }
+    }
+}
+
+/// Bytes for people: decimal units, as capacities are given.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 3] = [("GB", 1_000_000_000), ("MB", 1_000_000), ("kB", 1_000)];
+    for (unit, size) in UNITS {
+        if bytes >= size {
+            let v = bytes as f64 / size as f64;
+            return if v.fract() == 0.0 {
+                format!("{v:.0} {unit}")
+            } else {
+                format!("{v:.1} {unit}")
+            };
+        }
+    }
+    format!("{bytes} B")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn human_sizes() {
+        assert_eq!(super::human(1_000_000_000), "1 GB");
+        assert_eq!(super::human(16 << 20), "16.8 MB");
+        assert_eq!(super::human(999), "999 B");
+    }
+}

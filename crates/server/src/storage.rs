@@ -1,0 +1,217 @@
+//! The console's storage routes (`/api/v2/volumes`, `/api/v2/snapshots`):
+//! volumes are served; what is not served yet answers 501 `NOT_SUPPORTED`,
+//! never a bare 404, which both SDKs would read as "absent".
+//!
+//! Every call is scoped to the calling token: another token's volume is
+//! 404, exactly as an absent one.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use manager::{NewVolume, StorageError, VolumeInfo};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::auth::authenticate;
+use crate::{ApiError, AppState};
+
+/// A volume as the SDKs read it: exactly the hosted service's keys, in
+/// snake_case (the Python SDK's tests compare whole objects).
+#[derive(Debug, Serialize)]
+struct VolumeJson {
+    id: String,
+    slug: String,
+    region: String,
+    capacity: u64,
+    estimated_allocated_size: u64,
+    estimated_flattened_size: u64,
+    is_bootable: bool,
+    base_snapshot: Option<SnapshotRef>,
+}
+
+#[derive(Debug, Serialize)]
+struct SnapshotRef {
+    id: String,
+    slug: String,
+}
+
+impl From<VolumeInfo> for VolumeJson {
+    fn from(v: VolumeInfo) -> Self {
+        let r = v.record;
+        Self {
+            id: r.id,
+            slug: r.slug,
+            region: r.region,
+            capacity: r.capacity,
+            estimated_allocated_size: v.allocated_bytes,
+            // No snapshots below it yet: all of it is its own.
+            estimated_flattened_size: v.allocated_bytes,
+            is_bootable: r.is_bootable,
+            base_snapshot: r.base_snapshot.map(|(id, slug)| SnapshotRef { id, slug }),
+        }
+    }
+}
+
+/// A storage failure in the protocol's error shape.
+pub fn storage_error(e: StorageError) -> ApiError {
+    let (status, code) = match &e {
+        StorageError::Invalid(_) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
+        StorageError::VolumeNotFound(_) => (StatusCode::NOT_FOUND, "VOLUME_NOT_FOUND"),
+        StorageError::Conflict(_) | StorageError::MountedIn { .. } => {
+            (StatusCode::CONFLICT, "VOLUME_IN_USE")
+        }
+        StorageError::SlugTaken(_) => (StatusCode::CONFLICT, "SLUG_TAKEN"),
+        StorageError::Quota(_) => (StatusCode::TOO_MANY_REQUESTS, "QUOTA_EXCEEDED"),
+        StorageError::Full(_) => (StatusCode::INSUFFICIENT_STORAGE, "STORAGE_FULL"),
+        StorageError::Unavailable(_) => (StatusCode::NOT_IMPLEMENTED, "NOT_SUPPORTED"),
+        StorageError::Internal(_) => {
+            tracing::warn!("storage: {e}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+        }
+    };
+    ApiError::new(status, code, e.to_string())
+}
+
+/// Runs a blocking storage call (mkfs, fsync, the store) off the runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(storage_error)
+}
+
+/// `POST /api/v2/volumes`'s body. Unknown keys are ignored: the JS SDK's
+/// static `Volume.create` posts its whole options object, token included
+/// (so this body is never logged).
+#[derive(Debug, Deserialize)]
+struct CreateBody {
+    slug: Option<String>,
+    capacity: Option<Value>,
+    region: Option<String>,
+    from: Option<String>,
+}
+
+/// `POST /api/v2/volumes` → 200 and the volume.
+pub async fn create_volume(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let token = authenticate(&state, &headers)?;
+    let storage = state.manager.storage().map_err(storage_error)?.clone();
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", m);
+    let body: CreateBody = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "expected a JSON object {{\"slug\", \"capacity\", \"region\"}}: {e}"
+        ))
+    })?;
+    let slug = body
+        .slug
+        .ok_or_else(|| bad("\"slug\" is required".into()))?;
+    let capacity = body
+        .capacity
+        .ok_or_else(|| bad("\"capacity\" is required (bytes, or a string like \"1GB\")".into()))
+        .and_then(|c| manager::parse_capacity(&c).map_err(|e| bad(format!("capacity: {e}"))))?;
+    if let Some(from) = body.from {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "NOT_SUPPORTED",
+            format!(
+                "\"from\": {from:?}: volumes from snapshots or built-in images are not \
+                 supported by this airlock version yet; create an empty volume"
+            ),
+        ));
+    }
+    let region = body.region.unwrap_or_else(|| "ord".to_string());
+    if region.len() != 3 || !region.bytes().all(|b| b.is_ascii_lowercase()) {
+        return Err(bad(format!(
+            "region {region:?} is not a region name like \"ord\""
+        )));
+    }
+    let owner = token.id;
+    let info = blocking(move || {
+        storage.create_volume(
+            Some(&owner),
+            NewVolume {
+                slug,
+                capacity,
+                region,
+            },
+        )
+    })
+    .await?;
+    Ok(Json(json(VolumeJson::from(info))))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    search: Option<String>,
+}
+
+/// `GET /api/v2/volumes` → a JSON array, one page (no `Link` header).
+pub async fn list_volumes(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let token = authenticate(&state, &headers)?;
+    let storage = state.manager.storage().map_err(storage_error)?.clone();
+    let search = q.search.filter(|s| !s.is_empty());
+    let list = blocking(move || storage.volumes(Some(&token.id), search.as_deref())).await?;
+    let list: Vec<VolumeJson> = list.into_iter().map(VolumeJson::from).collect();
+    Ok(Json(json(list)))
+}
+
+/// `GET /api/v2/volumes/{idOrSlug}` → the volume, or 404.
+pub async fn get_volume(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let token = authenticate(&state, &headers)?;
+    let storage = state.manager.storage().map_err(storage_error)?.clone();
+    let info = blocking(move || storage.volume(Some(&token.id), &key)).await?;
+    Ok(Json(json(VolumeJson::from(info))))
+}
+
+/// `DELETE /api/v2/volumes/{idOrSlug}` → 204; 409 while mounted.
+pub async fn delete_volume(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let token = authenticate(&state, &headers)?;
+    state
+        .manager
+        .delete_volume(Some(&token.id), &key)
+        .await
+        .map_err(|e| match e {
+            manager::ManagerError::Storage(e) => storage_error(e),
+            other => ApiError::internal(other.to_string()),
+        })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Snapshots and the rest of storage not served yet: JSON 501, after the
+/// token is checked like every other route.
+pub async fn not_yet(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(e) = authenticate(&state, &headers) {
+        return e.into_response();
+    }
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "NOT_SUPPORTED",
+        "snapshots are not supported by this airlock version yet",
+    )
+    .into_response()
+}
+
+fn json(v: impl Serialize) -> Value {
+    serde_json::to_value(v).expect("storage objects serialize")
+}

@@ -1,0 +1,207 @@
+"""Volumes through the Python SDK (issue 16): the console API's shapes,
+data that outlives a sandbox, one sandbox at a time, a capacity the kernel
+enforces, owners, and clear refusals. Snapshots answer 501 NOT_SUPPORTED.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import uuid
+
+import pytest
+from deno_sandbox import DenoDeploy
+from deno_sandbox.errors import HTTPStatusError
+
+MB = 1_000_000
+VOLUME_KEYS = {
+    "id",
+    "slug",
+    "region",
+    "capacity",
+    "estimated_allocated_size",
+    "estimated_flattened_size",
+    "is_bootable",
+    "base_snapshot",
+}
+
+
+def slug(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def run(sb, *cmd: str) -> tuple[int, str, str]:
+    p = sb.spawn(cmd[0], args=list(cmd[1:]), stdout="piped", stderr="piped")
+    out = p.stdout.read().decode()
+    err = p.stderr.read().decode()
+    return p.wait()["code"], out, err
+
+
+@pytest.fixture
+def volume(client):
+    """A fresh 64 MB volume, deleted afterwards."""
+    v = client.volumes.create(slug("py"), "ord", "64MB")
+    yield v
+    try:
+        client.volumes.delete(v["id"])
+    except HTTPStatusError:
+        pass
+
+
+def test_create_get_list_delete_in_the_hosted_shape(client):
+    name = slug("shape")
+    v = client.volumes.create(name, "ord", "64MB")
+    assert set(v) == VOLUME_KEYS, v
+    assert v["slug"] == name and v["region"] == "ord"
+    assert v["capacity"] == 64 * MB
+    assert v["is_bootable"] is False and v["base_snapshot"] is None
+    assert v["id"].startswith("vol_ord_")
+    assert 0 < v["estimated_allocated_size"] < v["capacity"]
+
+    assert client.volumes.get(name) == v
+    assert client.volumes.get(v["id"]) == v
+    # Capacities in bytes and binary units.
+    other = client.volumes.create(slug("bytes"), "ord", 32 << 20)
+    assert other["capacity"] == 32 << 20
+    ids = {x["id"] for x in _all(client.volumes.list())}
+    assert {v["id"], other["id"]} <= ids
+    assert {x["id"] for x in _all(client.volumes.list(search=name))} == {v["id"]}
+
+    client.volumes.delete(name)
+    client.volumes.delete(other["id"])
+    assert client.volumes.get(name) is None
+    # The slug is free again at once.
+    again = client.volumes.create(name, "ord", "64MB")
+    assert again["id"] != v["id"]
+    client.volumes.delete(again["id"])
+
+
+def _all(paginated) -> list:
+    """The items of the SDK's paginated list: airlock answers one page
+    (no `Link` header)."""
+    assert not paginated.has_more
+    return paginated.items
+
+
+def test_data_written_in_one_sandbox_is_read_in_the_next(client, volume):
+    data = os.urandom(512 * 1024)
+    with client.sandbox.create(volumes={"/data": volume["slug"]}) as sb:
+        sb.fs.mkdir("/data/dir", recursive=True)
+        sb.fs.write_file("/data/dir/blob.bin", data)
+        code, out, err = run(sb, "sh", "-c", "id -u; stat -c %u /data /data/dir/blob.bin")
+        assert code == 0, err
+        # The sandbox's root owns the volume and what it writes there.
+        assert out.split() == ["0", "0", "0"], out
+    # Another path in the next sandbox, by id this time.
+    with client.sandbox.create(volumes={"/home/app/work": volume["id"]}) as sb:
+        assert sb.fs.read_file("/home/app/work/dir/blob.bin") == data
+        code, out, _ = run(sb, "sha256sum", "/home/app/work/dir/blob.bin")
+        assert out.split()[0] == hashlib.sha256(data).hexdigest()
+    after = client.volumes.get(volume["id"])
+    assert after["estimated_allocated_size"] >= len(data)
+
+
+def test_a_volume_is_mounted_in_one_sandbox_at_a_time(client, volume):
+    with client.sandbox.create(volumes={"/data": volume["slug"]}):
+        with pytest.raises(Exception) as e:
+            with client.sandbox.create(volumes={"/data": volume["slug"]}):
+                pass
+        assert "one sandbox at a time" in str(e.value) or "409" in str(e.value), e.value
+        with pytest.raises(HTTPStatusError) as d:
+            client.volumes.delete(volume["id"])
+        assert d.value.status_code == 409 and d.value.code == "VOLUME_IN_USE"
+        assert "mounted in sandbox" in d.value.message
+    # Free again once that sandbox is gone.
+    with client.sandbox.create(volumes={"/data": volume["slug"]}) as sb:
+        assert sb.fs.read_dir("/data") is not None
+
+
+def test_a_full_volume_is_enospc_inside_and_nothing_on_the_host(client):
+    v = client.volumes.create(slug("full"), "ord", "32MB")
+    try:
+        with client.sandbox.create(volumes={"/data": v["id"]}) as sb:
+            code, _, err = run(
+                sb, "dd", "if=/dev/zero", "of=/data/fill", "bs=1M", "count=100"
+            )
+            assert code != 0 and "No space left on device" in err, err
+            code, out, _ = run(sb, "df", "-B1", "--output=size", "/data")
+            assert int(out.split()[-1]) <= 32 * MB
+            # The sandbox's own disk is untouched by the volume filling up.
+            sb.fs.write_text_file("/root/still.txt", "ok")
+            assert sb.fs.read_text_file("/root/still.txt") == "ok"
+        # The image never grows past its capacity.
+        assert client.volumes.get(v["id"])["estimated_allocated_size"] <= 32 * MB
+    finally:
+        client.volumes.delete(v["id"])
+
+
+@pytest.mark.parametrize(
+    "bad_slug",
+    ["../etc", "a/b", "x", "UPPER", "-lead", "trail-", "ab--cd", "a" * 33, "nul\x00x"],
+)
+def test_bad_slugs_are_refused(client, bad_slug):
+    with pytest.raises(HTTPStatusError) as e:
+        client.volumes.create(bad_slug, "ord", "64MB")
+    assert e.value.status_code == 400 and "slug" in e.value.message, e.value
+
+
+@pytest.mark.parametrize("capacity", ["1TB", "lots", -5, 0, "1MB", "21GB"])
+def test_bad_capacities_are_refused(client, capacity):
+    with pytest.raises(HTTPStatusError) as e:
+        client.volumes.create(slug("cap"), "ord", capacity)
+    assert e.value.status_code == 400 and "capacity" in e.value.message, e.value
+
+
+def test_slugs_are_unique_per_token(client, volume):
+    with pytest.raises(HTTPStatusError) as e:
+        client.volumes.create(volume["slug"], "ord", "64MB")
+    assert e.value.status_code == 409 and e.value.code == "SLUG_TAKEN"
+
+
+@pytest.mark.parametrize("path", ["/", "/proc", "/proc/self", "/sys/x", "/dev/shm", "data", "/a/../etc"])
+def test_mount_paths_over_kernel_interfaces_or_the_root_are_refused(client, volume, path):
+    with pytest.raises(Exception) as e:
+        with client.sandbox.create(volumes={path: volume["slug"]}):
+            pass
+    assert "400" in str(e.value) or "INVALID_CONFIG" in str(e.value), e.value
+
+
+def test_an_unknown_volume_is_refused_and_nothing_is_left(client):
+    with pytest.raises(Exception) as e:
+        with client.sandbox.create(volumes={"/data": "no-such-volume"}):
+            pass
+    assert "404" in str(e.value) or "not found" in str(e.value), e.value
+
+
+def test_another_tokens_volume_is_invisible_and_cannot_be_mounted(client, volume, airlock):
+    if airlock["bin"] is None:
+        pytest.skip("needs the suite's own daemon to make a second token")
+    made = subprocess.run(
+        [str(airlock["bin"]), "token", "create", "--store", str(airlock["store"]), slug("other")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    other = DenoDeploy({"token": made.stdout.split()[-1]})
+    assert other.volumes.get(volume["id"]) is None
+    assert other.volumes.get(volume["slug"]) is None
+    assert volume["id"] not in {x["id"] for x in _all(other.volumes.list())}
+    with pytest.raises(HTTPStatusError) as e:
+        other.volumes.delete(volume["id"])
+    assert e.value.status_code == 404
+    with pytest.raises(Exception) as e:
+        with other.sandbox.create(volumes={"/data": volume["id"]}):
+            pass
+    assert "404" in str(e.value), e.value
+    # Still there for its owner.
+    assert client.volumes.get(volume["id"])["id"] == volume["id"]
+
+
+def test_snapshots_answer_not_supported_never_absent(client, volume):
+    with pytest.raises(HTTPStatusError) as e:
+        client.snapshots.get("anything")
+    assert e.value.status_code == 501 and e.value.code == "NOT_SUPPORTED"
+    with pytest.raises(HTTPStatusError) as e:
+        client.volumes.snapshot(volume["id"], slug=slug("snap"))
+    assert e.value.status_code == 501
