@@ -10,8 +10,9 @@ use crate::signals;
 use crate::streams::Streams;
 use crate::tunnel;
 use agent_proto::calls::{
-    to_reply, EnvKeyParams, EnvSetParams, ExpandGlobParams, FileLockParams, FromParams, PidParams,
-    ProcessKillParams, PtyResizeParams, PythonRunParams, ReadFileParams, SpawnParams, StreamResult,
+    to_reply, DenoReplCallParams, DenoReplEvalParams, EnvKeyParams, EnvSetParams, ExpandGlobParams,
+    FileLockParams, FromParams, PidParams, ProcessKillParams, PtyResizeParams, PythonRunParams,
+    ReadFileParams, SpawnDenoParams, SpawnDenoReplParams, SpawnParams, StreamResult,
     TcpConnectParams, WalkParams, WriteFileParams,
 };
 use agent_proto::{Call, ErrorObject, Frame, FrameKind, Method, Reply, FILE_WINDOW};
@@ -99,9 +100,7 @@ impl Agent {
         };
         // Each call's params are decoded into the method's type in
         // agent_proto::calls before any work: here, or by the fs table
-        // (`FsState::call`) for the fs methods. The Deno runtime calls
-        // read their own (deno/), decoding the `{pid}` ones and the spawn
-        // they make.
+        // (`FsState::call`) for the fs methods.
         match m {
             Method::Ping => Ok(json!("pong")),
             Method::Spawn => {
@@ -154,13 +153,36 @@ impl Agent {
             }
             Method::Walk | Method::ExpandGlob => self.walk(m, params).await,
             Method::FileLock => self.file_lock(FileLockParams::decode(m, &params)?).await,
-            Method::SpawnDeno
-            | Method::DenoHttpWait
-            | Method::SpawnDenoRepl
-            | Method::DenoReplEval
-            | Method::DenoReplCall
-            | Method::DenoReplClose
-            | Method::HttpPort => deno::call(&self.ctx(), &self.deno_repls, method, &params).await,
+            Method::SpawnDeno => {
+                let p = SpawnDenoParams::decode(m, &params)?;
+                deno::spawn_deno(&self.ctx(), p).map(|r| to_reply(&r))
+            }
+            Method::DenoHttpWait => {
+                let p = PidParams::decode(m, &params)?;
+                deno::http_wait(&self.table, p.pid).await
+            }
+            Method::SpawnDenoRepl => {
+                let p = SpawnDenoReplParams::decode(m, &params)?;
+                self.deno_repls.spawn(&self.ctx(), p).map(|r| to_reply(&r))
+            }
+            Method::DenoReplEval => {
+                let p = DenoReplEvalParams::decode(m, &params)?;
+                self.deno_repls.eval(p).await
+            }
+            Method::DenoReplCall => {
+                let p = DenoReplCallParams::decode(m, &params)?;
+                self.deno_repls.call(p).await
+            }
+            Method::DenoReplClose => {
+                let p = PidParams::decode(m, &params)?;
+                self.deno_repls.close(p.pid).await
+            }
+            // airlock internal: the port a process listens on, for
+            // `fetch {pid}` and `exposeHttp {pid}`.
+            Method::HttpPort => {
+                let p = PidParams::decode(m, &params)?;
+                deno::http_port(&self.table, p.pid).map(|r| to_reply(&r))
+            }
             // airlock internal: a TCP connection inside the sandbox, for
             // `fetch` and exposed ports.
             Method::TcpConnect => {
@@ -171,7 +193,8 @@ impl Agent {
             // airlock extension: stateful Python sessions.
             Method::PythonRun => {
                 let p = PythonRunParams::decode(m, &params)?;
-                self.python.run(&self.env, &self.cwd, &p).await
+                let r = self.python.run(&self.env, &self.cwd, &p).await?;
+                Ok(to_reply(&r))
             }
             _ if m.is_fs() => self.fs_call(m, params).await,
             // Served by the daemon (Route::Daemon, Route::NotYet), never

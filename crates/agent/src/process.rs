@@ -12,7 +12,6 @@ use crate::signals;
 use crate::streams::Streams;
 use agent_proto::calls::{ExitStatus, SpawnParams, SpawnResult, Stdio as Output};
 use agent_proto::ErrorObject;
-use serde_json::Value;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -164,24 +163,6 @@ pub struct Ctx {
     pub streams: Arc<Streams>,
     pub out: Outbox,
     pub cwd: PathBuf,
-}
-
-/// `["a", "b"]` from an optional string-array param.
-pub(crate) fn string_list(params: &Value, key: &str) -> Result<Vec<String>, ErrorObject> {
-    match params.get(key) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                // A string index: the Python SDK joins the path as strings.
-                v.as_str().map(str::to_string).ok_or_else(|| {
-                    ErrorObject::invalid_type(&[key, &i.to_string()], "string", Some(v))
-                })
-            })
-            .collect(),
-        Some(other) => Err(ErrorObject::invalid_type(&[key], "array", Some(other))),
-    }
 }
 
 pub fn resolve(cwd: &Path, path: &str) -> PathBuf {

@@ -15,9 +15,9 @@
 //! a call while another is running is rejected with a `Busy` error.
 
 use crate::env::Env;
-use agent_proto::calls::PythonRunParams;
+use agent_proto::calls::{PythonError, PythonRunParams, PythonRunResult};
 use agent_proto::ErrorObject;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
@@ -168,7 +168,7 @@ impl Interp {
     }
 
     /// Sends one snippet and reads its answer (blocking).
-    fn exchange(&mut self, request: &[u8]) -> io::Result<Value> {
+    fn exchange(&mut self, request: &[u8]) -> io::Result<PythonRunResult> {
         let mut frame = Vec::with_capacity(4 + request.len());
         frame.extend_from_slice(&(request.len() as u32).to_be_bytes());
         frame.extend_from_slice(request);
@@ -207,14 +207,14 @@ fn fail(message: String) -> ErrorObject {
 }
 
 impl Sessions {
-    /// `pythonRun {code, session?, timeoutMs?}`: the interpreter's JSON
+    /// `pythonRun {code, session?, timeoutMs?}`: the interpreter's reply
     /// (`{stdout, stderr, value, error}`) plus `durationMs`.
     pub async fn run(
         &self,
         env: &Env,
         cwd: &Path,
         params: &PythonRunParams,
-    ) -> Result<Value, ErrorObject> {
+    ) -> Result<PythonRunResult, ErrorObject> {
         let code = params.code.as_str();
         let session = params.session();
         let timeout_ms = params.timeout_ms();
@@ -282,7 +282,7 @@ impl Sessions {
         let (interp, result) =
             joined.map_err(|e| fail(format!("pythonRun: runner task failed: {e}")))?;
         let duration_ms = started.elapsed().as_millis() as u64;
-        let mut value = match result {
+        let mut reply = match result {
             Ok(v) if !killed => {
                 *guard = Some(interp);
                 v
@@ -300,37 +300,45 @@ impl Sessions {
                      (the next call starts a fresh interpreter)"
                         .to_string()
                 };
-                json!({
-                    "stdout": "",
-                    "stderr": "",
-                    "value": null,
-                    "error": {
-                        "type": if timed_out { "TimeoutError" } else { "InterpreterExited" },
-                        "message": message,
-                        "traceback": "",
-                    },
-                })
+                PythonRunResult {
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    value: None,
+                    error: Some(PythonError {
+                        kind: if timed_out {
+                            "TimeoutError"
+                        } else {
+                            "InterpreterExited"
+                        }
+                        .to_string(),
+                        message,
+                        traceback: String::new(),
+                    }),
+                    duration_ms: 0,
+                }
             }
         };
         if timed_out && !killed {
-            if let Some(err) = value.get_mut("error").filter(|e| e.is_object()) {
-                err["type"] = json!("TimeoutError");
-                err["message"] = json!(format!(
+            if let Some(err) = reply.error.as_mut() {
+                err.kind = "TimeoutError".to_string();
+                err.message = format!(
                     "snippet timed out after {timeout_ms} ms and was interrupted \
                      (KeyboardInterrupt); the session's state is kept"
-                ));
+                );
             }
         }
-        value["durationMs"] = json!(duration_ms);
-        Ok(value)
+        reply.duration_ms = duration_ms;
+        Ok(reply)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agent_proto::calls::FromParams;
+    use agent_proto::calls::{to_reply, FromParams};
+    use serde_json::Value;
 
+    /// The reply as it goes on the wire.
     fn run(s: &Sessions, params: Value) -> Value {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -338,7 +346,7 @@ mod tests {
             .unwrap();
         let env = Env::from_process();
         let params = PythonRunParams::decode(agent_proto::Method::PythonRun, &params).unwrap();
-        rt.block_on(s.run(&env, Path::new("/"), &params)).unwrap()
+        to_reply(&rt.block_on(s.run(&env, Path::new("/"), &params)).unwrap())
     }
 
     fn have_python() -> bool {

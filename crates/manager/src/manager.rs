@@ -3,6 +3,8 @@ use crate::live::{EndReason, Live};
 use crate::new_sandbox_id;
 use crate::Backends;
 use agent_client::AgentClient;
+use agent_proto::calls::{Content, EnvSetParams, MkdirParams, WriteFileParams};
+use agent_proto::Method;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -575,16 +577,12 @@ impl Manager {
         client: &AgentClient,
         req: &CreateRequest,
     ) -> Result<Option<Arc<egress::intercept::Interception>>, ManagerError> {
-        let call = |method: &'static str, params: serde_json::Value| async move {
-            client
-                .call(method, params)
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.message))
-                .map_err(|e| ManagerError::Internal(format!("{method}: {e}")))
-        };
         for (k, v) in &req.env {
-            call("envSet", serde_json::json!({"key": k, "value": v})).await?;
+            let set = EnvSetParams {
+                key: k.clone(),
+                value: v.clone(),
+            };
+            agent_call(client, Method::EnvSet, &set).await?;
         }
         if req.secrets.is_empty() {
             return Ok(None);
@@ -598,21 +596,24 @@ impl Manager {
             egress::intercept::Interception::new(id, &req.secrets, net.upstream_tls.clone())
                 .map_err(|e| ManagerError::Internal(e.to_string()))?;
         let pem = interception.ca_pem();
-        call(
-            "mkdir",
-            serde_json::json!({"path": CA_DIR, "options": {"recursive": true}}),
-        )
-        .await?;
-        call(
-            "writeTextFile",
-            serde_json::json!({"path": CA_FILE, "content": pem}),
-        )
-        .await?;
-        call(
-            "writeTextFile",
-            serde_json::json!({"path": SYSTEM_BUNDLE, "content": format!("\n{pem}"), "options": {"append": true}}),
-        )
-        .await?;
+        let ca_dir = MkdirParams {
+            path: CA_DIR.to_string(),
+            recursive: true,
+            mode: None,
+        };
+        agent_call(client, Method::Mkdir, &ca_dir).await?;
+        let text_file = |path: &str, content: String, append: bool| WriteFileParams {
+            path: path.to_string(),
+            content: Content::Inline(content),
+            append,
+            create: true,
+            create_new: false,
+            mode: None,
+        };
+        let ca_file = text_file(CA_FILE, pem.clone(), false);
+        agent_call(client, Method::WriteTextFile, &ca_file).await?;
+        let bundle = text_file(SYSTEM_BUNDLE, format!("\n{pem}"), true);
+        agent_call(client, Method::WriteTextFile, &bundle).await?;
         let mut env: Vec<(String, String)> = placeholders;
         env.extend(
             [
@@ -624,8 +625,8 @@ impl Manager {
             ]
             .map(|(k, v)| (k.to_string(), v.to_string())),
         );
-        for (k, v) in env {
-            call("envSet", serde_json::json!({"key": k, "value": v})).await?;
+        for (key, value) in env {
+            agent_call(client, Method::EnvSet, &EnvSetParams { key, value }).await?;
         }
         Ok(Some(Arc::new(interception)))
     }
@@ -789,4 +790,19 @@ async fn destroy_blocking(sandbox: Box<dyn Isolated>) {
         Ok(Err(e)) => tracing::warn!(sandbox = id, "destroying: {e}"),
         Err(e) => tracing::warn!(sandbox = id, "destroying: {e}"),
     }
+}
+
+/// One call to a sandbox's agent whose result is `null` (the calls that
+/// set a sandbox up), with params of its type in `agent_proto::calls`.
+async fn agent_call<P: serde::Serialize>(
+    client: &AgentClient,
+    method: Method,
+    params: &P,
+) -> Result<(), ManagerError> {
+    client
+        .call_typed::<P, ()>(method, params)
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.message))
+        .map_err(|e| ManagerError::Internal(format!("{method}: {e}")))
 }

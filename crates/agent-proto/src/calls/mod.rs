@@ -16,6 +16,7 @@
 //! Results derive both: the agent serializes them, the daemon reads the
 //! fields it rewrites (stream ids, sizes) from them.
 
+mod deno;
 mod env;
 mod fs;
 mod process;
@@ -23,6 +24,10 @@ mod reader;
 pub mod time;
 mod tunnel;
 
+pub use deno::{
+    DenoModule, DenoProcessOptions, DenoReplCallParams, DenoReplEvalParams, SpawnDenoParams,
+    SpawnDenoReplParams, SpawnDenoResult,
+};
 pub use env::{validate_env_name, EnvKeyParams, EnvSetParams, EnvToObjectResult};
 pub use fs::{
     path as path_param, time as time_param, ChmodParams, ChownParams, Content, CopyFileParams,
@@ -33,8 +38,8 @@ pub use fs::{
     TruncateParams, UmaskParams, UtimeParams, WalkEntry, WalkParams, WriteFileParams,
 };
 pub use process::{
-    ExitStatus, PidParams, ProcessKillParams, PtyResizeParams, PtySize, PythonRunParams,
-    SpawnParams, SpawnResult, Stdio,
+    ExitStatus, PidParams, ProcessKillParams, PtyResizeParams, PtySize, PythonError,
+    PythonRunParams, PythonRunResult, SpawnParams, SpawnResult, Stdio,
 };
 pub use reader::{as_integer, kind, Params};
 pub use tunnel::{HttpPortResult, StreamResult, TcpConnectParams};

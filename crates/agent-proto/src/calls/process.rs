@@ -255,9 +255,8 @@ impl FromParams for PtyResizeParams {
     }
 }
 
-/// `pythonRun {code, session?, timeoutMs?}` (airlock extension). Its
-/// result is the interpreter's own JSON plus `durationMs`, passed on as
-/// it comes.
+/// `pythonRun {code, session?, timeoutMs?}` (airlock extension); answers
+/// a [`PythonRunResult`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PythonRunParams {
@@ -320,6 +319,34 @@ impl FromParams for PythonRunParams {
     }
 }
 
+/// `pythonRun`'s result: what the snippet printed, the `repr` of its last
+/// expression, and the exception it raised. A timeout or a lost
+/// interpreter is an `error` too, not a failed call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PythonRunResult {
+    pub stdout: String,
+    pub stderr: String,
+    /// `None` when the last statement is no expression or is `None`.
+    pub value: Option<String>,
+    pub error: Option<PythonError>,
+    /// How long the call took in the agent. The interpreter's own reply
+    /// (the same shape otherwise) has none: the agent sets it.
+    #[serde(default)]
+    pub duration_ms: u64,
+}
+
+/// An exception from a `pythonRun` snippet, or why it did not finish
+/// (`TimeoutError`, `InterpreterExited`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PythonError {
+    /// The exception's class name.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: String,
+    pub traceback: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +394,20 @@ mod tests {
                 timeout_ms: Some(5),
             },
         );
+    }
+
+    /// The interpreter's reply reads as a result (its `durationMs` set by
+    /// the agent), which goes out as the same JSON plus `durationMs`.
+    #[test]
+    fn python_run_result_is_the_runners_reply_plus_duration() {
+        let runner = json!({"stdout": "a\n", "stderr": "", "value": null,
+                            "error": {"type": "NameError", "message": "x", "traceback": "tb"}});
+        let mut r: PythonRunResult = serde_json::from_value(runner.clone()).unwrap();
+        assert_eq!(r.error.as_ref().unwrap().kind, "NameError");
+        r.duration_ms = 7;
+        let mut expected = runner;
+        expected["durationMs"] = json!(7);
+        assert_eq!(serde_json::to_value(&r).unwrap(), expected);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //!
 //! Every Deno process is an ordinary spawned process (process.rs), so
 //! `processWait`, `processKill` and its output streams work as for `spawn`.
+//! The calls come here with their params decoded (dispatch.rs), as the
+//! types of `agent_proto::calls`.
 
 mod link;
 mod listen;
@@ -15,46 +17,19 @@ mod watch;
 use crate::env::Env;
 use crate::process::{Ctx, ExitInfo};
 use crate::signals;
-use agent_proto::calls::{to_reply, FromParams, PidParams, SpawnParams};
-use agent_proto::{ErrorObject, Method};
-use serde_json::{Map, Value};
+use agent_proto::calls::{DenoProcessOptions, SpawnParams};
+use agent_proto::ErrorObject;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+pub use listen::{http_port, http_wait};
 pub use repl::Repls;
+pub use run::spawn_deno;
 
 /// Environment variable that tells Deno not to look for a newer version
 /// (a sandbox usually has no route to dl.deno.land anyway).
 const NO_UPDATE_CHECK: &str = "DENO_NO_UPDATE_CHECK";
-
-/// Serves one of the Deno methods (dispatch.rs routes only these here).
-pub async fn call(
-    ctx: &Ctx,
-    repls: &Repls,
-    method: &str,
-    params: &Value,
-) -> Result<Value, ErrorObject> {
-    match method {
-        "spawnDeno" => run::spawn_deno(ctx, params),
-        "denoHttpWait" => listen::http_wait(&ctx.table, pid(method, params)?).await,
-        "httpPort" => listen::http_port(&ctx.table, pid(method, params)?).map(|p| to_reply(&p)),
-        "spawnDenoRepl" => repls.spawn(ctx, params),
-        "denoReplEval" | "denoReplCall" => repls.evaluate(method, params).await,
-        "denoReplClose" => repls.close(pid(method, params)?).await,
-        _ => Err(ErrorObject::unknown_method(method)),
-    }
-}
-
-/// A [`spawn_request`] decoded.
-fn decode_spawn(request: &Value) -> Result<SpawnParams, ErrorObject> {
-    SpawnParams::decode(Method::Spawn, request)
-}
-
-/// The `pid` of a call that names a process.
-fn pid(method: &str, params: &Value) -> Result<i32, ErrorObject> {
-    PidParams::decode_named(method, params).map(|p| p.pid)
-}
 
 /// The deno binary: first on the sandbox's PATH, else where images
 /// usually put it. An absolute path, because a spawn with `clearEnv` has
@@ -114,38 +89,24 @@ fn remove_after_exit(ctx: &Ctx, pid: i32, dir: PathBuf) {
     });
 }
 
-/// A `spawn` request running `deno` with `args`: the caller's environment,
-/// cwd and stdio choices, plus `extra_env`. The caller decodes it into
-/// [`SpawnParams`], which checks it as a `spawn`'s params are.
-fn spawn_request(
-    params: &Value,
+/// The `spawn` running `deno` with `args` and the caller's process
+/// options; its environment also has `extra_env`, and
+/// [`NO_UPDATE_CHECK`] unless the caller set it.
+fn spawn_params(
+    options: DenoProcessOptions,
     deno: &Path,
     args: Vec<String>,
     extra_env: &[(&str, &str)],
-) -> Result<Value, ErrorObject> {
-    let mut p = Map::new();
-    for key in ["clearEnv", "cwd", "stdinStreamId", "stdout", "stderr"] {
-        if let Some(v) = params.get(key).filter(|v| !v.is_null()) {
-            p.insert(key.to_string(), v.clone());
-        }
-    }
-    let mut env = match params.get("env") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m.clone(),
-        Some(_) => return Err(ErrorObject::type_error("env must be an object of strings")),
-    };
-    env.entry(NO_UPDATE_CHECK)
-        .or_insert_with(|| Value::from("1"));
+) -> SpawnParams {
+    let mut spawn = options.into_spawn(deno.to_string_lossy().into_owned(), args);
+    spawn
+        .env
+        .entry(NO_UPDATE_CHECK.to_string())
+        .or_insert_with(|| "1".to_string());
     for (k, v) in extra_env {
-        env.insert(k.to_string(), Value::from(*v));
+        spawn.env.insert(k.to_string(), v.to_string());
     }
-    p.insert("env".into(), Value::Object(env));
-    p.insert(
-        "command".into(),
-        Value::from(deno.to_string_lossy().into_owned()),
-    );
-    p.insert("args".into(), Value::from(args));
-    Ok(Value::Object(p))
+    spawn
 }
 
 /// "exited with code 1" / "was killed by SIGKILL", for messages.

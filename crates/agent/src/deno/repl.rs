@@ -17,11 +17,12 @@
 //! on one REPL may overlap; each gets its own reply.
 
 use super::link::Link;
-use super::{decode_spawn, deno_binary, describe_exit, private_dir, spawn_request};
-use crate::process::string_list;
+use super::{deno_binary, describe_exit, private_dir, spawn_params};
 use crate::process::{self, Ctx, ExitInfo};
-use agent_proto::calls::to_reply;
-use agent_proto::ErrorObject;
+use agent_proto::calls::{
+    DenoReplCallParams, DenoReplEvalParams, SpawnDenoReplParams, SpawnResult,
+};
+use agent_proto::{ErrorObject, Method};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -73,17 +74,18 @@ fn io_err(context: &str, e: &std::io::Error) -> ErrorObject {
 
 impl Repls {
     /// `spawnDenoRepl` → `{pid, stdoutStreamId, stderrStreamId}`.
-    pub fn spawn(&self, ctx: &Ctx, params: &Value) -> Result<Value, ErrorObject> {
-        // The Python SDK may send `args` too; both become `Deno.args`.
-        let mut script_args = string_list(params, "args")?;
-        script_args.extend(string_list(params, "scriptArgs")?);
+    pub fn spawn(
+        &self,
+        ctx: &Ctx,
+        params: SpawnDenoReplParams,
+    ) -> Result<SpawnResult, ErrorObject> {
         let deno = deno_binary(&ctx.env)?;
         let script = self
             .server_script()
             .map_err(|e| io_err("writing the REPL server", &e))?;
         let dir =
             private_dir("airlock-deno-repl-").map_err(|e| io_err("creating a temp dir", &e))?;
-        match self.start(ctx, params, &deno, &script, &dir, script_args) {
+        match self.start(ctx, params, &deno, &script, &dir) {
             Ok(result) => Ok(result),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -95,12 +97,11 @@ impl Repls {
     fn start(
         &self,
         ctx: &Ctx,
-        params: &Value,
+        params: SpawnDenoReplParams,
         deno: &Path,
         script: &Path,
         dir: &Path,
-        script_args: Vec<String>,
-    ) -> Result<Value, ErrorObject> {
+    ) -> Result<SpawnResult, ErrorObject> {
         let socket = dir.join("control.sock");
         let listener =
             UnixListener::bind(&socket).map_err(|e| io_err("binding the control socket", &e))?;
@@ -109,11 +110,10 @@ impl Repls {
             "-A".to_string(),
             script.to_string_lossy().into_owned(),
         ];
-        args.extend(script_args);
+        args.extend(params.script_args);
         let socket_str = socket.to_string_lossy();
-        let request = spawn_request(params, deno, args, &[(SOCKET_VAR, &socket_str)])?;
-        let spawned = decode_spawn(&request).and_then(|p| process::spawn(ctx, &p));
-        let result = spawned.map_err(|mut e| {
+        let spawn = spawn_params(params.process, deno, args, &[(SOCKET_VAR, &socket_str)]);
+        let result = process::spawn(ctx, &spawn).map_err(|mut e| {
             e.message = format!("spawnDenoRepl: {}", e.message);
             e
         })?;
@@ -136,7 +136,7 @@ impl Repls {
             closed: AtomicBool::new(false),
         });
         self.map.lock().expect("repls lock").insert(pid, repl);
-        Ok(to_reply(&result))
+        Ok(result)
     }
 
     /// The server script's path; (re)written when missing or changed (the
@@ -172,37 +172,29 @@ impl Repls {
             })
     }
 
-    /// `denoReplEval {pid, code}` / `denoReplCall {pid, fn, args}` → the
-    /// result as JSON (`undefined` → null).
-    pub async fn evaluate(&self, method: &str, params: &Value) -> Result<Value, ErrorObject> {
-        let pid = super::pid(method, params)?;
-        let request = if method == "denoReplEval" {
-            let code = match params.get("code") {
-                Some(Value::String(c)) => c.as_str(),
-                other => return Err(ErrorObject::invalid_type(&["code"], "string", other)),
-            };
-            json!({ "code": code })
-        } else {
-            let function = params
-                .get("fn")
-                .and_then(Value::as_str)
-                .filter(|f| !f.trim().is_empty())
-                .ok_or_else(|| {
-                    ErrorObject::type_error(format!(
-                        "{method}: \"fn\" must be a function's name or a function expression"
-                    ))
-                })?;
-            let args = match params.get("args") {
-                None | Some(Value::Null) => json!([]),
-                Some(a @ Value::Array(_)) => a.clone(),
-                Some(_) => {
-                    return Err(ErrorObject::type_error(format!(
-                        "{method}: \"args\" must be an array"
-                    )))
-                }
-            };
-            json!({ "fn": function, "args": args })
-        };
+    /// `denoReplEval {pid, code}` → the value of `code` as JSON
+    /// (`undefined` → null).
+    pub async fn eval(&self, params: DenoReplEvalParams) -> Result<Value, ErrorObject> {
+        let request = json!({ "code": params.code });
+        self.evaluate(Method::DenoReplEval, params.pid, request)
+            .await
+    }
+
+    /// `denoReplCall {pid, fn, args}` → the function's value, as
+    /// [`Repls::eval`].
+    pub async fn call(&self, params: DenoReplCallParams) -> Result<Value, ErrorObject> {
+        let request = json!({ "fn": params.function, "args": params.args });
+        self.evaluate(Method::DenoReplCall, params.pid, request)
+            .await
+    }
+
+    /// Sends `request` to REPL `pid`'s server once it is up.
+    async fn evaluate(
+        &self,
+        method: Method,
+        pid: i32,
+        request: Value,
+    ) -> Result<Value, ErrorObject> {
         let repl = self.get(pid)?;
         if repl.closed.load(Ordering::Relaxed) {
             return Err(ErrorObject::new(
@@ -218,7 +210,7 @@ impl Repls {
             .map(|s| s.clone())
             .unwrap_or_else(|_| State::Down("the Deno REPL went away".into()));
         match ready {
-            State::Up(link) => link.request(method, request).await,
+            State::Up(link) => link.request(method.as_str(), request).await,
             State::Down(why) => Err(ErrorObject::new("Error", format!("{method}: {why}"), None)),
             State::Connecting => unreachable!("waited for another state"),
         }

@@ -4,9 +4,12 @@
 //! output streams and sends client streams (stdin, `writeFile` content).
 
 use super::api::ApiTarget;
+use agent_proto::Method;
 use anyhow::{anyhow, Result};
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::fmt;
@@ -35,6 +38,9 @@ pub enum RpcError {
     Protocol { code: i64, message: String },
     /// The socket closed before the answer came.
     Closed(String),
+    /// A typed call's params or reply not of its method's types (a daemon
+    /// out of step with this airlock).
+    Shape(String),
 }
 
 impl RpcError {
@@ -57,6 +63,7 @@ impl fmt::Display for RpcError {
             RpcError::App { class, message } => write!(f, "{class}: {message}"),
             RpcError::Protocol { code, message } => write!(f, "{message} (JSON-RPC {code})"),
             RpcError::Closed(why) => write!(f, "the connection to the daemon closed: {why}"),
+            RpcError::Shape(why) => write!(f, "{why}"),
         }
     }
 }
@@ -103,6 +110,14 @@ pub struct Client {
     shared: Arc<Mutex<Shared>>,
     next_id: Arc<AtomicU64>,
     next_stream: Arc<AtomicU64>,
+}
+
+/// A client stream's id as a request names it (`stdinStreamId`,
+/// `contentStreamId`): the param types of `agent_proto::calls` hold u32
+/// ids, and a connection numbers its streams from 1, so only one that
+/// opened 4 billion streams would see this fail.
+pub fn stream_param(id: u64) -> anyhow::Result<u32> {
+    u32::try_from(id).map_err(|_| anyhow!("stream id {id} is past the protocol's range"))
 }
 
 /// `http://host:port` → `ws://host:port` (`https` → `wss`).
@@ -244,10 +259,32 @@ impl Client {
             .unwrap_or_else(|_| Err(RpcError::Closed(self.closed_reason())))
     }
 
-    /// One call: `Ok` is the value inside `{"ok": …}`.
-    pub async fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
-        let rx = self.request(method, params).await?;
-        self.answer(rx).await
+    /// One call, with params of the method's type in `agent_proto::calls`;
+    /// `Ok` is the value inside `{"ok": …}` read into `R`, the method's
+    /// result type.
+    pub async fn call_typed<P: Serialize, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        params: &P,
+    ) -> Result<R, RpcError> {
+        let rx = self.request_typed(method, params).await?;
+        let reply = self.answer(rx).await?;
+        serde_json::from_value(reply).map_err(|e| {
+            RpcError::Shape(format!(
+                "{method}: the daemon's reply has another shape: {e}"
+            ))
+        })
+    }
+
+    /// [`Client::request`] with params of the method's type.
+    pub async fn request_typed<P: Serialize>(
+        &self,
+        method: Method,
+        params: &P,
+    ) -> Result<oneshot::Receiver<Result<Value, RpcError>>, RpcError> {
+        let params = serde_json::to_value(params)
+            .map_err(|e| RpcError::Shape(format!("{method}: params: {e}")))?;
+        self.request(method.as_str(), params).await
     }
 
     /// The receiving end of server stream `id` (events that arrived before

@@ -7,12 +7,16 @@
 //! way no file travels whole in one message.
 
 use super::api::ApiArgs;
-use super::client::{Client, RpcError, CHUNK};
+use super::client::{stream_param, Client, CHUNK};
 use super::exec::block_on;
+use agent_proto::calls::{
+    ChmodParams, Content, DirEntry, FileHandleParams, FileHandleResult, FileInfo, FileReadParams,
+    FileReadResult, LinkParams, MkdirParams, OpenParams, PathParams, RemoveParams, WriteFileParams,
+};
+use agent_proto::Method;
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
 use clap::Args;
-use serde_json::{json, Value};
 use std::io::{IsTerminal, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -149,16 +153,22 @@ fn parent(p: &str) -> &str {
 }
 
 /// `stat` in the sandbox: `None` when it is not there.
-async fn remote_stat(client: &Client, path: &str) -> Result<Option<Value>> {
-    match client.call("stat", json!({"path": path})).await {
+async fn remote_stat(client: &Client, path: &str) -> Result<Option<FileInfo>> {
+    match client.call_typed(Method::Stat, &path_params(path)).await {
         Ok(v) => Ok(Some(v)),
         Err(e) if e.is_not_found() || e.class() == Some("NotADirectory") => Ok(None),
         Err(e) => Err(anyhow!("{path}: {e}")),
     }
 }
 
-fn is_dir(info: &Value) -> bool {
-    info["isDirectory"].as_bool().unwrap_or(false)
+fn is_dir(info: &FileInfo) -> bool {
+    info.is_directory
+}
+
+fn path_params(path: &str) -> PathParams {
+    PathParams {
+        path: path.to_string(),
+    }
 }
 
 // ---- into the sandbox -------------------------------------------------
@@ -203,10 +213,12 @@ async fn copy_in(client: &Client, src: &Path, dst: &str, progress: &mut Progress
 
 async fn put_dir(client: &Client, src: &Path, dst: &str, progress: &mut Progress) -> Result<()> {
     let mode = std::fs::metadata(src)?.permissions().mode() & 0o7777;
-    match client
-        .call("mkdir", json!({"path": dst, "options": {"mode": mode}}))
-        .await
-    {
+    let mkdir = MkdirParams {
+        path: dst.to_string(),
+        recursive: false,
+        mode: Some(mode),
+    };
+    match client.call_typed::<_, ()>(Method::Mkdir, &mkdir).await {
         Ok(_) => {}
         Err(e) if e.class() == Some("AlreadyExists") => {}
         Err(e) => bail!("mkdir {dst}: {e}"),
@@ -225,12 +237,17 @@ async fn put_dir(client: &Client, src: &Path, dst: &str, progress: &mut Progress
         let ft = entry.file_type()?;
         if ft.is_symlink() {
             let link = std::fs::read_link(&path)?;
-            let _ = client.call("remove", json!({"path": child})).await;
+            let remove = RemoveParams {
+                path: child.clone(),
+                recursive: false,
+            };
+            let _ = client.call_typed::<_, ()>(Method::Remove, &remove).await;
+            let symlink = LinkParams {
+                target: link.to_string_lossy().into_owned(),
+                path: child.clone(),
+            };
             client
-                .call(
-                    "symlink",
-                    json!({"target": link.to_string_lossy(), "path": child}),
-                )
+                .call_typed::<_, ()>(Method::Symlink, &symlink)
                 .await
                 .map_err(|e| anyhow!("symlink {child}: {e}"))?;
         } else if ft.is_dir() {
@@ -255,13 +272,15 @@ async fn put_file(
     let mut file =
         std::fs::File::open(src).with_context(|| format!("opening {}", src.display()))?;
     let stream = client.open_stream().await?;
-    let mut answer = client
-        .request(
-            "writeFile",
-            json!({"path": dst, "contentStreamId": stream,
-                   "options": {"create": true, "mode": mode & 0o7777}}),
-        )
-        .await?;
+    let write = WriteFileParams {
+        path: dst.to_string(),
+        content: Content::Stream(stream_param(stream)?),
+        append: false,
+        create: true,
+        create_new: false,
+        mode: Some(mode & 0o7777),
+    };
+    let mut answer = client.request_typed(Method::WriteFile, &write).await?;
     let mut buf = vec![0u8; CHUNK];
     loop {
         // The daemon may refuse early (e.g. a directory in the way).
@@ -283,8 +302,12 @@ async fn put_file(
         .answer(answer)
         .await
         .map_err(|e| anyhow!("writing {dst}: {e}"))?;
+    let chmod = ChmodParams {
+        path: dst.to_string(),
+        mode: mode & 0o7777,
+    };
     client
-        .call("chmod", json!({"path": dst, "mode": mode & 0o7777}))
+        .call_typed::<_, ()>(Method::Chmod, &chmod)
         .await
         .map_err(|e| anyhow!("chmod {dst}: {e}"))?;
     Ok(())
@@ -339,8 +362,8 @@ async fn copy_out(
     }
 }
 
-fn mode_of(info: &Value) -> u32 {
-    info["mode"].as_u64().unwrap_or(0o644) as u32 & 0o7777
+fn mode_of(info: &FileInfo) -> u32 {
+    info.mode & 0o7777
 }
 
 async fn get_dir(
@@ -355,38 +378,35 @@ async fn get_dir(
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dst.is_dir() => {}
         Err(e) => return Err(e).with_context(|| format!("mkdir {}", dst.display())),
     }
-    let entries = client
-        .call("readDir", json!({"path": src}))
+    let mut entries: Vec<DirEntry> = client
+        .call_typed(Method::ReadDir, &path_params(src))
         .await
         .map_err(|e| anyhow!("reading directory {src}: {e}"))?;
-    let mut entries: Vec<Value> = entries.as_array().cloned().unwrap_or_default();
-    entries.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
     for entry in entries {
-        let Some(name) = entry["name"].as_str() else {
-            continue;
-        };
+        let name = entry.name.as_str();
         if name.contains('/') || name == "." || name == ".." {
             bail!("{src}: the sandbox returned a bad name {name:?}");
         }
         let child = join(src, name);
         let local = dst.join(name);
-        if entry["isSymlink"].as_bool().unwrap_or(false) {
-            let link = client
-                .call("readLink", json!({"path": child}))
+        if entry.is_symlink {
+            let link: String = client
+                .call_typed(Method::ReadLink, &path_params(&child))
                 .await
                 .map_err(|e| anyhow!("readLink {child}: {e}"))?;
             let _ = std::fs::remove_file(&local);
-            std::os::unix::fs::symlink(link.as_str().unwrap_or(""), &local)
+            std::os::unix::fs::symlink(link, &local)
                 .with_context(|| format!("symlink {}", local.display()))?;
-        } else if entry["isDirectory"].as_bool().unwrap_or(false) {
-            let info = client
-                .call("stat", json!({"path": child}))
+        } else if entry.is_directory {
+            let info: FileInfo = client
+                .call_typed(Method::Stat, &path_params(&child))
                 .await
                 .map_err(|e| anyhow!("stat {child}: {e}"))?;
             Box::pin(get_dir(client, &child, &local, mode_of(&info), progress)).await?;
-        } else if entry["isFile"].as_bool().unwrap_or(false) {
-            let info = client
-                .call("stat", json!({"path": child}))
+        } else if entry.is_file {
+            let info: FileInfo = client
+                .call_typed(Method::Stat, &path_params(&child))
                 .await
                 .map_err(|e| anyhow!("stat {child}: {e}"))?;
             get_file(client, &child, &local, mode_of(&info), progress).await?;
@@ -405,15 +425,22 @@ async fn get_file(
     mode: u32,
     progress: &mut Progress,
 ) -> Result<()> {
-    let opened = client
-        .call("open", json!({"path": src, "options": {"read": true}}))
+    let open = OpenParams {
+        path: src.to_string(),
+        read: true,
+        write: false,
+        append: false,
+        truncate: false,
+        create: false,
+        create_new: false,
+        mode: None,
+    };
+    let handle: FileHandleResult = client
+        .call_typed(Method::Open, &open)
         .await
         .map_err(|e| anyhow!("opening {src}: {e}"))?;
-    let handle = opened["fileHandleId"].clone();
-    let result = pull(client, &handle, src, dst, progress).await;
-    let _ = client
-        .call("fileClose", json!({"fileHandleId": handle}))
-        .await;
+    let result = pull(client, handle, src, dst, progress).await;
+    let _ = client.call_typed::<_, ()>(Method::FileClose, &handle).await;
     result?;
     std::fs::set_permissions(dst, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("chmod {}", dst.display()))?;
@@ -422,7 +449,7 @@ async fn get_file(
 
 async fn pull(
     client: &Client,
-    handle: &Value,
+    handle: FileHandleParams,
     src: &str,
     dst: &Path,
     progress: &mut Progress,
@@ -430,14 +457,15 @@ async fn pull(
     let mut out =
         std::fs::File::create(dst).with_context(|| format!("creating {}", dst.display()))?;
     loop {
-        let r = client
-            .call(
-                "fileRead",
-                json!({"fileHandleId": handle, "length": 2 * CHUNK}),
-            )
+        let read = FileReadParams {
+            file_handle_id: handle.file_handle_id,
+            length: 2 * CHUNK as u64,
+        };
+        let r: FileReadResult = client
+            .call_typed(Method::FileRead, &read)
             .await
-            .map_err(|e: RpcError| anyhow!("reading {src}: {e}"))?;
-        let Some(data) = r["data"].as_str() else {
+            .map_err(|e| anyhow!("reading {src}: {e}"))?;
+        let Some(data) = r.data else {
             break; // EOF
         };
         let bytes = base64::engine::general_purpose::STANDARD

@@ -3,12 +3,16 @@
 //! local process; exits with the command's exit code.
 
 use super::api::ApiArgs;
-use super::client::{Client, RpcError, StreamEvent};
+use super::client::{stream_param, Client, RpcError, StreamEvent};
 use super::forward;
 use super::term::{parse_env, terminal_size, RawMode};
+use agent_proto::calls::{
+    ExitStatus, PidParams, ProcessKillParams, PtySize, SpawnParams, SpawnResult, Stdio,
+};
+use agent_proto::Method;
 use anyhow::{anyhow, Result};
 use clap::Args;
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
@@ -97,52 +101,50 @@ pub enum Ran {
 
 /// Spawns `spec` and drives it to its end.
 pub async fn run(client: &Client, spec: &ExecSpec) -> Result<Ran> {
-    let mut env: Map<String, Value> = spec
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), json!(v)))
-        .collect();
-    let mut params = json!({
-        "command": spec.command,
-        "args": spec.args,
-        "stdout": "piped",
-        "stderr": "piped",
-    });
-    if let Some(cwd) = &spec.cwd {
-        params["cwd"] = json!(cwd);
-    }
-    if spec.tty {
+    let mut env: BTreeMap<String, String> = spec.env.iter().cloned().collect();
+    let pty = if spec.tty {
         let (rows, cols) = terminal_size().unwrap_or((24, 80));
-        params["pty"] = json!({"rows": rows, "cols": cols});
         if !env.contains_key("TERM") {
             let term = std::env::var("TERM").unwrap_or_else(|_| "xterm".into());
-            env.insert("TERM".into(), json!(term));
+            env.insert("TERM".into(), term);
         }
-    }
-    params["env"] = Value::Object(env);
-    let stdin_id = if spec.stdin {
-        let id = client.open_stream().await?;
-        params["stdinStreamId"] = json!(id);
-        Some(id)
+        Some(PtySize { rows, cols })
     } else {
         None
     };
+    let stdin_id = if spec.stdin {
+        Some(client.open_stream().await?)
+    } else {
+        None
+    };
+    let params = SpawnParams {
+        command: spec.command.clone(),
+        args: spec.args.clone(),
+        env,
+        clear_env: false,
+        cwd: spec.cwd.clone(),
+        stdin_stream_id: stdin_id.map(stream_param).transpose()?,
+        stdout: Stdio::Piped,
+        stderr: Stdio::Piped,
+        pty,
+    };
     let _raw = if spec.tty { RawMode::enable() } else { None };
-    let spawned = match client.call("spawn", params).await {
+    let spawned: SpawnResult = match client.call_typed(Method::Spawn, &params).await {
         Ok(v) => v,
         Err(e @ RpcError::App { .. }) => return Ok(Ran::SpawnFailed(e)),
         Err(e) => return Err(anyhow!("spawning {}: {e}", spec.command)),
     };
-    let pid = spawned["pid"]
-        .as_i64()
-        .ok_or_else(|| anyhow!("the daemon returned no pid"))?;
+    let pid = spawned.pid;
 
     let (exited_tx, exited) = watch::channel(false);
     let mut copies = Vec::new();
-    for (key, to_stderr) in [("stdoutStreamId", false), ("stderrStreamId", true)] {
-        if let Some(id) = spawned[key].as_u64() {
+    for (id, to_stderr) in [
+        (spawned.stdout_stream_id, false),
+        (spawned.stderr_stream_id, true),
+    ] {
+        if let Some(id) = id {
             let rx = client
-                .take_stream(id)
+                .take_stream(id.into())
                 .ok_or_else(|| anyhow!("output stream {id} taken twice"))?;
             copies.push(tokio::spawn(copy_out(
                 rx,
@@ -162,7 +164,7 @@ pub async fn run(client: &Client, spec: &ExecSpec) -> Result<Ran> {
         side.push(tokio::spawn(forward::signals(client.clone(), pid)));
     }
     let status = client
-        .call("processWait", json!({"pid": pid}))
+        .call_typed::<_, ExitStatus>(Method::ProcessWait, &PidParams { pid })
         .await
         .map_err(|e| anyhow!("waiting for {}: {e}", spec.command));
     let _ = exited_tx.send(true);
@@ -179,14 +181,13 @@ pub async fn run(client: &Client, spec: &ExecSpec) -> Result<Ran> {
 
 /// The exit code of a `processWait` status: `code`, or 128+n when a
 /// signal killed it and `code` does not say so.
-fn exit_code(status: &Value) -> i32 {
-    let code = status["code"].as_i64().unwrap_or(1) as i32;
-    match status["signal"].as_str() {
-        Some(name) if code < 128 => name
+fn exit_code(status: &ExitStatus) -> i32 {
+    match status.signal.as_deref() {
+        Some(name) if status.code < 128 => name
             .parse::<nix::sys::signal::Signal>()
             .map(|s| 128 + s as i32)
-            .unwrap_or(code),
-        _ => code,
+            .unwrap_or(status.code),
+        _ => status.code,
     }
 }
 
@@ -198,7 +199,7 @@ async fn copy_out(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<StreamEvent>,
     to_stderr: bool,
     mut exited: watch::Receiver<bool>,
-    (client, pid): (Client, i64),
+    (client, pid): (Client, i32),
 ) {
     let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = if to_stderr {
         Box::new(tokio::io::stderr())
@@ -220,9 +221,11 @@ async fn copy_out(
         match event {
             Some(StreamEvent::Data(d)) => {
                 if out.write_all(&d).await.is_err() || out.flush().await.is_err() {
-                    let _ = client
-                        .call("processKill", json!({"pid": pid, "signal": "SIGPIPE"}))
-                        .await;
+                    let kill = ProcessKillParams {
+                        pid,
+                        signal: Some("SIGPIPE".to_string()),
+                    };
+                    let _ = client.call_typed::<_, ()>(Method::ProcessKill, &kill).await;
                     return;
                 }
             }
@@ -242,8 +245,14 @@ mod tests {
 
     #[test]
     fn exit_codes() {
-        assert_eq!(exit_code(&json!({"code": 7, "signal": null})), 7);
-        assert_eq!(exit_code(&json!({"code": 143, "signal": "SIGTERM"})), 143);
-        assert_eq!(exit_code(&json!({"code": 0, "signal": "SIGKILL"})), 137);
+        let status = |code: i32, signal: Option<&str>| ExitStatus {
+            success: code == 0 && signal.is_none(),
+            code,
+            signal: signal.map(str::to_string),
+            oom: None,
+        };
+        assert_eq!(exit_code(&status(7, None)), 7);
+        assert_eq!(exit_code(&status(143, Some("SIGTERM"))), 143);
+        assert_eq!(exit_code(&status(0, Some("SIGKILL"))), 137);
     }
 }

@@ -6,7 +6,10 @@
 use super::client::{Client, RpcError};
 use super::term::terminal_size;
 use agent_client::AgentClient;
-use serde_json::{json, Value};
+use agent_proto::calls::{ProcessKillParams, PtyResizeParams};
+use agent_proto::Method;
+use serde::de::IgnoredAny;
+use serde::Serialize;
 use std::future::Future;
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
@@ -22,9 +25,14 @@ pub trait Remote: Clone + Send + Sync + 'static {
     /// Ends stream `id`.
     fn end_stream(&self, id: Self::StreamId) -> impl Future<Output = ()> + Send;
 
-    /// Calls `method`, ignoring its result; false when the other side does
-    /// not know the method (so there is no point calling it again).
-    fn call_known(&self, method: &str, params: Value) -> impl Future<Output = bool> + Send;
+    /// Calls `method` with params of its type in `agent_proto::calls`,
+    /// ignoring its result; false when the other side does not know the
+    /// method (so there is no point calling it again).
+    fn call_known<P: Serialize + Sync>(
+        &self,
+        method: Method,
+        params: &P,
+    ) -> impl Future<Output = bool> + Send;
 }
 
 impl Remote for Client {
@@ -38,9 +46,9 @@ impl Remote for Client {
         let _ = Client::end_stream(self, id).await;
     }
 
-    async fn call_known(&self, method: &str, params: Value) -> bool {
+    async fn call_known<P: Serialize + Sync>(&self, method: Method, params: &P) -> bool {
         !matches!(
-            self.call(method, params).await,
+            self.call_typed::<_, IgnoredAny>(method, params).await,
             Err(RpcError::Protocol { code: -32601, .. })
         )
     }
@@ -58,8 +66,8 @@ impl Remote for AgentClient {
     }
 
     /// The agent ships with this airlock: it knows every method it is sent.
-    async fn call_known(&self, method: &str, params: Value) -> bool {
-        let _ = self.call(method, params).await;
+    async fn call_known<P: Serialize + Sync>(&self, method: Method, params: &P) -> bool {
+        let _ = self.call_typed::<_, IgnoredAny>(method, params).await;
         true
     }
 }
@@ -83,7 +91,7 @@ pub async fn stdin<R: Remote>(remote: R, id: R::StreamId) {
 
 /// Ctrl-C and friends go to the command, as if it ran locally (on a PTY the
 /// terminal sends them as bytes instead).
-pub async fn signals<R: Remote>(remote: R, pid: i64) {
+pub async fn signals<R: Remote>(remote: R, pid: i32) {
     let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
@@ -97,22 +105,24 @@ pub async fn signals<R: Remote>(remote: R, pid: i64) {
             _ = term.recv() => "SIGTERM",
             _ = hup.recv() => "SIGHUP",
         };
-        remote
-            .call_known("processKill", json!({"pid": pid, "signal": name}))
-            .await;
+        let kill = ProcessKillParams {
+            pid,
+            signal: Some(name.to_string()),
+        };
+        remote.call_known(Method::ProcessKill, &kill).await;
     }
 }
 
 /// Window size changes go to the PTY (`ptyResize`). Best effort: a daemon
 /// that does not serve the method leaves the size as it was at spawn.
-pub async fn resizes<R: Remote>(remote: R, pid: i64) {
+pub async fn resizes<R: Remote>(remote: R, pid: i32) {
     let Ok(mut winch) = signal(SignalKind::window_change()) else {
         return;
     };
     while winch.recv().await.is_some() {
         if let Some((rows, cols)) = terminal_size() {
-            let params = json!({"pid": pid, "rows": rows, "cols": cols});
-            if !remote.call_known("ptyResize", params).await {
+            let resize = PtyResizeParams { pid, rows, cols };
+            if !remote.call_known(Method::PtyResize, &resize).await {
                 return;
             }
         }

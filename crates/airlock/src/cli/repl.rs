@@ -8,9 +8,10 @@
 
 use super::api::ApiArgs;
 use super::client::{Client, RpcError};
+use agent_proto::calls::{PythonRunParams, PythonRunResult};
+use agent_proto::Method;
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
 use std::io::{BufRead, IsTerminal, Read, Write};
 
 #[derive(Subcommand, Debug)]
@@ -43,12 +44,12 @@ pub fn main(cmd: ReplCommand) -> Result<i32> {
         .build()?;
     let client = rt.block_on(Client::connect(&target, &args.sandbox))?;
     let run = |code: &str| -> Result<bool, RpcError> {
-        let params = json!({
-            "code": code,
-            "session": args.session,
-            "timeoutMs": args.timeout_ms,
-        });
-        let result = rt.block_on(client.call("pythonRun", params))?;
+        let params = PythonRunParams {
+            code: code.to_string(),
+            session: Some(args.session.clone()),
+            timeout_ms: Some(args.timeout_ms),
+        };
+        let result = rt.block_on(client.call_typed(Method::PythonRun, &params))?;
         Ok(show(&result))
     };
     let stdin = std::io::stdin();
@@ -159,27 +160,25 @@ pub fn split_snippets(input: &str) -> Vec<String> {
 }
 
 /// Prints a `pythonRun` result; false when the snippet raised.
-fn show(result: &Value) -> bool {
-    let text = |k: &str| result.get(k).and_then(Value::as_str).unwrap_or("");
-    print!("{}", text("stdout"));
+fn show(result: &PythonRunResult) -> bool {
+    print!("{}", result.stdout);
     let _ = std::io::stdout().flush();
-    eprint!("{}", text("stderr"));
-    if let Some(v) = result.get("value").and_then(Value::as_str) {
+    eprint!("{}", result.stderr);
+    if let Some(v) = &result.value {
         println!("{v}");
     }
-    match result.get("error").filter(|e| e.is_object()) {
+    match &result.error {
         None => true,
         Some(err) => {
-            let field = |k: &str| err.get(k).and_then(Value::as_str).unwrap_or("");
-            let tb = field("traceback");
+            let tb = err.traceback.as_str();
             if !tb.is_empty() {
                 eprint!("{tb}");
                 if !tb.ends_with('\n') {
                     eprintln!();
                 }
             }
-            if field("type") == "TimeoutError" || tb.is_empty() {
-                eprintln!("{}: {}", field("type"), field("message"));
+            if err.kind == "TimeoutError" || tb.is_empty() {
+                eprintln!("{}: {}", err.kind, err.message);
             }
             false
         }

@@ -5,10 +5,11 @@ use super::forward;
 use super::term::{parse_env, terminal_size, RawMode};
 use crate::{agent_exe, sandbox_env};
 use agent_client::AgentClient;
+use agent_proto::calls::{ExitStatus, PidParams, PtySize, SpawnParams, SpawnResult, Stdio};
+use agent_proto::Method;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use manager::{Isolation, LaunchSpec, ResourceLimits};
-use serde_json::{json, Value};
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
@@ -148,40 +149,36 @@ enum Outcome {
 async fn drive(args: &RunArgs, sock: std::os::unix::net::UnixStream) -> Result<Outcome> {
     let (client, _hello) = AgentClient::connect(sock).await?;
     let stdin_id = client.open_stream();
-    let env: serde_json::Map<String, Value> = args
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), json!(v)))
-        .collect();
-    let mut params = json!({
-        "command": args.command[0],
-        "args": &args.command[1..],
-        "env": env,
-        "cwd": args.workdir,
-        "stdinStreamId": stdin_id,
-        "stdout": "piped",
-        "stderr": "piped",
-    });
-    let _raw = if args.tty {
+    let pty = args.tty.then(|| {
         let (rows, cols) = terminal_size().unwrap_or((24, 80));
-        params["pty"] = json!({"rows": rows, "cols": cols});
-        RawMode::enable()
-    } else {
-        None
+        PtySize { rows, cols }
+    });
+    let params = SpawnParams {
+        command: args.command[0].clone(),
+        args: args.command[1..].to_vec(),
+        env: args.env.iter().cloned().collect(),
+        clear_env: false,
+        cwd: Some(args.workdir.clone()),
+        stdin_stream_id: Some(stdin_id),
+        stdout: Stdio::Piped,
+        stderr: Stdio::Piped,
+        pty,
     };
+    let _raw = if args.tty { RawMode::enable() } else { None };
     let spawned = client
-        .call("spawn", params)
+        .call_typed::<_, SpawnResult>(Method::Spawn, &params)
         .await?
         .map_err(|e| anyhow!("{}: {}", args.command[0], e.message))?;
-    let pid = spawned["pid"]
-        .as_i64()
-        .ok_or_else(|| anyhow!("agent returned no pid"))?;
+    let pid = spawned.pid;
 
     let mut copies = Vec::new();
-    for (key, to_stderr) in [("stdoutStreamId", false), ("stderrStreamId", true)] {
-        if let Some(id) = spawned[key].as_u64() {
+    for (id, to_stderr) in [
+        (spawned.stdout_stream_id, false),
+        (spawned.stderr_stream_id, true),
+    ] {
+        if let Some(id) = id {
             let mut rx = client
-                .take_stream(id as u32)
+                .take_stream(id)
                 .ok_or_else(|| anyhow!("stream taken twice"))?;
             copies.push(tokio::spawn(async move {
                 while let Some(chunk) = rx.recv().await {
@@ -207,7 +204,7 @@ async fn drive(args: &RunArgs, sock: std::os::unix::net::UnixStream) -> Result<O
 
     let waited = tokio::time::timeout(
         args.timeout,
-        client.call("processWait", json!({"pid": pid})),
+        client.call_typed::<_, ExitStatus>(Method::ProcessWait, &PidParams { pid }),
     )
     .await;
     let status = match waited {
@@ -219,7 +216,7 @@ async fn drive(args: &RunArgs, sock: std::os::unix::net::UnixStream) -> Result<O
         let _ = tokio::time::timeout(Duration::from_secs(1), c).await;
     }
     Ok(Outcome::Exited {
-        code: status["code"].as_i64().unwrap_or(1) as i32,
-        signal: status["signal"].as_str().map(str::to_string),
+        code: status.code,
+        signal: status.signal,
     })
 }
