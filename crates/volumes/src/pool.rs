@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
-use nix::mount::{mount, MsFlags};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::error::Context;
 use crate::tools::{MKFS_EXT4, MKFS_XFS};
@@ -861,8 +861,12 @@ impl Pool {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        if let Err(e) = mounts::unmount(&self.dir, false) {
-            tracing::warn!(path = %self.dir.display(), "unmounting the storage directory: {e}");
+        // Lazily: this process holds the lock file under it open, and the
+        // bind carries nothing else now.
+        if let Err(e) = umount2(&self.dir, MntFlags::MNT_DETACH) {
+            if e != nix::errno::Errno::EINVAL {
+                tracing::warn!(path = %self.dir.display(), "unmounting the storage directory: {e}");
+            }
         }
         Ok(())
     }

@@ -268,7 +268,15 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
         memory_per_sandbox: usize::try_from(args.egress_memory_per_sandbox).unwrap_or(usize::MAX),
         memory: Arc::default(),
     };
-    let storage_dir = data_dir.join("storage");
+    // Beside the store: volume data belongs with the records that say
+    // whose it is (the default store is DATA_DIR/airlock.db, so this is
+    // DATA_DIR/storage). Two daemons with different stores never share
+    // it, so neither takes the other's volumes for orphans.
+    let storage_dir = store_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(data_dir)
+        .join("storage");
     let cfg = ManagerConfig {
         data_dir: data_dir.to_path_buf(),
         image: args.image.clone(),
