@@ -495,20 +495,24 @@ impl Manager {
             .map_err(|why| crate::StorageError::Unavailable(why.clone()))
     }
 
-    /// Deletes `owner`'s volume `key`; refused while a live sandbox has it
-    /// mounted, and waits for one that is ending (a client's close returns
-    /// before the teardown).
-    pub async fn delete_volume(&self, owner: Option<&str>, key: &str) -> Result<(), ManagerError> {
+    /// Runs storage call `op` (blocking) and, while it is refused because
+    /// a volume is held by a sandbox that is ending, runs it again: a
+    /// client's close returns before the teardown, and the volume is free
+    /// as soon as that ends (up to [`ENDING_HOLDER_WAIT`]). A live holder is
+    /// a refusal at once.
+    async fn storage_call<T: Send + 'static>(
+        &self,
+        op: impl Fn(&crate::Storage) -> Result<T, crate::StorageError> + Send + Sync + 'static,
+    ) -> Result<T, ManagerError> {
         let storage = self.storage()?.clone();
+        let op = Arc::new(op);
         let deadline = tokio::time::Instant::now() + ENDING_HOLDER_WAIT;
         loop {
-            let (storage, owner, key) =
-                (storage.clone(), owner.map(str::to_string), key.to_string());
-            let deleted =
-                tokio::task::spawn_blocking(move || storage.delete_volume(owner.as_deref(), &key))
-                    .await
-                    .map_err(|e| ManagerError::Internal(e.to_string()))?;
-            match deleted {
+            let (storage, op) = (storage.clone(), op.clone());
+            let result = tokio::task::spawn_blocking(move || op(&storage))
+                .await
+                .map_err(|e| ManagerError::Internal(e.to_string()))?;
+            match result {
                 Err(crate::StorageError::MountedIn { sandbox, .. })
                     if self.get(&sandbox).is_none() && tokio::time::Instant::now() < deadline =>
                 {
@@ -517,6 +521,26 @@ impl Manager {
                 other => return Ok(other?),
             }
         }
+    }
+
+    /// Deletes `owner`'s volume `key` (see [`Manager::storage_call`]).
+    pub async fn delete_volume(&self, owner: Option<&str>, key: &str) -> Result<(), ManagerError> {
+        let (owner, key) = (owner.map(str::to_string), key.to_string());
+        self.storage_call(move |s| s.delete_volume(owner.as_deref(), &key))
+            .await
+    }
+
+    /// Snapshots `owner`'s volume `key` as `slug` (see
+    /// [`Manager::storage_call`]).
+    pub async fn create_snapshot(
+        &self,
+        owner: Option<&str>,
+        key: &str,
+        slug: &str,
+    ) -> Result<crate::SnapshotInfo, ManagerError> {
+        let (owner, key, slug) = (owner.map(str::to_string), key.to_string(), slug.to_string());
+        self.storage_call(move |s| s.create_snapshot(owner.as_deref(), &key, slug.clone()))
+            .await
     }
 
     /// Mounts the request's volumes on the host for sandbox `id`.
@@ -528,33 +552,9 @@ impl Manager {
         if req.volumes.is_empty() {
             return Ok(Vec::new());
         }
-        let storage = self.storage()?.clone();
-        // A sandbox that was just closed may still be tearing down (a
-        // client's close returns before that): its volumes are the next
-        // sandbox's as soon as it is gone, so wait for that rather than
-        // refuse. A live holder is a refusal at once.
-        let deadline = tokio::time::Instant::now() + ENDING_HOLDER_WAIT;
-        loop {
-            let (storage, owner, sid, mounts) = (
-                storage.clone(),
-                req.token_id.clone(),
-                id.to_string(),
-                req.volumes.clone(),
-            );
-            let attached = tokio::task::spawn_blocking(move || {
-                storage.attach(owner.as_deref(), &sid, &mounts)
-            })
+        let (owner, sid, mounts) = (req.token_id.clone(), id.to_string(), req.volumes.clone());
+        self.storage_call(move |s| s.attach(owner.as_deref(), &sid, &mounts))
             .await
-            .map_err(|e| ManagerError::Internal(e.to_string()))?;
-            match attached {
-                Err(crate::StorageError::MountedIn { sandbox, .. })
-                    if self.get(&sandbox).is_none() && tokio::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                other => return Ok(other?),
-            }
-        }
     }
 
     /// Unmounts volumes of a sandbox that is gone (or never started).

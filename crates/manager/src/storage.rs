@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use store::{Store, StoreError, VolumeRecord};
+use store::{SnapshotRecord, Store, StoreError, VolumeRecord};
 use thiserror::Error;
 use volumes::{Attached, Pool, VolumeError};
 
@@ -58,6 +58,9 @@ pub enum StorageError {
     /// No such volume for this token (404).
     #[error("volume {0:?} not found")]
     VolumeNotFound(String),
+    /// No such snapshot for this token (404).
+    #[error("snapshot {0:?} not found")]
+    SnapshotNotFound(String),
     /// Mounted in a sandbox (409).
     #[error("{0}")]
     Conflict(String),
@@ -98,6 +101,10 @@ impl From<VolumeError> for StorageError {
             VolumeError::InvalidCapacity { .. } => StorageError::Invalid(e.to_string()),
             VolumeError::InUse { .. } => StorageError::Conflict(e.to_string()),
             VolumeError::ToolMissing { .. } => StorageError::Unavailable(e.to_string()),
+            VolumeError::NotFound {
+                object: volumes::Object::Snapshot,
+                id,
+            } => StorageError::SnapshotNotFound(id),
             VolumeError::NotFound { id, .. } => StorageError::VolumeNotFound(id),
             other => StorageError::Internal(other.to_string()),
         }
@@ -110,6 +117,15 @@ pub struct NewVolume {
     pub slug: String,
     pub capacity: u64,
     pub region: String,
+    /// A snapshot (id or slug) to fork; `None`: an empty volume.
+    pub from: Option<String>,
+}
+
+/// A snapshot's record and what its image holds on disk.
+#[derive(Debug, Clone)]
+pub struct SnapshotInfo {
+    pub record: SnapshotRecord,
+    pub allocated_bytes: u64,
 }
 
 /// A volume's record and what its image holds on disk.
@@ -201,17 +217,30 @@ impl Storage {
         {
             return Err(StoreError::SlugTaken(req.slug).into());
         }
+        let base = match &req.from {
+            None => None,
+            Some(key) => Some(
+                self.store
+                    .get_snapshot(owner, key)?
+                    .ok_or_else(|| StorageError::SnapshotNotFound(key.clone()))?,
+            ),
+        };
         self.admit(owner, req.capacity)?;
         let id = store::new_volume_id(&req.region)?;
-        self.pool.create_volume(&id, req.capacity)?;
+        match &base {
+            None => self.pool.create_volume(&id, req.capacity)?,
+            Some(snap) => self
+                .pool
+                .create_volume_from_snapshot(&snap.id, &id, req.capacity)?,
+        }
         let record = VolumeRecord {
             id: id.clone(),
             slug: req.slug,
             token_id: owner.map(str::to_string),
             region: req.region,
             capacity: req.capacity,
-            is_bootable: false,
-            base_snapshot: None,
+            is_bootable: base.as_ref().is_some_and(|b| b.is_bootable),
+            base_snapshot: base.map(|b| (b.id, b.slug)),
             created_at_ms: store::now_ms(),
         };
         if let Err(e) = self.store.insert_volume(&record) {
@@ -386,6 +415,134 @@ impl Storage {
             }
         }
         Ok(mounted)
+    }
+
+    /// Snapshots `owner`'s volume `volume_key` as `slug`: a copy-on-write
+    /// clone of its image (instant, whatever its size). Refused while a
+    /// sandbox has the volume mounted, as on the hosted service.
+    pub fn create_snapshot(
+        &self,
+        owner: Option<&str>,
+        volume_key: &str,
+        slug: String,
+    ) -> Result<SnapshotInfo, StorageError> {
+        volumes::validate_slug(&slug).map_err(|e| StorageError::Invalid(format!("slug: {e}")))?;
+        let volume = self
+            .store
+            .get_volume(owner, volume_key)?
+            .ok_or_else(|| StorageError::VolumeNotFound(volume_key.to_string()))?;
+        if self.store.get_volume(owner, &slug)?.is_some()
+            || self.store.get_snapshot(owner, &slug)?.is_some()
+        {
+            return Err(StoreError::SlugTaken(slug).into());
+        }
+        let allocated = volumes::allocated_bytes(&self.pool.volume_path(&volume.id)).unwrap_or(0);
+        self.admit_snapshot(owner, allocated)?;
+        let id = store::new_snapshot_id(&volume.region)?;
+        {
+            // Held across the clone: no sandbox mounts the volume meanwhile.
+            let mounted = self.mounted_in.lock().expect("storage lock");
+            if let Some(sandbox) = mounted.get(&volume.id) {
+                return Err(StorageError::MountedIn {
+                    volume: volume.slug,
+                    sandbox: sandbox.clone(),
+                });
+            }
+            self.pool.create_snapshot(&volume.id, &id)?;
+        }
+        let record = SnapshotRecord {
+            id: id.clone(),
+            slug,
+            token_id: owner.map(str::to_string),
+            region: volume.region.clone(),
+            source: (volume.id.clone(), volume.slug.clone()),
+            base_snapshot: volume.base_snapshot.clone(),
+            is_bootable: volume.is_bootable,
+            allocated_size: allocated,
+            flattened_size: allocated,
+            created_at_ms: store::now_ms(),
+        };
+        if let Err(e) = self.store.insert_snapshot(&record) {
+            if let Err(d) = self.pool.delete_snapshot(&id) {
+                tracing::warn!(
+                    snapshot = id,
+                    "removing the image of a refused snapshot: {d}"
+                );
+            }
+            return Err(e.into());
+        }
+        tracing::info!(snapshot = id, volume = volume.id, "snapshot created");
+        Ok(SnapshotInfo {
+            record,
+            allocated_bytes: allocated,
+        })
+    }
+
+    /// Refuses a snapshot over the token's count or bytes.
+    fn admit_snapshot(&self, owner: Option<&str>, bytes: u64) -> Result<(), StorageError> {
+        let held = self.store.storage_totals(owner)?;
+        if held.volumes + held.snapshots + 1 > self.cfg.per_token_volumes * 2 {
+            return Err(StorageError::Quota(format!(
+                "this token holds {} volumes and {} snapshots, its limit: delete a snapshot you \
+                 no longer need (DELETE /api/v2/snapshots/{{id}}) and try again",
+                held.volumes, held.snapshots
+            )));
+        }
+        if held.bytes + bytes > self.cfg.per_token_bytes {
+            return Err(StorageError::Quota(format!(
+                "this token's volumes and snapshots reserve {} of its {} limit: delete what you \
+                 no longer need and try again",
+                human(held.bytes),
+                human(self.cfg.per_token_bytes)
+            )));
+        }
+        Ok(())
+    }
+
+    fn snapshot_info(&self, record: SnapshotRecord) -> SnapshotInfo {
+        SnapshotInfo {
+            allocated_bytes: record.allocated_size,
+            record,
+        }
+    }
+
+    /// `owner`'s snapshot whose id or slug is `key`.
+    pub fn snapshot(&self, owner: Option<&str>, key: &str) -> Result<SnapshotInfo, StorageError> {
+        let record = self
+            .store
+            .get_snapshot(owner, key)?
+            .ok_or_else(|| StorageError::SnapshotNotFound(key.to_string()))?;
+        Ok(self.snapshot_info(record))
+    }
+
+    /// `owner`'s snapshots, oldest first.
+    pub fn snapshots(
+        &self,
+        owner: Option<&str>,
+        search: Option<&str>,
+    ) -> Result<Vec<SnapshotInfo>, StorageError> {
+        Ok(self
+            .store
+            .list_snapshots(owner, search)?
+            .into_iter()
+            .map(|r| self.snapshot_info(r))
+            .collect())
+    }
+
+    /// Deletes `owner`'s snapshot `key`. Volumes forked from it keep their
+    /// data (a clone owns its blocks). Record first, then the image.
+    pub fn delete_snapshot(&self, owner: Option<&str>, key: &str) -> Result<(), StorageError> {
+        let record = self
+            .store
+            .get_snapshot(owner, key)?
+            .ok_or_else(|| StorageError::SnapshotNotFound(key.to_string()))?;
+        self.store.delete_snapshot(&record.id)?;
+        match self.pool.delete_snapshot(&record.id) {
+            Ok(()) | Err(VolumeError::NotFound { .. }) => {}
+            Err(e) => tracing::warn!(snapshot = record.id, "deleting the image: {e}"),
+        }
+        tracing::info!(snapshot = record.id, "snapshot deleted");
+        Ok(())
     }
 
     /// Unmounts a sandbox's volumes (after its processes are gone) and

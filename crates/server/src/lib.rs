@@ -108,14 +108,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v2/volumes/{id}",
             get(storage::get_volume).delete(storage::delete_volume),
         )
-        .route("/api/v2/volumes/{id}/snapshot", post(storage::not_yet))
         .route(
-            "/api/v2/snapshots",
-            get(storage::not_yet).post(storage::not_yet),
+            "/api/v2/volumes/{id}/snapshot",
+            post(storage::create_snapshot),
         )
+        .route("/api/v2/snapshots", get(storage::list_snapshots))
         .route(
             "/api/v2/snapshots/{id}",
-            get(storage::not_yet).delete(storage::not_yet),
+            get(storage::get_snapshot).delete(storage::delete_snapshot),
         )
         .route("/metrics", get(rest::metrics))
         .route("/health", get(|| async { "ok" }))

@@ -1,6 +1,6 @@
-//! The console's storage routes (`/api/v2/volumes`, `/api/v2/snapshots`):
-//! volumes are served; what is not served yet answers 501 `NOT_SUPPORTED`,
-//! never a bare 404, which both SDKs would read as "absent".
+//! The console's storage routes (`/api/v2/volumes`, `/api/v2/snapshots`).
+//! What is not served answers 501 `NOT_SUPPORTED`, never a bare 404, which
+//! both SDKs would read as "absent".
 //!
 //! Every call is scoped to the calling token: another token's volume is
 //! 404, exactly as an absent one.
@@ -10,9 +10,8 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::Json;
-use manager::{NewVolume, StorageError, VolumeInfo};
+use manager::{NewVolume, SnapshotInfo, StorageError, VolumeInfo};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -56,11 +55,45 @@ impl From<VolumeInfo> for VolumeJson {
     }
 }
 
+/// A snapshot as the SDKs read it: JS reads `volume` (the source), the
+/// Python SDK's type has `base_snapshot`; both are sent.
+#[derive(Debug, Serialize)]
+struct SnapshotJson {
+    id: String,
+    slug: String,
+    region: String,
+    allocated_size: u64,
+    flattened_size: u64,
+    is_bootable: bool,
+    volume: SnapshotRef,
+    base_snapshot: Option<SnapshotRef>,
+}
+
+impl From<SnapshotInfo> for SnapshotJson {
+    fn from(s: SnapshotInfo) -> Self {
+        let r = s.record;
+        Self {
+            id: r.id,
+            slug: r.slug,
+            region: r.region,
+            allocated_size: s.allocated_bytes,
+            flattened_size: s.allocated_bytes,
+            is_bootable: r.is_bootable,
+            volume: SnapshotRef {
+                id: r.source.0,
+                slug: r.source.1,
+            },
+            base_snapshot: r.base_snapshot.map(|(id, slug)| SnapshotRef { id, slug }),
+        }
+    }
+}
+
 /// A storage failure in the protocol's error shape.
 pub fn storage_error(e: StorageError) -> ApiError {
     let (status, code) = match &e {
         StorageError::Invalid(_) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
         StorageError::VolumeNotFound(_) => (StatusCode::NOT_FOUND, "VOLUME_NOT_FOUND"),
+        StorageError::SnapshotNotFound(_) => (StatusCode::NOT_FOUND, "SNAPSHOT_NOT_FOUND"),
         StorageError::Conflict(_) | StorageError::MountedIn { .. } => {
             (StatusCode::CONFLICT, "VOLUME_IN_USE")
         }
@@ -74,6 +107,13 @@ pub fn storage_error(e: StorageError) -> ApiError {
         }
     };
     ApiError::new(status, code, e.to_string())
+}
+
+fn manager_error(e: manager::ManagerError) -> ApiError {
+    match e {
+        manager::ManagerError::Storage(e) => storage_error(e),
+        other => ApiError::internal(other.to_string()),
+    }
 }
 
 /// Runs a blocking storage call (mkfs, fsync, the store) off the runtime.
@@ -118,13 +158,13 @@ pub async fn create_volume(
         .capacity
         .ok_or_else(|| bad("\"capacity\" is required (bytes, or a string like \"1GB\")".into()))
         .and_then(|c| manager::parse_capacity(&c).map_err(|e| bad(format!("capacity: {e}"))))?;
-    if let Some(from) = body.from {
+    if let Some(from) = body.from.as_deref().filter(|f| f.starts_with("builtin:")) {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "NOT_SUPPORTED",
             format!(
-                "\"from\": {from:?}: volumes from snapshots or built-in images are not \
-                 supported by this airlock version yet; create an empty volume"
+                "\"from\": {from:?}: bootable volumes from built-in images are not supported \
+                 by this airlock version yet; fork a snapshot or create an empty volume"
             ),
         ));
     }
@@ -142,6 +182,7 @@ pub async fn create_volume(
                 slug,
                 capacity,
                 region,
+                from: body.from,
             },
         )
     })
@@ -191,25 +232,73 @@ pub async fn delete_volume(
         .manager
         .delete_volume(Some(&token.id), &key)
         .await
-        .map_err(|e| match e {
-            manager::ManagerError::Storage(e) => storage_error(e),
-            other => ApiError::internal(other.to_string()),
-        })?;
+        .map_err(manager_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Snapshots and the rest of storage not served yet: JSON 501, after the
-/// token is checked like every other route.
-pub async fn not_yet(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(e) = authenticate(&state, &headers) {
-        return e.into_response();
-    }
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "NOT_SUPPORTED",
-        "snapshots are not supported by this airlock version yet",
-    )
-    .into_response()
+#[derive(Debug, Deserialize)]
+struct SnapshotBody {
+    slug: Option<String>,
+}
+
+/// `POST /api/v2/volumes/{idOrSlug}/snapshot {"slug"}` → the snapshot.
+pub async fn create_snapshot(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let token = authenticate(&state, &headers)?;
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", m);
+    let body: SnapshotBody = serde_json::from_slice(&body)
+        .map_err(|e| bad(format!("expected a JSON object {{\"slug\"}}: {e}")))?;
+    let slug = body
+        .slug
+        .ok_or_else(|| bad("\"slug\" is required".into()))?;
+    let info = state
+        .manager
+        .create_snapshot(Some(&token.id), &key, &slug)
+        .await
+        .map_err(manager_error)?;
+    Ok(Json(json(SnapshotJson::from(info))))
+}
+
+/// `GET /api/v2/snapshots` → a JSON array, one page (no `Link` header).
+pub async fn list_snapshots(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let token = authenticate(&state, &headers)?;
+    let storage = state.manager.storage().map_err(storage_error)?.clone();
+    let search = q.search.filter(|s| !s.is_empty());
+    let list = blocking(move || storage.snapshots(Some(&token.id), search.as_deref())).await?;
+    let list: Vec<SnapshotJson> = list.into_iter().map(SnapshotJson::from).collect();
+    Ok(Json(json(list)))
+}
+
+/// `GET /api/v2/snapshots/{idOrSlug}` → the snapshot, or 404.
+pub async fn get_snapshot(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let token = authenticate(&state, &headers)?;
+    let storage = state.manager.storage().map_err(storage_error)?.clone();
+    let info = blocking(move || storage.snapshot(Some(&token.id), &key)).await?;
+    Ok(Json(json(SnapshotJson::from(info))))
+}
+
+/// `DELETE /api/v2/snapshots/{idOrSlug}` → 204.
+pub async fn delete_snapshot(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let token = authenticate(&state, &headers)?;
+    let storage = state.manager.storage().map_err(storage_error)?.clone();
+    blocking(move || storage.delete_snapshot(Some(&token.id), &key)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn json(v: impl Serialize) -> Value {

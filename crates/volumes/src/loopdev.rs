@@ -230,10 +230,12 @@ pub(crate) fn backing_files() -> io::Result<Vec<(String, PathBuf)>> {
             continue;
         }
         // Absent when the device is not bound; a device can also be unbound
-        // between read_dir and the read: both mean "not backed by anything".
+        // or removed between read_dir and the read (ENODEV, ENXIO while the
+        // kernel tears it down): all mean "not backed by anything".
         match std::fs::read(entry.path().join("loop/backing_file")) {
             Ok(bytes) => out.push((name, sysfs_path(bytes))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENODEV | libc::ENXIO)) => {}
             Err(e) => return Err(e),
         }
     }

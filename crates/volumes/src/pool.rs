@@ -15,7 +15,7 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::error::Context;
-use crate::tools::{MKFS_EXT4, MKFS_XFS};
+use crate::tools::{MKFS_EXT4, MKFS_XFS, RESIZE2FS};
 use crate::{loopdev, mounts, Object, VolumeError};
 
 /// mkfs.xfs refuses filesystems smaller than this.
@@ -568,6 +568,7 @@ impl Pool {
             &self.snapshot_path(snapshot_id),
             Object::Snapshot,
             snapshot_id,
+            None,
         )
     }
 
@@ -577,6 +578,7 @@ impl Pool {
         &self,
         snapshot_id: &str,
         volume_id: &str,
+        capacity: u64,
     ) -> Result<(), VolumeError> {
         validate_id(Object::Snapshot, snapshot_id)?;
         validate_id(Object::Volume, volume_id)?;
@@ -587,12 +589,44 @@ impl Pool {
         };
         self.ready(false)?.ok_or_else(not_found)?;
         let src = open_image(&self.snapshot_path(snapshot_id), not_found)?;
+        let size = src
+            .metadata()
+            .ctx(|| format!("reading the size of snapshot {snapshot_id}"))?
+            .len();
+        if capacity < size {
+            return Err(VolumeError::InvalidCapacity {
+                bytes: capacity,
+                reason: format!(
+                    "a volume made from a snapshot is at least as big as the snapshot's \
+                     volume ({size} bytes)"
+                ),
+            });
+        }
         clone_into(
             &src,
             &self.volume_path(volume_id),
             Object::Volume,
             volume_id,
+            (capacity > size).then_some(capacity),
         )
+    }
+
+    /// The capacity of snapshot `id`'s volume: its image's size.
+    pub fn snapshot_capacity(&self, id: &str) -> Result<u64, VolumeError> {
+        validate_id(Object::Snapshot, id)?;
+        let path = self.snapshot_path(id);
+        fs::metadata(&path)
+            .map(|m| m.len())
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => VolumeError::NotFound {
+                    object: Object::Snapshot,
+                    id: id.to_string(),
+                },
+                _ => VolumeError::Io {
+                    context: format!("reading {}", path.display()),
+                    source: e,
+                },
+            })
     }
 
     /// Attaches volume `id`: binds a loop device to its image and mounts the
@@ -885,7 +919,16 @@ fn open_image(path: &Path, not_found: impl FnOnce() -> VolumeError) -> Result<Fi
 /// Makes `dst` a reflink clone of `src`, atomically. No fallback to copying:
 /// a full copy of a large image would take minutes and double its space,
 /// which is exactly what the pool's design exists to avoid.
-fn clone_into(src: &File, dst: &Path, object: Object, id: &str) -> Result<(), VolumeError> {
+/// Clones `src` into a new image at `dst` (a reflink: instant, shares the
+/// blocks until either side writes them), grown to `grow_to` bytes with
+/// its ext4 filesystem when given, all before it appears at `dst`.
+fn clone_into(
+    src: &File,
+    dst: &Path,
+    object: Object,
+    id: &str,
+    grow_to: Option<u64>,
+) -> Result<(), VolumeError> {
     if dst.exists() {
         return Err(VolumeError::AlreadyExists {
             object,
@@ -900,6 +943,14 @@ fn clone_into(src: &File, dst: &Path, object: Object, id: &str) -> Result<(), Vo
         if rc != 0 {
             return Err(io::Error::last_os_error())
                 .ctx(|| format!("reflink clone (FICLONE) into {}", tmp.display()));
+        }
+        if let Some(bytes) = grow_to {
+            out.set_len(bytes)
+                .ctx(|| format!("sizing {}", tmp.display()))?;
+            drop(out);
+            // -f: the snapshot was taken of a cleanly unmounted (or frozen)
+            // filesystem, so the check resize2fs asks for first is skipped.
+            RESIZE2FS.run(&[OsStr::new("-f"), tmp.as_os_str()])?;
         }
         Ok(())
     })

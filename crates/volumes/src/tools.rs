@@ -19,6 +19,11 @@ pub(crate) const MKFS_EXT4: Tool = Tool {
     name: "mkfs.ext4",
     package: "e2fsprogs",
 };
+/// Grows a fork past its snapshot's size.
+pub(crate) const RESIZE2FS: Tool = Tool {
+    name: "resize2fs",
+    package: "e2fsprogs",
+};
 
 impl Tool {
     /// The program's path: $PATH first, then the sbin directories, which a
@@ -66,5 +71,6 @@ fn is_executable(p: &Path) -> bool {
 pub fn check_tools() -> Result<(), VolumeError> {
     MKFS_XFS.find()?;
     MKFS_EXT4.find()?;
+    RESIZE2FS.find()?;
     Ok(())
 }

@@ -335,16 +335,22 @@ fn snapshot_fork_and_independence() {
     let snap = p.snapshot_path("s1");
     assert_eq!(fs::metadata(&snap).unwrap().len(), 64 * MIB);
 
-    p.create_volume_from_snapshot("s1", "fork").unwrap();
     assert!(matches!(
-        p.create_volume_from_snapshot("s1", "fork"),
+        p.create_volume_from_snapshot("s1", "small", 32 * MIB),
+        Err(VolumeError::InvalidCapacity { .. })
+    ));
+    assert_eq!(p.snapshot_capacity("s1").unwrap(), 64 * MIB);
+    p.create_volume_from_snapshot("s1", "fork", 64 * MIB)
+        .unwrap();
+    assert!(matches!(
+        p.create_volume_from_snapshot("s1", "fork", 64 * MIB),
         Err(VolumeError::AlreadyExists {
             object: Object::Volume,
             ..
         })
     ));
     assert!(matches!(
-        p.create_volume_from_snapshot("nope", "fork2"),
+        p.create_volume_from_snapshot("nope", "fork2", 64 * MIB),
         Err(VolumeError::NotFound {
             object: Object::Snapshot,
             ..
@@ -357,6 +363,15 @@ fn snapshot_fork_and_independence() {
     write_file(&f.path().join("data"), b"fork wrote this");
     write_file(&f.path().join("only-in-fork"), b"x");
     f.detach().unwrap();
+    // A fork may be bigger than its snapshot: the filesystem grows with it.
+    p.create_volume_from_snapshot("s1", "grown", 128 * MIB)
+        .unwrap();
+    let g = p.attach("grown").unwrap();
+    assert_eq!(fs::read(g.path().join("note")).unwrap(), b"before");
+    let st = nix::sys::statvfs::statvfs(g.path()).unwrap();
+    let total = st.blocks() as u64 * st.fragment_size() as u64;
+    assert!(total > 100 * MIB, "grown filesystem is {total} bytes");
+    g.detach().unwrap();
 
     assert_eq!(fs::read(a.path().join("data")).unwrap(), data);
     assert_eq!(fs::read(a.path().join("note")).unwrap(), b"after");
@@ -671,7 +686,8 @@ fn timings() {
     let snap_detached_t = started.elapsed();
 
     let started = Instant::now();
-    p.create_volume_from_snapshot("snap", "fork").unwrap();
+    p.create_volume_from_snapshot("snap", "fork", 1 << 30)
+        .unwrap();
     let fork_t = started.elapsed();
 
     eprintln!(
