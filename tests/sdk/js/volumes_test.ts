@@ -2,8 +2,9 @@
 // tests/sdk/python/test_volumes.py: client.volumes.create/get/list/delete in
 // the hosted shape, data that outlives a sandbox (mounted with
 // `Sandbox.create({volumes: {path: slugOrId}})`), one sandbox at a time, a
-// capacity the kernel enforces, refused mount paths, and snapshots that
-// answer 501 (an ApiError, never the SDK's "absent" null).
+// capacity the kernel enforces, refused mount paths, and snapshots with
+// copy-on-write forks (`volumes.snapshot`, `snapshots.get/list/delete`,
+// `volumes.create({from})`).
 //
 // Run with `deno test -A --config target/sdk/js/deno.json tests/sdk/js/volumes_test.ts`.
 
@@ -32,8 +33,8 @@ type Capacity = Parameters<Client["volumes"]["create"]>[0]["capacity"];
 /** Every volume this file creates, so the last test can check none is left. */
 const created = new Set<string>();
 
-async function create(name: string, capacity: Capacity): Promise<Volume> {
-  const v = await client.volumes.create({ slug: name, region: "ord", capacity });
+async function create(name: string, capacity: Capacity, from?: string): Promise<Volume> {
+  const v = await client.volumes.create({ slug: name, region: "ord", capacity, ...(from ? { from } : {}) });
   created.add(v.id);
   return v;
 }
@@ -279,15 +280,51 @@ test("an unknown volume in Sandbox.create is a 404", async () => {
   await assertCreateRefused({ "/data": "no-such-volume" }, 404);
 });
 
-test("snapshots answer 501 NOT_SUPPORTED, never the SDK's null", async () => {
-  const e = await assertRejects(() => client.snapshots.get("anything"), ApiError);
-  assertEquals((e as ApiError).status, 501, e.message);
-  assertEquals((e as ApiError).code, "NOT_SUPPORTED");
-  await withVolume("32MB", async (v) => {
-    const s = await assertRejects(() => client.volumes.snapshot(v.id, { slug: slug("snap") }), ApiError);
-    assertEquals((s as ApiError).status, 501, s.message);
-    assertEquals((s as ApiError).code, "NOT_SUPPORTED");
+test("a snapshot is a copy-on-write clone, and a fork is the volume's writable copy", async () => {
+  await withVolume("64MB", async (v) => {
+    const data = randomBytes(MiB);
+    {
+      await using sb = await Sandbox.create({ volumes: { "/data": v.id } });
+      await sb.fs.writeFile("/data/base.bin", data);
+    }
+    // Right after the close: the daemon waits for the sandbox to let go.
+    const snap = await client.volumes.snapshot(v.id, { slug: slug("snap") });
+    try {
+      assert(/^snp_ord_[0-9a-z]+$/.test(snap.id), snap.id);
+      assertEquals(snap.volume, { id: v.id, slug: v.slug });
+      assertEquals(snap.isBootable, false);
+      assert(snap.allocatedSize >= MiB, `allocated ${snap.allocatedSize}`);
+      assertEquals((await client.snapshots.get(snap.slug))?.id, snap.id);
+      assertEquals((await client.snapshots.get(snap.id))?.slug, snap.slug);
+      assert((await client.snapshots.list()).items.some((s) => s.id === snap.id));
+
+      const fork = await create(slug("fork"), "64MB", snap.slug);
+      try {
+        assertEquals(fork.baseSnapshot, { id: snap.id, slug: snap.slug });
+        await using sb = await Sandbox.create({ volumes: { "/orig": v.id, "/fork": fork.id } });
+        assertEquals(await sha256(await sb.fs.readFile("/fork/base.bin")), await sha256(data));
+        await sb.fs.writeTextFile("/fork/base.bin", "the fork's own");
+        assertEquals(await sha256(await sb.fs.readFile("/orig/base.bin")), await sha256(data));
+      } finally {
+        await remove(fork.id);
+      }
+    } finally {
+      await client.snapshots.delete(snap.id);
+    }
+    assertEquals(await client.snapshots.get(snap.id), null);
   });
+});
+
+test("a mounted volume cannot be snapshotted; unknown ones are 404", async () => {
+  await withVolume("32MB", async (v) => {
+    await using _sb = await Sandbox.create({ volumes: { "/data": v.id } });
+    const e = await assertRejects(() => client.volumes.snapshot(v.id, { slug: slug("busy") }), ApiError);
+    assertEquals((e as ApiError).status, 409, e.message);
+    assertEquals((e as ApiError).code, "VOLUME_IN_USE");
+  });
+  const e = await assertRejects(() => client.volumes.snapshot("no-such-volume", { slug: slug("x") }), ApiError);
+  assertEquals((e as ApiError).status, 404, e.message);
+  assertEquals(await client.snapshots.get("no-such-snapshot"), null);
 });
 
 test("no volume this file made is left behind", async () => {
