@@ -222,6 +222,9 @@ pub struct Launch {
     rw_opts: CString,
     tmp: CString,
     lower: CString,
+    /// The root when it is a volume (`persistent`).
+    image: CString,
+    persistent: bool,
     upper: CString,
     work: CString,
     overlay_opts: CString,
@@ -236,6 +239,8 @@ pub struct LaunchPaths<'a> {
     pub image: &'a Path,
     /// Where the root's host overlay is mounted (an empty directory).
     pub lower: &'a Path,
+    /// `image` is a writable volume to bind as the root itself.
+    pub persistent_root: bool,
     /// The writable layer's tmpfs (an empty directory).
     pub rw: &'a Path,
     /// The sandbox's /tmp, a directory made inside `rw`.
@@ -266,6 +271,8 @@ impl Launch {
             rw_opts: c(&format!("size={disk_bytes},mode=0700"))?,
             tmp: p(paths.tmp)?,
             lower: p(paths.lower)?,
+            image: p(paths.image)?,
+            persistent: paths.persistent_root,
             upper: p(&paths.rw.join("upper"))?,
             work: p(&paths.rw.join("work"))?,
             overlay_opts: c(&format!(
@@ -336,33 +343,33 @@ impl Launch {
             check(libc::mkdir(self.tmp.as_ptr(), 0o1777))?;
             // mkdir applies the umask; /tmp must be world-writable and sticky.
             check(libc::chmod(self.tmp.as_ptr(), 0o1777))?;
-            for (source, target) in &self.volumes {
+            if self.persistent {
+                // A volume as the root: bound as it is, writes persist.
                 check(libc::mount(
-                    source.as_ptr(),
-                    target.as_ptr(),
+                    self.image.as_ptr(),
+                    self.lower.as_ptr(),
                     std::ptr::null(),
                     libc::MS_BIND,
                     std::ptr::null(),
                 ))?;
+                check(libc::mount(
+                    std::ptr::null(),
+                    self.lower.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV,
+                    std::ptr::null(),
+                ))?;
+            } else {
+                check(libc::mkdir(self.upper.as_ptr(), 0o755))?;
+                check(libc::mkdir(self.work.as_ptr(), 0o700))?;
+                check(libc::mount(
+                    c"overlay".as_ptr(),
+                    self.lower.as_ptr(),
+                    c"overlay".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    self.overlay_opts.as_ptr().cast(),
+                ))?;
             }
-            for hidden in &self.hidden {
-                // Not mounted (no volume was ever made): nothing to hide.
-                if libc::umount2(hidden.as_ptr(), libc::MNT_DETACH) < 0 {
-                    let e = std::io::Error::last_os_error();
-                    if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) {
-                        return Err(e);
-                    }
-                }
-            }
-            check(libc::mkdir(self.upper.as_ptr(), 0o755))?;
-            check(libc::mkdir(self.work.as_ptr(), 0o700))?;
-            check(libc::mount(
-                c"overlay".as_ptr(),
-                self.lower.as_ptr(),
-                c"overlay".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV,
-                self.overlay_opts.as_ptr().cast(),
-            ))?;
             check(libc::mount(
                 self.agent.as_ptr(),
                 self.agent_ro.as_ptr(),
@@ -381,6 +388,26 @@ impl Launch {
                     | libc::MS_NODEV,
                 std::ptr::null(),
             ))?;
+            // Last: the root's overlay and the binds above hold their own
+            // references to what they were made from.
+            for (source, target) in &self.volumes {
+                check(libc::mount(
+                    source.as_ptr(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ))?;
+            }
+            for hidden in &self.hidden {
+                // Not mounted (no volume was ever made): nothing to hide.
+                if libc::umount2(hidden.as_ptr(), libc::MNT_DETACH) < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) {
+                        return Err(e);
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -146,7 +146,12 @@ impl Sandbox {
         } else {
             "--network=none"
         })
-        .arg(runsc.overlay_flag(&rw))
+        // A volume as the root takes the writes itself: no overlay.
+        .arg(if spec.persistent_root {
+            "--overlay2=none".to_string()
+        } else {
+            runsc.overlay_flag(&rw)
+        })
         // Host segmentation offload hands the TUN device segments that reach
         // the gateway's stack corrupted (TLS fails with "bad record mac",
         // seen with runsc 20240729); gVisor's own segmentation is used.
@@ -166,6 +171,7 @@ impl Sandbox {
             hidden: &runsc.hidden_mounts,
             image: &spec.image_rootfs,
             lower: &lower,
+            persistent_root: spec.persistent_root,
             rw: &rw,
             tmp: &rw.join("tmp"),
             agent: &spec.agent_exe,

@@ -138,6 +138,7 @@ pub static STEPS: &[Step] = &[
     "open_tree(image)",
     "idmapped mount of the image",
     "mount overlay",
+    "mount the root volume",
     "open root",
     "bind volume",
     "mkdir /dev",

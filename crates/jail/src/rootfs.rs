@@ -50,6 +50,9 @@ pub struct RootfsPlan {
     tmp_dir: CString,
     host_base: u32,
     binds: Vec<BindPlan>,
+    /// The image is a writable volume used as the root itself (no
+    /// overlay): writes persist in it.
+    persistent: bool,
 }
 
 fn c(path: impl AsRef<Path>) -> CString {
@@ -68,6 +71,7 @@ impl RootfsPlan {
         host_base: u32,
         disk_bytes: u64,
         binds: &[Bind],
+        persistent: bool,
     ) -> io::Result<Self> {
         for d in ["lower", "rw", "root"] {
             std::fs::create_dir_all(state.join(d))?;
@@ -112,6 +116,7 @@ impl RootfsPlan {
             tmp_dir: c(root.join("tmp")),
             host_base,
             binds: binds.iter().map(BindPlan::new).collect::<io::Result<_>>()?,
+            persistent,
         })
     }
 
@@ -122,31 +127,11 @@ impl RootfsPlan {
     pub fn mount_host_side(&self, userns_fd: RawFd) -> Result<(), (Step, io::Error)> {
         let none: Option<&CStr> = None;
         let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
-        mount(
-            Some(c"tmpfs"),
-            &self.rw,
-            Some(c"tmpfs"),
-            nosuid_nodev,
-            Some(&self.rw_opts),
-        )
-        .map_err(|e| ("mount writable layer (tmpfs)", e))?;
-        mkdir(&self.upper, 0o755).map_err(|e| ("mkdir upper", e))?;
-        mkdir(&self.work, 0o700).map_err(|e| ("mkdir work", e))?;
-        chown(&self.upper, self.host_base).map_err(|e| ("chown upper", e))?;
-
-        let tree = sys::open_tree_clone(&self.image).map_err(|e| ("open_tree(image)", e))?;
-        let idmapped =
-            sys::idmap_mount(tree, userns_fd).and_then(|()| sys::move_mount_to(tree, &self.lower));
-        sys::close(tree);
-        idmapped.map_err(|e| ("idmapped mount of the image", e))?;
-        mount(
-            Some(c"overlay"),
-            &self.root,
-            Some(c"overlay"),
-            libc::MS_NOSUID,
-            Some(&self.overlay_opts),
-        )
-        .map_err(|e| ("mount overlay", e))?;
+        if self.persistent {
+            self.mount_persistent_root(userns_fd)?;
+        } else {
+            self.mount_overlay_root(userns_fd)?;
+        }
         if !self.binds.is_empty() {
             let root_fd = sys::open_dir(&self.root).map_err(|e| ("open root", e))?;
             let bound = self
@@ -198,6 +183,50 @@ impl RootfsPlan {
             unsafe { libc::lchown(link.as_ptr(), self.host_base, self.host_base) };
         }
         Ok(())
+    }
+
+    /// The root as an overlay: the image (idmapped) under a tmpfs of the
+    /// disk limit.
+    fn mount_overlay_root(&self, userns_fd: RawFd) -> Result<(), (Step, io::Error)> {
+        let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
+        mount(
+            Some(c"tmpfs"),
+            &self.rw,
+            Some(c"tmpfs"),
+            nosuid_nodev,
+            Some(&self.rw_opts),
+        )
+        .map_err(|e| ("mount writable layer (tmpfs)", e))?;
+        mkdir(&self.upper, 0o755).map_err(|e| ("mkdir upper", e))?;
+        mkdir(&self.work, 0o700).map_err(|e| ("mkdir work", e))?;
+        chown(&self.upper, self.host_base).map_err(|e| ("chown upper", e))?;
+
+        let tree = sys::open_tree_clone(&self.image).map_err(|e| ("open_tree(image)", e))?;
+        let idmapped =
+            sys::idmap_mount(tree, userns_fd).and_then(|()| sys::move_mount_to(tree, &self.lower));
+        sys::close(tree);
+        idmapped.map_err(|e| ("idmapped mount of the image", e))?;
+        mount(
+            Some(c"overlay"),
+            &self.root,
+            Some(c"overlay"),
+            libc::MS_NOSUID,
+            Some(&self.overlay_opts),
+        )
+        .map_err(|e| ("mount overlay", e))?;
+        Ok(())
+    }
+
+    /// The root as a writable volume itself, idmapped like the image,
+    /// `nosuid` and `nodev`: what the sandbox writes persists in it, and
+    /// the volume's size is the disk limit.
+    fn mount_persistent_root(&self, userns_fd: RawFd) -> Result<(), (Step, io::Error)> {
+        let tree = sys::open_tree_clone(&self.image).map_err(|e| ("open_tree(image)", e))?;
+        let flags = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
+        let mounted = sys::idmap_mount_with(tree, userns_fd, flags)
+            .and_then(|()| sys::move_mount_to(tree, &self.root));
+        sys::close(tree);
+        mounted.map_err(|e| ("mount the root volume", e))
     }
 
     /// In the sandbox's PID 1, inside its user and mount namespaces: mounts

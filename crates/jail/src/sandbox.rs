@@ -35,6 +35,9 @@ pub struct SandboxSpec {
     pub network: Option<NetworkSpec>,
     /// Host directories bound into the sandbox (volumes).
     pub binds: Vec<Bind>,
+    /// `image_rootfs` is a writable volume to use as the root itself (no
+    /// overlay, no disk tmpfs): what the sandbox writes persists there.
+    pub persistent_root: bool,
 }
 
 /// How PID 1 (the agent) ended.
@@ -186,6 +189,7 @@ impl Sandbox {
             host_base,
             spec.limits.disk_bytes,
             &spec.binds,
+            spec.persistent_root,
         )
         .map_err(|e| JailError::path("preparing", state_dir, e))?;
         let (ours, theirs) = UnixStream::pair().map_err(|e| JailError::io("socketpair", e))?;

@@ -57,6 +57,7 @@ fn agent_runs_in_an_empty_root_filesystem() {
         hostname: "empty".into(),
         network: None,
         binds: vec![],
+        persistent_root: false,
     };
     let mut sandbox = Sandbox::create(&spec).expect("creating a sandbox on an empty rootfs");
     let mut sock = sandbox.take_agent_socket().unwrap();
@@ -155,6 +156,7 @@ fn binds_land_in_the_host_directory_and_symlinks_stay_inside_the_root() {
                 target: t.to_string(),
             })
             .collect(),
+        persistent_root: false,
     };
     // Through the absolute symlink: its target does not exist inside the
     // root, so the mount point cannot be made, and nothing is made on the

@@ -61,6 +61,7 @@ fn spec(name: &str, rootfs: &Path, network: Option<NetworkSpec>) -> SandboxSpec 
         hostname: "net".into(),
         network,
         binds: vec![],
+        persistent_root: false,
     }
 }
 

@@ -27,8 +27,8 @@ pub use manager::{
 };
 pub use network::NetworkConfig;
 pub use storage::{
-    human as human_bytes, NewVolume, SnapshotInfo, Storage, StorageConfig, StorageError,
-    VolumeInfo, VolumeMount,
+    human as human_bytes, BuiltinImage, NewVolume, SnapshotInfo, Storage, StorageConfig,
+    StorageError, VolumeInfo, VolumeMount,
 };
 /// A volume capacity as the SDKs send it (bytes, or `"1GB"`, `"512MiB"`).
 pub use volumes::parse_capacity;

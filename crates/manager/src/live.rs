@@ -69,6 +69,8 @@ pub struct Live {
     pub(crate) ticket: Mutex<Option<crate::Ticket>>,
     /// Volumes mounted for it; unmounted after it is gone.
     pub(crate) volumes: Mutex<Vec<crate::storage::Mounted>>,
+    /// The snapshot or volume it booted from, if not the image.
+    pub(crate) root: Mutex<Option<crate::storage::Root>>,
 }
 
 /// Integrates memory in use over time between samples.
@@ -102,6 +104,7 @@ impl Live {
             oom_evented: AtomicU64::new(0),
             ticket: Mutex::new(None),
             volumes: Mutex::new(Vec::new()),
+            root: Mutex::new(None),
             meter: Mutex::new(Meter {
                 usage: store::Usage::default(),
                 last_ms: created_at_ms,

@@ -69,6 +69,9 @@ pub struct CreateRequest {
     /// Volumes of the token's to mount (paths checked by
     /// `jail::check_bind_target`).
     pub volumes: Vec<crate::VolumeMount>,
+    /// A snapshot or bootable volume of the token's to boot from instead
+    /// of the image.
+    pub root: Option<String>,
 }
 
 #[derive(Debug, Error)]
@@ -198,6 +201,14 @@ impl Manager {
                     })
             }
         };
+        if let Ok(storage) = &storage {
+            storage.set_builtin(crate::BuiltinImage {
+                name: cfg.image.clone(),
+                rootfs: image.rootfs.clone(),
+                stamp: image.created_unix,
+                size_bytes: image.size_bytes,
+            });
+        }
         let admission = crate::Admission::new(cfg.admission.clone());
         let totals = Arc::new(Totals::default());
         let audit = crate::network::audit_writer(store.clone(), totals.clone());
@@ -249,7 +260,7 @@ impl Manager {
                 while self.pool_len() < self.cfg.pool_size {
                     let memory = self.cfg.default_memory_mb;
                     match self
-                        .prepare(new_sandbox_id("ord"), memory, None, vec![])
+                        .prepare(new_sandbox_id("ord"), memory, None, vec![], None)
                         .await
                     {
                         Ok(p) => {
@@ -277,12 +288,14 @@ impl Manager {
         memory_mb: u32,
         isolation: Option<Isolation>,
         binds: Vec<crate::BindMount>,
+        root: Option<(PathBuf, bool)>,
     ) -> Result<Prepared, ManagerError> {
         let backend = self.backends.get(isolation)?.clone();
         let isolation = backend.isolation();
+        let (image_rootfs, persistent_root) = root.unwrap_or_else(|| (self.rootfs.clone(), false));
         let spec = LaunchSpec {
             id: id.clone(),
-            image_rootfs: self.rootfs.clone(),
+            image_rootfs,
             agent_exe: self.cfg.agent_exe.clone(),
             limits: ResourceLimits {
                 memory_bytes: u64::from(memory_mb) << 20,
@@ -295,6 +308,7 @@ impl Manager {
             hostname: "sandbox".into(),
             network: self.cfg.network.as_ref().map(|n| n.link.clone()),
             binds,
+            persistent_root,
         };
         let mut sandbox = tokio::task::spawn_blocking(move || backend.create(&spec))
             .await
@@ -341,9 +355,11 @@ impl Manager {
         req: &CreateRequest,
         id: String,
         binds: Vec<crate::BindMount>,
+        root: Option<(PathBuf, bool)>,
     ) -> Result<Prepared, ManagerError> {
         // The pool holds sandboxes of the default backend only.
         let poolable = binds.is_empty()
+            && root.is_none()
             && req
                 .isolation
                 .is_none_or(|i| i == self.backends.default_isolation());
@@ -355,7 +371,9 @@ impl Manager {
         self.pool_taken.notify_one();
         let Some(p) = pooled else {
             self.pool_stats.misses.fetch_add(1, Ordering::Relaxed);
-            return self.prepare(id, req.memory_mb, req.isolation, binds).await;
+            return self
+                .prepare(id, req.memory_mb, req.isolation, binds, root)
+                .await;
         };
         self.pool_stats.hits.fetch_add(1, Ordering::Relaxed);
         if req.memory_mb != self.cfg.default_memory_mb {
@@ -403,7 +421,14 @@ impl Manager {
         // A sandbox with volumes is started fresh under this id (the
         // pool's have theirs).
         let id = new_sandbox_id(&req.region);
-        let mounted = self.mount_volumes(&req, &id).await?;
+        let root = self.mount_root(&req, &id).await?;
+        let mounted = match self.mount_volumes(&req, &id).await {
+            Ok(m) => m,
+            Err(e) => {
+                self.release_root(root).await;
+                return Err(e);
+            }
+        };
         let binds = mounted
             .iter()
             .map(|m| crate::BindMount {
@@ -411,7 +436,13 @@ impl Manager {
                 target: m.target.clone(),
             })
             .collect();
-        let prepared = self.take_prepared(&req, id, binds).await;
+        let root_spec = root.as_ref().map(|r| {
+            (
+                r.path().to_path_buf(),
+                matches!(r, crate::storage::Root::Volume(_)),
+            )
+        });
+        let prepared = self.take_prepared(&req, id, binds, root_spec).await;
         let Prepared {
             id,
             isolation,
@@ -422,6 +453,7 @@ impl Manager {
             Ok(p) => p,
             Err(e) => {
                 self.release_volumes(mounted).await;
+                self.release_root(root).await;
                 return Err(e);
             }
         };
@@ -431,6 +463,7 @@ impl Manager {
             Err(e) => {
                 destroy_blocking(sandbox).await;
                 self.release_volumes(mounted).await;
+                self.release_root(root).await;
                 return Err(e);
             }
         };
@@ -456,6 +489,7 @@ impl Manager {
         if let Err(e) = self.store.insert_sandbox(&record) {
             destroy_blocking(sandbox).await;
             self.release_volumes(mounted).await;
+            self.release_root(root).await;
             return Err(e.into());
         }
         let live = Arc::new(Live::new(
@@ -469,6 +503,7 @@ impl Manager {
         ));
         *live.ticket.lock().expect("live lock") = Some(ticket);
         *live.volumes.lock().expect("live lock") = mounted;
+        *live.root.lock().expect("live lock") = root;
         self.totals.created[isolation.index()].fetch_add(1, Ordering::Relaxed);
         self.record_event(
             &id,
@@ -513,8 +548,9 @@ impl Manager {
                 .await
                 .map_err(|e| ManagerError::Internal(e.to_string()))?;
             match result {
-                Err(crate::StorageError::MountedIn { sandbox, .. })
-                    if self.get(&sandbox).is_none() && tokio::time::Instant::now() < deadline =>
+                Err(e)
+                    if e.held_by().is_some_and(|s| self.get(s).is_none())
+                        && tokio::time::Instant::now() < deadline =>
                 {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
@@ -527,6 +563,17 @@ impl Manager {
     pub async fn delete_volume(&self, owner: Option<&str>, key: &str) -> Result<(), ManagerError> {
         let (owner, key) = (owner.map(str::to_string), key.to_string());
         self.storage_call(move |s| s.delete_volume(owner.as_deref(), &key))
+            .await
+    }
+
+    /// Deletes `owner`'s snapshot `key` (see [`Manager::storage_call`]).
+    pub async fn delete_snapshot(
+        &self,
+        owner: Option<&str>,
+        key: &str,
+    ) -> Result<(), ManagerError> {
+        let (owner, key) = (owner.map(str::to_string), key.to_string());
+        self.storage_call(move |s| s.delete_snapshot(owner.as_deref(), &key))
             .await
     }
 
@@ -555,6 +602,32 @@ impl Manager {
         let (owner, sid, mounts) = (req.token_id.clone(), id.to_string(), req.volumes.clone());
         self.storage_call(move |s| s.attach(owner.as_deref(), &sid, &mounts))
             .await
+    }
+
+    /// Mounts what the request boots from, if it names a `root`.
+    async fn mount_root(
+        &self,
+        req: &CreateRequest,
+        id: &str,
+    ) -> Result<Option<crate::storage::Root>, ManagerError> {
+        let Some(key) = req.root.clone() else {
+            return Ok(None);
+        };
+        let (owner, sid) = (req.token_id.clone(), id.to_string());
+        self.storage_call(move |s| s.attach_root(owner.as_deref(), &sid, &key))
+            .await
+            .map(Some)
+    }
+
+    /// Lets go of the root of a sandbox that is gone (or never started).
+    async fn release_root(&self, root: Option<crate::storage::Root>) {
+        let Some(root) = root else {
+            return;
+        };
+        if let Ok(storage) = self.storage() {
+            let storage = storage.clone();
+            let _ = tokio::task::spawn_blocking(move || storage.release_root(root)).await;
+        }
     }
 
     /// Unmounts volumes of a sandbox that is gone (or never started).
@@ -702,6 +775,8 @@ impl Manager {
         // After its processes: nothing of the sandbox holds them now.
         let volumes = std::mem::take(&mut *live.volumes.lock().expect("live lock"));
         self.release_volumes(volumes).await;
+        let root = live.root.lock().expect("live lock").take();
+        self.release_root(root).await;
         // After the processes: the connections they had are reported cut.
         live.gateway.lock().expect("live lock").take();
         // Its capacity is free only now that everything of it is gone.

@@ -9,7 +9,7 @@
 //! it); which one is kept here, in memory, because after a restart no
 //! sandbox of the previous daemon is left to hold one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -61,6 +61,12 @@ pub enum StorageError {
     /// No such snapshot for this token (404).
     #[error("snapshot {0:?} not found")]
     SnapshotNotFound(String),
+    /// `root` names no volume or snapshot of this token (404).
+    #[error("root {0:?}: no volume or snapshot of that id or slug")]
+    RootNotFound(String),
+    /// `root` names a volume that cannot boot (400).
+    #[error("{0}")]
+    NotBootable(String),
     /// Mounted in a sandbox (409).
     #[error("{0}")]
     Conflict(String),
@@ -70,6 +76,11 @@ pub enum StorageError {
          at a time; end that sandbox first"
     )]
     MountedIn { volume: String, sandbox: String },
+    /// Booted from by `sandbox` when it was to be deleted (409).
+    #[error(
+        "snapshot {snapshot} is the root of sandbox {sandbox} (and maybe others): end them first"
+    )]
+    Booted { snapshot: String, sandbox: String },
     /// The token has a volume or snapshot of that slug (409).
     #[error("{0}")]
     SlugTaken(String),
@@ -84,6 +95,18 @@ pub enum StorageError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+}
+
+impl StorageError {
+    /// The sandbox holding what this call needed, if that is the refusal.
+    pub fn held_by(&self) -> Option<&str> {
+        match self {
+            StorageError::MountedIn { sandbox, .. } | StorageError::Booted { sandbox, .. } => {
+                Some(sandbox)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl From<StoreError> for StorageError {
@@ -150,12 +173,70 @@ pub(crate) struct Mounted {
     pub(crate) target: String,
 }
 
+/// The image bootable volumes are made from (`from: "builtin:..."`).
+#[derive(Debug, Clone)]
+pub struct BuiltinImage {
+    /// The daemon's image name (`default`).
+    pub name: String,
+    pub rootfs: PathBuf,
+    /// Changes when the image is rebuilt (its build time).
+    pub stamp: u64,
+    /// Bytes its files take.
+    pub size_bytes: u64,
+}
+
+impl BuiltinImage {
+    /// The pool snapshot holding this build of the image.
+    fn snapshot_id(&self) -> String {
+        format!("builtin-{}-{}", self.name, self.stamp)
+    }
+
+    /// Its filesystem's size: the files, a quarter more for ext4's own
+    /// structures and slack, in whole 64 MiB.
+    fn snapshot_bytes(&self) -> u64 {
+        const STEP: u64 = 64 << 20;
+        (self.size_bytes + self.size_bytes / 4 + STEP).div_ceil(STEP) * STEP
+    }
+}
+
+/// Names `from: "builtin:NAME"` accepts for the daemon's image: the
+/// hosted service's, and airlock's own.
+const BUILTIN_ALIASES: [&str; 3] = ["debian-13", "debian-12", "default"];
+
+/// What a sandbox boots from when it names a `root`.
+pub(crate) enum Root {
+    /// A snapshot, read-only and shared; each sandbox writes to its own
+    /// layer above it.
+    Snapshot {
+        id: String,
+        path: PathBuf,
+        sandbox: String,
+    },
+    /// A bootable volume, read-write, in this sandbox only.
+    Volume(Mounted),
+}
+
+impl Root {
+    pub(crate) fn path(&self) -> &std::path::Path {
+        match self {
+            Root::Snapshot { path, .. } => path,
+            Root::Volume(m) => m.attached.path(),
+        }
+    }
+}
+
 pub struct Storage {
     pool: Pool,
     store: Arc<Store>,
     cfg: StorageConfig,
     /// Volume id → the sandbox that has it mounted.
     mounted_in: Mutex<HashMap<String, String>>,
+    /// Snapshots sandboxes booted from: the one read-only mount each, and
+    /// the sandboxes using it.
+    booted: Mutex<HashMap<String, (Attached, HashSet<String>)>>,
+    builtin: Mutex<Option<BuiltinImage>>,
+    /// Serialises building the builtin snapshot (seconds, once per image).
+    building: Mutex<()>,
 }
 
 impl Storage {
@@ -166,7 +247,14 @@ impl Storage {
         let pool = Pool::open(&cfg.dir, cfg.pool_bytes)?;
         let unmounted = pool.reap_mounts()?;
         let volume_ids: Vec<String> = store.all_volumes()?.into_iter().map(|v| v.id).collect();
-        let removed = pool.remove_orphans(&volume_ids, store.all_snapshot_ids()?)?;
+        // The builtin snapshots are the pool's own, not any token's.
+        let mut snapshot_ids = store.all_snapshot_ids()?;
+        snapshot_ids.extend(
+            pool.snapshot_ids()?
+                .into_iter()
+                .filter(|id| id.starts_with("builtin-")),
+        );
+        let removed = pool.remove_orphans(&volume_ids, snapshot_ids)?;
         if unmounted > 0 || !removed.is_empty() {
             tracing::info!(
                 unmounted,
@@ -179,6 +267,9 @@ impl Storage {
             store,
             cfg,
             mounted_in: Mutex::new(HashMap::new()),
+            booted: Mutex::new(HashMap::new()),
+            builtin: Mutex::new(None),
+            building: Mutex::new(()),
         })
     }
 
@@ -217,21 +308,29 @@ impl Storage {
         {
             return Err(StoreError::SlugTaken(req.slug).into());
         }
-        let base = match &req.from {
-            None => None,
-            Some(key) => Some(
+        let builtin = match req.from.as_deref().map(|f| f.strip_prefix("builtin:")) {
+            Some(Some(name)) => Some(self.builtin_snapshot(name)?),
+            _ => None,
+        };
+        let base = match (&req.from, &builtin) {
+            (Some(key), None) => Some(
                 self.store
                     .get_snapshot(owner, key)?
                     .ok_or_else(|| StorageError::SnapshotNotFound(key.clone()))?,
             ),
+            _ => None,
         };
         self.admit(owner, req.capacity)?;
         let id = store::new_volume_id(&req.region)?;
-        match &base {
-            None => self.pool.create_volume(&id, req.capacity)?,
-            Some(snap) => self
+        match (&base, &builtin) {
+            (Some(snap), _) => {
+                self.pool
+                    .create_volume_from_snapshot(&snap.id, &id, req.capacity)?
+            }
+            (None, Some(snap)) => self
                 .pool
-                .create_volume_from_snapshot(&snap.id, &id, req.capacity)?,
+                .create_volume_from_snapshot(snap, &id, req.capacity)?,
+            (None, None) => self.pool.create_volume(&id, req.capacity)?,
         }
         let record = VolumeRecord {
             id: id.clone(),
@@ -239,7 +338,7 @@ impl Storage {
             token_id: owner.map(str::to_string),
             region: req.region,
             capacity: req.capacity,
-            is_bootable: base.as_ref().is_some_and(|b| b.is_bootable),
+            is_bootable: builtin.is_some() || base.as_ref().is_some_and(|b| b.is_bootable),
             base_snapshot: base.map(|b| (b.id, b.slug)),
             created_at_ms: store::now_ms(),
         };
@@ -252,6 +351,131 @@ impl Storage {
         }
         tracing::info!(volume = id, capacity = record.capacity, "volume created");
         Ok(self.info(record))
+    }
+
+    /// Tells storage which image `from: "builtin:..."` copies.
+    pub fn set_builtin(&self, image: BuiltinImage) {
+        *self.builtin.lock().expect("storage lock") = Some(image);
+    }
+
+    /// The pool snapshot of the builtin image `name`, made on first use
+    /// (`mkfs.ext4 -d` of the image: seconds, once per image build).
+    fn builtin_snapshot(&self, name: &str) -> Result<String, StorageError> {
+        let image = self
+            .builtin
+            .lock()
+            .expect("storage lock")
+            .clone()
+            .ok_or_else(|| {
+                StorageError::Unavailable("no image to make bootable volumes from".into())
+            })?;
+        if !BUILTIN_ALIASES.contains(&name) && name != image.name {
+            return Err(StorageError::Invalid(format!(
+                "from: \"builtin:{name}\" is not an image here: use builtin:{} (airlock's image, \
+                 Debian 12 with python3, node, deno, git, curl; builtin:debian-13 and \
+                 builtin:default name it too)",
+                image.name
+            )));
+        }
+        let id = image.snapshot_id();
+        let _one_at_a_time = self.building.lock().expect("storage lock");
+        if self.pool.snapshot_ids()?.contains(&id) {
+            return Ok(id);
+        }
+        let started = std::time::Instant::now();
+        self.pool
+            .create_snapshot_from_tree(&id, &image.rootfs, image.snapshot_bytes())?;
+        tracing::info!(
+            snapshot = id,
+            secs = started.elapsed().as_secs_f64(),
+            "made the builtin snapshot bootable volumes start from"
+        );
+        Ok(id)
+    }
+
+    /// The smallest capacity a bootable volume of the builtin image has.
+    pub fn builtin_capacity(&self) -> Option<u64> {
+        self.builtin
+            .lock()
+            .expect("storage lock")
+            .as_ref()
+            .map(BuiltinImage::snapshot_bytes)
+    }
+
+    /// Mounts what sandbox `sandbox` boots from: `owner`'s snapshot `key`
+    /// (read-only, shared) or bootable volume `key` (read-write, one
+    /// sandbox at a time).
+    pub(crate) fn attach_root(
+        &self,
+        owner: Option<&str>,
+        sandbox: &str,
+        key: &str,
+    ) -> Result<Root, StorageError> {
+        if let Some(snap) = self.store.get_snapshot(owner, key)? {
+            let mut booted = self.booted.lock().expect("storage lock");
+            if let Some((attached, users)) = booted.get_mut(&snap.id) {
+                users.insert(sandbox.to_string());
+                return Ok(Root::Snapshot {
+                    id: snap.id,
+                    path: attached.path().to_path_buf(),
+                    sandbox: sandbox.to_string(),
+                });
+            }
+            let attached = self.pool.attach_snapshot(&snap.id)?;
+            let path = attached.path().to_path_buf();
+            booted.insert(
+                snap.id.clone(),
+                (attached, HashSet::from([sandbox.to_string()])),
+            );
+            return Ok(Root::Snapshot {
+                id: snap.id,
+                path,
+                sandbox: sandbox.to_string(),
+            });
+        }
+        let volume = self
+            .store
+            .get_volume(owner, key)?
+            .ok_or_else(|| StorageError::RootNotFound(key.to_string()))?;
+        if !volume.is_bootable {
+            return Err(StorageError::NotBootable(format!(
+                "volume {key} is not bootable: make one with from: \"builtin:debian-13\" (or from \
+                 a snapshot of one), or mount this one at a path with `volumes`"
+            )));
+        }
+        let mut mounted = self.attach(
+            owner,
+            sandbox,
+            &[VolumeMount {
+                volume: volume.id,
+                path: "/".into(),
+            }],
+        )?;
+        Ok(Root::Volume(mounted.remove(0)))
+    }
+
+    /// Lets go of a sandbox's root (after its processes are gone).
+    pub(crate) fn release_root(&self, root: Root) {
+        match root {
+            Root::Volume(m) => self.release(vec![m]),
+            Root::Snapshot { id, sandbox, .. } => {
+                let mut booted = self.booted.lock().expect("storage lock");
+                let last = match booted.get_mut(&id) {
+                    Some((_, users)) => {
+                        users.remove(&sandbox);
+                        users.is_empty()
+                    }
+                    None => false,
+                };
+                if last {
+                    if let Some((attached, _)) = booted.remove(&id) {
+                        if let Err(e) = attached.detach() {
+                            tracing::warn!(snapshot = id, "unmounting: {e}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Refuses a new reservation of `bytes` over the token's quota or the
@@ -536,7 +760,17 @@ impl Storage {
             .store
             .get_snapshot(owner, key)?
             .ok_or_else(|| StorageError::SnapshotNotFound(key.to_string()))?;
-        self.store.delete_snapshot(&record.id)?;
+        {
+            let booted = self.booted.lock().expect("storage lock");
+            if let Some(sandbox) = booted.get(&record.id).and_then(|(_, u)| u.iter().next()) {
+                return Err(StorageError::Booted {
+                    snapshot: key.to_string(),
+                    sandbox: sandbox.clone(),
+                });
+            }
+            // Under the lock: no sandbox boots from it meanwhile.
+            self.store.delete_snapshot(&record.id)?;
+        }
         match self.pool.delete_snapshot(&record.id) {
             Ok(()) | Err(VolumeError::NotFound { .. }) => {}
             Err(e) => tracing::warn!(snapshot = record.id, "deleting the image: {e}"),

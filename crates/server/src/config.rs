@@ -47,6 +47,8 @@ pub struct SandboxConfig {
     pub port: Option<u16>,
     /// Volumes to mount, in either SDK's spelling.
     pub volumes: Vec<VolumeMount>,
+    /// A snapshot or bootable volume to boot from (`{"volume": KEY}`).
+    pub root: Option<String>,
 }
 
 impl SandboxConfig {
@@ -62,6 +64,7 @@ impl SandboxConfig {
             secrets: self.secrets,
             isolation: None,
             volumes: self.volumes,
+            root: self.root,
         }
     }
 }
@@ -205,6 +208,7 @@ pub fn parse(
         region,
         port,
         volumes: parse_volumes(map.get("volumes"))?,
+        root: parse_root(map.get("root"))?,
     })
 }
 
@@ -320,7 +324,7 @@ fn reject_unsupported(map: &Map<String, Value>) -> Result<(), ApiError> {
         Some(Value::Object(o)) => !o.is_empty(),
         Some(_) => true,
     };
-    for key in ["root", "ssh"] {
+    for key in ["ssh"] {
         if non_empty(key) {
             return Err(ApiError::new(
                 axum::http::StatusCode::BAD_REQUEST,
@@ -330,6 +334,25 @@ fn reject_unsupported(map: &Map<String, Value>) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// `root`: `{"volume": "<snapshot or bootable volume, id or slug>"}` as
+/// both SDKs send it.
+fn parse_root(value: Option<&Value>) -> Result<Option<String>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(o)) => match o.get("volume").and_then(Value::as_str) {
+            Some(key) if !key.is_empty() => Ok(Some(key.to_string())),
+            _ => Err(ApiError::bad_config(format!(
+                "root: expected {{\"volume\": \"<snapshot or bootable volume>\"}}, got {}",
+                Value::Object(o.clone())
+            ))),
+        },
+        Some(Value::String(key)) if !key.is_empty() => Ok(Some(key.clone())),
+        Some(other) => Err(ApiError::bad_config(format!(
+            "root: expected {{\"volume\": \"<snapshot or bootable volume>\"}}, got {other}"
+        ))),
+    }
 }
 
 /// Most volumes one sandbox may mount.
@@ -498,9 +521,17 @@ mod tests {
         .unwrap_err()
         .message
         .contains("both in env and in secrets"));
+        assert_eq!(cfg(json!({"ssh": true})).unwrap_err().code, "NOT_SUPPORTED");
         assert_eq!(
-            cfg(json!({"root": {"volume": "vol"}})).unwrap_err().code,
-            "NOT_SUPPORTED"
+            cfg(json!({"root": {"volume": "snap"}}))
+                .unwrap()
+                .root
+                .as_deref(),
+            Some("snap")
+        );
+        assert_eq!(
+            cfg(json!({"root": {"x": 1}})).unwrap_err().code,
+            "INVALID_CONFIG"
         );
     }
 

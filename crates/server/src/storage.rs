@@ -94,9 +94,11 @@ pub fn storage_error(e: StorageError) -> ApiError {
         StorageError::Invalid(_) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
         StorageError::VolumeNotFound(_) => (StatusCode::NOT_FOUND, "VOLUME_NOT_FOUND"),
         StorageError::SnapshotNotFound(_) => (StatusCode::NOT_FOUND, "SNAPSHOT_NOT_FOUND"),
-        StorageError::Conflict(_) | StorageError::MountedIn { .. } => {
-            (StatusCode::CONFLICT, "VOLUME_IN_USE")
-        }
+        StorageError::RootNotFound(_) => (StatusCode::NOT_FOUND, "VOLUME_NOT_FOUND"),
+        StorageError::NotBootable(_) => (StatusCode::BAD_REQUEST, "NOT_BOOTABLE"),
+        StorageError::Conflict(_)
+        | StorageError::MountedIn { .. }
+        | StorageError::Booted { .. } => (StatusCode::CONFLICT, "VOLUME_IN_USE"),
         StorageError::SlugTaken(_) => (StatusCode::CONFLICT, "SLUG_TAKEN"),
         StorageError::Quota(_) => (StatusCode::TOO_MANY_REQUESTS, "QUOTA_EXCEEDED"),
         StorageError::Full(_) => (StatusCode::INSUFFICIENT_STORAGE, "STORAGE_FULL"),
@@ -158,16 +160,7 @@ pub async fn create_volume(
         .capacity
         .ok_or_else(|| bad("\"capacity\" is required (bytes, or a string like \"1GB\")".into()))
         .and_then(|c| manager::parse_capacity(&c).map_err(|e| bad(format!("capacity: {e}"))))?;
-    if let Some(from) = body.from.as_deref().filter(|f| f.starts_with("builtin:")) {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "NOT_SUPPORTED",
-            format!(
-                "\"from\": {from:?}: bootable volumes from built-in images are not supported \
-                 by this airlock version yet; fork a snapshot or create an empty volume"
-            ),
-        ));
-    }
+
     let region = body.region.unwrap_or_else(|| "ord".to_string());
     if region.len() != 3 || !region.bytes().all(|b| b.is_ascii_lowercase()) {
         return Err(bad(format!(
@@ -296,8 +289,11 @@ pub async fn delete_snapshot(
     Path(key): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let token = authenticate(&state, &headers)?;
-    let storage = state.manager.storage().map_err(storage_error)?.clone();
-    blocking(move || storage.delete_snapshot(Some(&token.id), &key)).await?;
+    state
+        .manager
+        .delete_snapshot(Some(&token.id), &key)
+        .await
+        .map_err(manager_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -27,6 +27,7 @@ const LOOP_SET_DIRECT_IO: libc::c_ulong = 0x4C08;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 
+const LO_FLAGS_READ_ONLY: u32 = 1;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
 const LO_FLAGS_DIRECT_IO: u32 = 16;
 const LO_NAME_SIZE: usize = 64;
@@ -102,6 +103,16 @@ const RACE_RETRIES: usize = 100;
 /// backing filesystem cannot do it the kernel either falls back to buffered
 /// I/O by itself or refuses, and then we retry without it.
 pub(crate) fn attach(backing: &File, backing_path: &Path) -> io::Result<LoopDevice> {
+    attach_with(backing, backing_path, false)
+}
+
+/// [`attach`], read-only when `read_only` (the backing file may then be
+/// open read-only).
+pub(crate) fn attach_with(
+    backing: &File,
+    backing_path: &Path,
+    read_only: bool,
+) -> io::Result<LoopDevice> {
     let control = OpenOptions::new()
         .read(true)
         .write(true)
@@ -118,7 +129,7 @@ pub(crate) fn attach(backing: &File, backing_path: &Path) -> io::Result<LoopDevi
         let path = PathBuf::from(format!("/dev/loop{n}"));
         let dev = match OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(!read_only)
             .custom_flags(libc::O_CLOEXEC)
             .open(&path)
         {
@@ -132,7 +143,7 @@ pub(crate) fn attach(backing: &File, backing_path: &Path) -> io::Result<LoopDevi
             }
             Err(e) => return Err(e),
         };
-        match configure(&dev, backing, backing_path) {
+        match configure(&dev, backing, backing_path, read_only) {
             Ok(()) => {
                 return Ok(LoopDevice { _file: dev, path });
             }
@@ -148,9 +159,13 @@ pub(crate) fn attach(backing: &File, backing_path: &Path) -> io::Result<LoopDevi
     Err(last_err.unwrap_or_else(|| io::Error::other("no free loop device")))
 }
 
-fn configure(dev: &File, backing: &File, backing_path: &Path) -> io::Result<()> {
+fn configure(dev: &File, backing: &File, backing_path: &Path, read_only: bool) -> io::Result<()> {
     let mut err = None;
-    for flags in [LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO, LO_FLAGS_AUTOCLEAR] {
+    let ro = if read_only { LO_FLAGS_READ_ONLY } else { 0 };
+    for flags in [
+        LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO | ro,
+        LO_FLAGS_AUTOCLEAR | ro,
+    ] {
         let config = LoopConfig {
             fd: backing.as_raw_fd() as u32,
             block_size: 0,
@@ -180,7 +195,7 @@ fn configure(dev: &File, backing: &File, backing_path: &Path) -> io::Result<()> 
         err = Some(e);
     }
     match err {
-        Some(e) if e.raw_os_error() == Some(libc::EINVAL) => configure_legacy(dev, backing),
+        Some(e) if e.raw_os_error() == Some(libc::EINVAL) => configure_legacy(dev, backing, ro),
         Some(e) => Err(e),
         None => unreachable!("the loop returns on success"),
     }
@@ -189,14 +204,14 @@ fn configure(dev: &File, backing: &File, backing_path: &Path) -> io::Result<()> 
 /// Before LOOP_CONFIGURE (Linux < 5.8): bind, then set the flags. Not atomic:
 /// a crash in between leaves a bound device without autoclear, which is why
 /// LOOP_CONFIGURE is preferred.
-fn configure_legacy(dev: &File, backing: &File) -> io::Result<()> {
+fn configure_legacy(dev: &File, backing: &File, ro: u32) -> io::Result<()> {
     // SAFETY: LOOP_SET_FD takes the backing file's fd as an integer argument;
     // both fds are open.
     let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_FD, backing.as_raw_fd()) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    let info = LoopInfo64::new(Path::new(""), LO_FLAGS_AUTOCLEAR);
+    let info = LoopInfo64::new(Path::new(""), LO_FLAGS_AUTOCLEAR | ro);
     // SAFETY: LOOP_SET_STATUS64 reads a `struct loop_info64`, which
     // `LoopInfo64` lays out exactly; the pointer is valid during the call.
     let rc = unsafe {

@@ -702,3 +702,53 @@ fn timings() {
     assert!(snap_detached_t < Duration::from_secs(1));
     assert!(fork_t < Duration::from_secs(1));
 }
+
+/// A snapshot made from a directory tree keeps owners and modes, mounts
+/// read-only for booting, and forks into a writable volume.
+#[test]
+fn snapshot_from_a_tree_boots_read_only_and_forks() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let t = TestPool::new(GIB);
+    let p = t.pool();
+    let tree = tempfile::tempdir().unwrap();
+    fs::create_dir(tree.path().join("etc")).unwrap();
+    fs::write(tree.path().join("etc/os-release"), "ID=test\n").unwrap();
+    fs::write(tree.path().join("tool"), "#!/bin/sh\n").unwrap();
+    // chown clears setuid: owner first, then the mode.
+    std::os::unix::fs::chown(tree.path().join("tool"), Some(1000), Some(1000)).unwrap();
+    fs::set_permissions(tree.path().join("tool"), fs::Permissions::from_mode(0o4755)).unwrap();
+    p.create_snapshot_from_tree("builtin-test", tree.path(), 64 * MIB)
+        .unwrap();
+    assert!(p
+        .snapshot_ids()
+        .unwrap()
+        .contains(&"builtin-test".to_string()));
+
+    let ro = p.attach_snapshot("builtin-test").unwrap();
+    assert_eq!(
+        fs::read_to_string(ro.path().join("etc/os-release")).unwrap(),
+        "ID=test\n"
+    );
+    let meta = fs::metadata(ro.path().join("tool")).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (1000, 0o4755));
+    let err = fs::write(ro.path().join("new"), "x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    // One read-only mount at a time; the caller shares it.
+    assert!(matches!(
+        p.attach_snapshot("builtin-test"),
+        Err(VolumeError::InUse { .. })
+    ));
+    ro.detach().unwrap();
+
+    p.create_volume_from_snapshot("builtin-test", "root", 128 * MIB)
+        .unwrap();
+    let rw = p.attach("root").unwrap();
+    fs::write(rw.path().join("etc/written"), "persisted").unwrap();
+    rw.detach().unwrap();
+    let rw = p.attach("root").unwrap();
+    assert_eq!(
+        fs::read_to_string(rw.path().join("etc/written")).unwrap(),
+        "persisted"
+    );
+    rw.detach().unwrap();
+}

@@ -280,5 +280,77 @@ def test_snapshot_errors(client, volume):
         client.volumes.create(slug("f"), "ord", "64MB", from_snapshot="no-such-snapshot")
     assert e.value.status_code == 404
     with pytest.raises(HTTPStatusError) as e:
-        client.volumes.create(slug("b"), "ord", "1GB", from_snapshot="builtin:debian-13")
-    assert e.value.status_code == 501 and e.value.code == "NOT_SUPPORTED"
+        client.volumes.create(slug("b"), "ord", "1GB", from_snapshot="builtin:windows-11")
+    assert e.value.status_code == 400 and "builtin:" in e.value.message
+
+
+@pytest.fixture(scope="module")
+def bootable(airlock):
+    """A bootable volume of airlock's image (`from: builtin:debian-13`),
+    shared by the boot tests; deleted afterwards."""
+    c = DenoDeploy()
+    v = c.volumes.create(slug("boot"), "ord", "1GB", from_snapshot="builtin:debian-13")
+    yield v
+    try:
+        c.volumes.delete(v["id"])
+    except HTTPStatusError:
+        pass
+
+
+def test_a_bootable_volume_is_a_persistent_root(client, bootable):
+    assert bootable["is_bootable"] is True and bootable["base_snapshot"] is None
+    assert bootable["capacity"] == 1000 * MB
+    with client.sandbox.create(root=bootable["slug"]) as sb:
+        code, out, err = run(sb, "sh", "-c", "python3 -c 'print(6*7)'; df -B1 --output=size / | tail -1")
+        assert code == 0, err
+        lines = out.split()
+        assert lines[0] == "42"
+        assert 900 * MB < int(lines[1]) <= 1000 * MB, out
+        sb.fs.write_text_file("/root/installed.txt", "persisted in the root")
+        code, _, err = run(sb, "sh", "-c", "echo 'print(\"tool\")' > /usr/local/bin/tool.py && sync")
+        assert code == 0, err
+    # The next boot sees everything the last one wrote, anywhere in /.
+    with client.sandbox.create(root=bootable["id"]) as sb:
+        assert sb.fs.read_text_file("/root/installed.txt") == "persisted in the root"
+        code, out, _ = run(sb, "python3", "/usr/local/bin/tool.py")
+        assert out.strip() == "tool"
+        # One sandbox at a time on a read-write root.
+        with pytest.raises(Exception) as e:
+            with client.sandbox.create(root=bootable["id"]):
+                pass
+        assert "409" in str(e.value), e.value
+
+
+def test_booting_from_a_snapshot_is_shared_and_throwaway(client, bootable):
+    with client.sandbox.create(root=bootable["id"]) as sb:
+        sb.fs.write_text_file("/etc/prepared", "by the first boot")
+    snap = client.volumes.snapshot(bootable["id"], slug=slug("env"))
+    try:
+        assert snap["is_bootable"] is True
+        with client.sandbox.create(root=snap["slug"]) as a, client.sandbox.create(
+            root=snap["id"]
+        ) as b:
+            for sb in (a, b):
+                assert sb.fs.read_text_file("/etc/prepared") == "by the first boot"
+            a.fs.write_text_file("/etc/prepared", "changed in a")
+            assert b.fs.read_text_file("/etc/prepared") == "by the first boot"
+            # The snapshot cannot go while sandboxes boot from it.
+            with pytest.raises(HTTPStatusError) as e:
+                client.snapshots.delete(snap["id"])
+            assert e.value.status_code == 409
+        # Writes were the sandbox's own: the snapshot is unchanged.
+        with client.sandbox.create(root=snap["id"]) as sb:
+            assert sb.fs.read_text_file("/etc/prepared") == "by the first boot"
+    finally:
+        client.snapshots.delete(snap["id"])
+
+
+def test_roots_that_cannot_boot_are_refused(client, volume):
+    with pytest.raises(Exception) as e:
+        with client.sandbox.create(root=volume["id"]):
+            pass
+    assert "400" in str(e.value), e.value
+    with pytest.raises(Exception) as e:
+        with client.sandbox.create(root="no-such-root"):
+            pass
+    assert "404" in str(e.value), e.value

@@ -97,6 +97,7 @@ pub fn main(data_dir: &Path, args: RunArgs) -> Result<i32> {
         // `airlock run` has no gateway: only `lo`, nothing is reachable.
         network: None,
         binds: vec![],
+        persistent_root: false,
     };
     let mut sandbox = backend.create(&spec).context("creating the sandbox")?;
     let sock = sandbox

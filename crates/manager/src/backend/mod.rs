@@ -83,6 +83,10 @@ pub struct LaunchSpec {
     pub network: Option<LinkSpec>,
     /// Host directories (mounted volumes) to show inside at a path.
     pub binds: Vec<BindMount>,
+    /// `image_rootfs` is a writable (bootable) volume used as the root
+    /// itself: writes persist in it. Otherwise the image is shared and
+    /// read-only under the sandbox's own writable layer.
+    pub persistent_root: bool,
 }
 
 /// A host directory shown inside the sandbox at `target`, read-write,
@@ -242,6 +246,7 @@ pub(crate) fn jail_spec(spec: &LaunchSpec, paths: &jail::JailPaths) -> jail::San
                 target: b.target.clone(),
             })
             .collect(),
+        persistent_root: spec.persistent_root,
     }
 }
 
