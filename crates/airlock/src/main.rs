@@ -59,6 +59,9 @@ enum Command {
     /// A stateful language session in a running sandbox (`repl python SANDBOX [--session NAME]`).
     #[command(subcommand)]
     Repl(cli::repl::ReplCommand),
+    /// Persistent volumes of the token, through the daemon (`volume ls|create|inspect|rm`).
+    #[command(subcommand)]
+    Volume(cli::volume::VolumeCommand),
     /// Build and list root filesystem images.
     #[command(subcommand)]
     Image(cli::image::ImageCommand),
@@ -98,6 +101,7 @@ fn main() {
         Command::Inspect(args) => cli::inspect::main(args),
         Command::Events(args) => cli::events::main(args),
         Command::Repl(cmd) => cli::repl::main(cmd),
+        Command::Volume(cmd) => cli::volume::main(cmd),
         Command::Image(cmd) => cli::image::main(&cli.data_dir, cmd).map(|()| 0),
         Command::Reap => cli::reap(),
     };

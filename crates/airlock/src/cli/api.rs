@@ -7,7 +7,7 @@
 //! Token: `--token`, else `DENO_DEPLOY_TOKEN`.
 
 use anyhow::{anyhow, bail, Context, Result};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
@@ -72,20 +72,29 @@ impl Response {
         serde_json::from_slice(&self.body).context("the daemon's answer is not JSON")
     }
 
+    /// The answer read as `T` (an API object of known shape).
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(&self.body)
+            .context("the daemon's answer is not what this CLI expects")
+    }
+
+    /// The daemon's error message (`{code, message}`), else the body's text.
+    pub fn message(&self) -> String {
+        #[derive(serde::Deserialize)]
+        struct ApiError {
+            message: String,
+        }
+        serde_json::from_slice::<ApiError>(&self.body)
+            .map(|e| e.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&self.body).trim().to_string())
+    }
+
     /// Fails with the daemon's message unless the status is 2xx.
     pub fn ok(self) -> Result<Self> {
         if (200..300).contains(&self.status) {
             return Ok(self);
         }
-        let text = String::from_utf8_lossy(&self.body);
-        let msg = serde_json::from_slice::<serde_json::Value>(&self.body)
-            .ok()
-            .and_then(|v| {
-                v.get("message")
-                    .and_then(|m| m.as_str())
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| text.trim().to_string());
+        let msg = self.message();
         if self.status == 401 {
             bail!("the daemon refused the token (HTTP 401): {msg}; check DENO_DEPLOY_TOKEN or --token");
         }
@@ -147,7 +156,18 @@ impl Client {
         self.request(hyper::Method::DELETE, path)
     }
 
+    /// `POST path` with `body` as JSON.
+    pub fn post_json(&self, path: &str, body: &impl serde::Serialize) -> Result<Response> {
+        let body = serde_json::to_vec(body).context("encoding the request")?;
+        self.send(hyper::Method::POST, path, Some(body))
+    }
+
     pub fn request(&self, method: hyper::Method, path: &str) -> Result<Response> {
+        self.send(method, path, None)
+    }
+
+    /// One request; `json` is sent as an `application/json` body.
+    fn send(&self, method: hyper::Method, path: &str, json: Option<Vec<u8>>) -> Result<Response> {
         let unreachable = || {
             format!(
                 "cannot reach the daemon: is `airlock serve` running at {}?",
@@ -163,7 +183,7 @@ impl Client {
                 .await
                 .with_context(unreachable)?;
             let conn = tokio::spawn(conn);
-            let req = hyper::Request::builder()
+            let mut req = hyper::Request::builder()
                 .method(method)
                 .uri(format!("{}{}", self.base_path, path))
                 .header(hyper::header::HOST, format!("{}:{}", self.host, self.port))
@@ -171,8 +191,12 @@ impl Client {
                     hyper::header::AUTHORIZATION,
                     format!("Bearer {}", self.target.token),
                 )
-                .header(hyper::header::USER_AGENT, "airlock-cli")
-                .body(Empty::<Bytes>::new())
+                .header(hyper::header::USER_AGENT, "airlock-cli");
+            if json.is_some() {
+                req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+            }
+            let req = req
+                .body(Full::new(Bytes::from(json.unwrap_or_default())))
                 .context("building the request")?;
             let resp = sender.send_request(req).await.with_context(unreachable)?;
             let status = resp.status().as_u16();

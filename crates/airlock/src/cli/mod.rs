@@ -17,6 +17,7 @@ pub mod shell;
 pub mod term;
 pub mod token;
 pub mod usage;
+pub mod volume;
 
 use anyhow::Result;
 
