@@ -6,16 +6,6 @@ mod common;
 use common::daemon::Daemon;
 use serde_json::{json, Value};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard};
-
-/// Every daemon keeps its volumes in the data dir's one storage pool, which
-/// one daemon holds at a time (a flock; a second would serve no volumes):
-/// these tests take turns.
-static POOL: Mutex<()> = Mutex::new(());
-
-fn pool() -> MutexGuard<'static, ()> {
-    POOL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn daemon() -> Daemon {
     Daemon::options("cli-volumes").token("volumes").start()
@@ -95,7 +85,6 @@ fn rows(table: &str) -> Vec<Vec<String>> {
 
 #[test]
 fn create_ls_inspect_rm_with_the_daemons_messages() {
-    let _pool = pool();
     let d = daemon();
     assert_eq!(json_of(&d, &["volume", "ls", "--json"]), json!([]));
 
@@ -188,7 +177,6 @@ fn rows_of(d: &Daemon) -> Vec<Vec<String>> {
 
 #[test]
 fn a_mounted_volume_is_removed_only_after_its_sandbox_ends() {
-    let _pool = pool();
     let d = daemon();
     let vol = create(&d, "work", "64MiB");
     let (mut ws, sandbox) = d.create(json!({"volumes": {"/data": "work"}}));

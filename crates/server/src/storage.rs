@@ -159,7 +159,7 @@ pub async fn create_volume(
     let capacity = body
         .capacity
         .ok_or_else(|| bad("\"capacity\" is required (bytes, or a string like \"1GB\")".into()))
-        .and_then(|c| manager::parse_capacity(&c).map_err(|e| bad(format!("capacity: {e}"))))?;
+        .and_then(|c| manager::parse_capacity(&c).map_err(bad))?;
 
     let region = body.region.unwrap_or_else(|| "ord".to_string());
     if region.len() != 3 || !region.bytes().all(|b| b.is_ascii_lowercase()) {
