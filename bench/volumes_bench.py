@@ -10,6 +10,12 @@ Rows, with the reference each is compared with in the same run:
                          wait(), against the same without a volume (warm pool)
   write throughput       `dd if=/dev/zero bs=1M count=--mib conv=fsync` into the
                          volume, against the same into the sandbox's own disk (/root)
+  snapshot create        `volumes.snapshot(v)` of a volume holding 64 MiB, back to back
+  bootable volume        `volumes.create(from_snapshot="builtin:debian-13")`: the first
+                         (makes the image's pool snapshot) and the next ones
+  boot from a snapshot   create(root=snapshot) + spawn("true") + wait(), against the
+                         default image started fresh (region "fra": not from the
+                         warm pool) and from the warm pool
 
 Prints medians (p50) and ratios. Run as root:
   target/sdk/venv/bin/python bench/volumes_bench.py [--airlock target/release/airlock]
@@ -99,7 +105,41 @@ def main():
             for _ in range(args.reps):
                 vol_rates.append(dd_mib_per_s(sb, "/data/dd.bin", args.mib))
                 disk_rates.append(dd_mib_per_s(sb, "/root/dd.bin", args.mib))
+        # Snapshots of a volume holding 64 MiB.
+        with client.sandbox.create(volumes={"/data": first["id"]}) as sb:
+            sb.spawn("dd", args=["if=/dev/urandom", "of=/data/blob", "bs=1M", "count=64"],
+                     stdout="null", stderr="null").wait()
+        snaps, snap_ids = [], []
+        for _ in range(args.runs):
+            start = time.perf_counter()
+            snap = client.volumes.snapshot(first["id"], slug=f"s-{uuid.uuid4().hex[:10]}")
+            snaps.append(ms_since(start))
+            snap_ids.append(snap["id"])
+        for sid in snap_ids:
+            client.snapshots.delete(sid)
         client.volumes.delete(first["id"])
+
+        # Bootable volumes and booting from a snapshot of one.
+        start = time.perf_counter()
+        boot = client.volumes.create(f"boot-{uuid.uuid4().hex[:8]}", "ord", "1GB",
+                                     from_snapshot="builtin:debian-13")
+        first_bootable_ms = ms_since(start)
+        bootables = []
+        for _ in range(min(args.runs, 5)):
+            start = time.perf_counter()
+            v = client.volumes.create(f"bv-{uuid.uuid4().hex[:10]}", "ord", "1GB",
+                                      from_snapshot="builtin:debian-13")
+            bootables.append(ms_since(start))
+            client.volumes.delete(v["id"])
+        env_snap = client.volumes.snapshot(boot["id"], slug=f"env-{uuid.uuid4().hex[:8]}")
+        from_snapshot, fresh_default, warm_default = [], [], []
+        for _ in range(args.runs):
+            from_snapshot.append(create_exec(client, root=env_snap["id"]))
+            fresh_default.append(create_exec(client, region="fra"))
+            warm_default.append(create_exec(client))
+            time.sleep(0.2)
+        client.snapshots.delete(env_snap["id"])
+        client.volumes.delete(boot["id"])
     finally:
         daemon.stop()
 
@@ -113,6 +153,13 @@ def main():
     a, b = p50(vol_rates), p50(disk_rates)
     print(f"  write, volume (dd conv=fsync)         {a:8.0f} MiB/s p50")
     print(f"  write, sandbox's own disk             {b:8.0f} MiB/s p50   ratio {a / b:.2f}x")
+    print(f"  snapshot create (64 MiB in it)        {p50(snaps):8.1f} ms p50")
+    print(f"  first bootable volume (builtin image) {first_bootable_ms:8.1f} ms")
+    print(f"  bootable volume, next ones            {p50(bootables):8.1f} ms p50")
+    a, b, c = p50(from_snapshot), p50(fresh_default), p50(warm_default)
+    print(f"  create -> first exec, root=snapshot   {a:8.1f} ms p50")
+    print(f"  create -> first exec, default, fresh  {b:8.1f} ms p50   ratio {a / b:.2f}x")
+    print(f"  create -> first exec, default, warm   {c:8.1f} ms p50   ratio {a / c:.2f}x")
 
 
 if __name__ == "__main__":

@@ -458,21 +458,12 @@ impl Storage {
     pub(crate) fn release_root(&self, root: Root) {
         match root {
             Root::Volume(m) => self.release(vec![m]),
+            // The read-only mount stays for the next boot (mounting it is
+            // most of what booting from a snapshot costs over the image);
+            // it goes when the snapshot is deleted or the daemon stops.
             Root::Snapshot { id, sandbox, .. } => {
-                let mut booted = self.booted.lock().expect("storage lock");
-                let last = match booted.get_mut(&id) {
-                    Some((_, users)) => {
-                        users.remove(&sandbox);
-                        users.is_empty()
-                    }
-                    None => false,
-                };
-                if last {
-                    if let Some((attached, _)) = booted.remove(&id) {
-                        if let Err(e) = attached.detach() {
-                            tracing::warn!(snapshot = id, "unmounting: {e}");
-                        }
-                    }
+                if let Some((_, users)) = self.booted.lock().expect("storage lock").get_mut(&id) {
+                    users.remove(&sandbox);
                 }
             }
         }
@@ -761,7 +752,7 @@ impl Storage {
             .get_snapshot(owner, key)?
             .ok_or_else(|| StorageError::SnapshotNotFound(key.to_string()))?;
         {
-            let booted = self.booted.lock().expect("storage lock");
+            let mut booted = self.booted.lock().expect("storage lock");
             if let Some(sandbox) = booted.get(&record.id).and_then(|(_, u)| u.iter().next()) {
                 return Err(StorageError::Booted {
                     snapshot: key.to_string(),
@@ -770,6 +761,11 @@ impl Storage {
             }
             // Under the lock: no sandbox boots from it meanwhile.
             self.store.delete_snapshot(&record.id)?;
+            if let Some((attached, _)) = booted.remove(&record.id) {
+                if let Err(e) = attached.detach() {
+                    tracing::warn!(snapshot = record.id, "unmounting: {e}");
+                }
+            }
         }
         match self.pool.delete_snapshot(&record.id) {
             Ok(()) | Err(VolumeError::NotFound { .. }) => {}
@@ -793,6 +789,11 @@ impl Storage {
 
     /// Unmounts the pool (daemon shutdown, after every sandbox ended).
     pub fn shutdown(&self) {
+        for (id, (attached, _)) in self.booted.lock().expect("storage lock").drain() {
+            if let Err(e) = attached.detach() {
+                tracing::warn!(snapshot = id, "unmounting: {e}");
+            }
+        }
         if let Err(e) = self.pool.unmount_pool() {
             tracing::warn!("storage: unmounting the pool: {e}");
         }
