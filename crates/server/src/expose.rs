@@ -9,11 +9,12 @@
 use crate::sandbox_port;
 use crate::{ApiError, AppState};
 use agent_client::AgentClient;
-use agent_proto::ErrorObject;
+use agent_proto::calls::{ExposeHttpParams, FromParams, SandboxPort};
+use agent_proto::{ErrorObject, Method};
 use axum::http::StatusCode;
 use expose::{Backend, BoxFuture, BoxedIo, RouteError, Router};
 use manager::Live;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
@@ -118,33 +119,22 @@ impl Backend for AgentBackend {
     }
 }
 
-/// The `exposeHttp` RPC: `{domain, port}` or `{domain, pid}`.
+/// The `exposeHttp` RPC ([`ExposeHttpParams`]), decoded here: a daemon
+/// that does not expose HTTP says so whatever the params.
 pub(crate) async fn bind_rpc(
     state: &AppState,
     live: &Live,
-    params: &Map<String, Value>,
+    params: &Value,
 ) -> Result<Value, ErrorObject> {
     let Some(exposure) = &state.expose else {
         return Err(disabled_error());
     };
-    let domain = match params.get("domain") {
-        Some(Value::String(d)) => d.as_str(),
-        other => return Err(ErrorObject::invalid_type(&["domain"], "string", other)),
+    let ExposeHttpParams { domain, target } = ExposeHttpParams::decode(Method::ExposeHttp, params)?;
+    let port = match target {
+        SandboxPort::Port(port) => port,
+        SandboxPort::Pid(pid) => sandbox_port::port_of_pid(live, pid).await?,
     };
-    sandbox_port::numbers_typed(params, &["port", "pid"])?;
-    let bad = |m: String| ErrorObject::type_error(format!("exposeHttp: {m}"));
-    let port = sandbox_port::port_param(params).map_err(bad)?;
-    let pid = sandbox_port::pid_param(params).map_err(bad)?;
-    let port = match (port, pid) {
-        (Some(port), None) => port,
-        (None, Some(pid)) => sandbox_port::port_of_pid(live, pid).await?,
-        _ => {
-            return Err(ErrorObject::type_error(
-                "exposeHttp: give exactly one of port and pid",
-            ))
-        }
-    };
-    exposure.bind(live, domain, port)?;
+    exposure.bind(live, &domain, port)?;
     Ok(Value::Null)
 }
 

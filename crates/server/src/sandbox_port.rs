@@ -1,45 +1,31 @@
 //! A port inside a sandbox, as requests name it: a `port` param, a `pid`
-//! param, or the port a process listens on (asked of the agent). Shared by
-//! the create config's `port`, `POST .../expose/http`, `exposeHttp` and
-//! `fetch`; callers add their own context to the messages.
+//! param, or the port a process listens on (asked of the agent). The
+//! JSON-RPC calls (`exposeHttp`, `fetch`) decode theirs with their types
+//! (`agent_proto::calls`); the REST routes (the create config's `port`,
+//! `POST .../expose/http`) read theirs here, by the same rules, and add
+//! their own context to the messages.
 
-use agent_proto::calls::{HttpPortResult, PidParams};
+use agent_proto::calls::{pid_number, port_number, HttpPortResult, PidParams};
 use agent_proto::{ErrorObject, Method};
 use manager::Live;
 use serde_json::{Map, Value};
 
-/// A JSON-RPC caller's `keys` (`port`, `pid`) present but not numbers: a
-/// validation error (answered as -32602), before the range checks below,
-/// whose messages are `TypeError`s.
-pub(crate) fn numbers_typed(params: &Map<String, Value>, keys: &[&str]) -> Result<(), ErrorObject> {
-    for &key in keys {
-        if let Some(v) = params.get(key).filter(|v| !v.is_null() && !v.is_number()) {
-            return Err(ErrorObject::invalid_type(&[key], "number", Some(v)));
-        }
-    }
-    Ok(())
-}
-
-/// `port` (1..65535) from request params, if present.
+/// `port` (1..65535) from REST params (`POST .../expose/http`, the create
+/// config), if present.
 pub(crate) fn port_param(params: &Map<String, Value>) -> Result<Option<u16>, String> {
     match params.get("port") {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p > 0)
+        Some(v) => port_number(v)
             .map(Some)
             .ok_or_else(|| format!("port must be 1..65535, got {v}")),
     }
 }
 
-/// `pid` (positive) from request params, if present.
+/// `pid` (positive) from REST params, if present.
 pub(crate) fn pid_param(params: &Map<String, Value>) -> Result<Option<i64>, String> {
     match params.get("pid") {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_i64()
-            .filter(|p| *p > 0)
+        Some(v) => pid_number(v)
             .map(Some)
             .ok_or_else(|| format!("pid must be a positive integer, got {v}")),
     }

@@ -47,6 +47,39 @@ pub struct WriteFileParams {
     pub mode: Option<u32>,
 }
 
+impl WriteFileParams {
+    /// The inline `content` of `params`, taken out by value (not copied)
+    /// when it is a top-level string longer than `limit`: a daemon sends
+    /// such contents to the agent on a stream ([`Self::decode_streamed`])
+    /// rather than in the call, which a frame bounds. `None` leaves
+    /// `params` as they were.
+    pub fn take_inline_over(
+        params: &mut serde_json::Map<String, serde_json::Value>,
+        limit: usize,
+    ) -> Option<String> {
+        match params.get("content") {
+            Some(serde_json::Value::String(c)) if c.len() > limit => {}
+            _ => return None,
+        }
+        match params.remove("content") {
+            Some(serde_json::Value::String(c)) => Some(c),
+            _ => unreachable!("checked above"),
+        }
+    }
+
+    /// `params` decoded as a write whose contents come on stream
+    /// `stream_id`, whatever `content` or `contentStreamId` they name.
+    pub fn decode_streamed(
+        method: &str,
+        params: &serde_json::Map<String, serde_json::Value>,
+        stream_id: u32,
+    ) -> Result<Self, ErrorObject> {
+        let mut params = params.clone();
+        params.insert("contentStreamId".into(), stream_id.into());
+        Self::decode_named(method, &serde_json::Value::Object(params))
+    }
+}
+
 /// A write's contents: inline, or on a client → sandbox stream (the daemon
 /// turns big inline contents into a stream, and rewrites the id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -407,6 +440,39 @@ mod tests {
         );
         let e = WriteFileParams::decode(Method::WriteFile, &json!({"path": "/a"})).unwrap_err();
         assert!(e.message.contains("\"content\""), "{}", e.message);
+    }
+
+    /// Big inline contents are taken out whole; the rest decodes as a
+    /// write on the daemon's stream, with the agent's errors.
+    #[test]
+    fn big_inline_contents_go_on_a_stream() {
+        let obj = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let mut params = obj(json!({"path": "/a", "content": "aGk=", "options": {"mode": 384}}));
+        assert_eq!(WriteFileParams::take_inline_over(&mut params, 4), None);
+        assert_eq!(
+            WriteFileParams::take_inline_over(&mut params, 3).as_deref(),
+            Some("aGk=")
+        );
+        assert!(!params.contains_key("content"));
+        let w = WriteFileParams::decode_streamed("writeFile", &params, 9).unwrap();
+        assert_eq!(w.content, Content::Stream(9));
+        assert_eq!(
+            (w.path.as_str(), w.mode, w.create),
+            ("/a", Some(0o600), true)
+        );
+        // Only a top-level string is taken.
+        for v in [
+            json!({"path": "/a", "content": 5}),
+            json!({"path": "/a", "options": {"content": "aGk="}}),
+        ] {
+            let mut params = obj(v);
+            let before = params.clone();
+            assert_eq!(WriteFileParams::take_inline_over(&mut params, 0), None);
+            assert_eq!(params, before);
+        }
+        let e = WriteFileParams::decode_streamed("writeTextFile", &obj(json!({"path": 1})), 9)
+            .unwrap_err();
+        assert!(e.message.contains("\"path\""), "{}", e.message);
     }
 }
 

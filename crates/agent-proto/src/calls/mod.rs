@@ -15,20 +15,32 @@
 //!
 //! Results derive both: the agent serializes them, the daemon reads the
 //! fields it rewrites (stream ids, sizes) from them.
+//!
+//! The calls the daemon serves itself (`fetch`, `abort`, `exposeHttp`)
+//! are typed here too, as are the client protocol's JSON-RPC envelope
+//! ([`Envelope`]) and its stream notifications ([`StreamMessage`]).
 
+mod daemon;
 mod deno;
 mod env;
+mod envelope;
 mod fs;
 mod process;
 mod reader;
+mod stream;
 pub mod time;
 mod tunnel;
 
+pub use daemon::{
+    pid_number, port_number, AbortParams, ExposeHttpParams, FetchParams, FetchResult, Redirect,
+    SandboxPort,
+};
 pub use deno::{
     DenoModule, DenoProcessOptions, DenoReplCallParams, DenoReplEvalParams, SpawnDenoParams,
     SpawnDenoReplParams, SpawnDenoResult,
 };
 pub use env::{validate_env_name, EnvKeyParams, EnvSetParams, EnvToObjectResult};
+pub use envelope::Envelope;
 pub use fs::{
     path as path_param, time as time_param, ChmodParams, ChownParams, Content, CopyFileParams,
     DirEntry, ExpandGlobParams, FileHandleParams, FileHandleResult, FileInfo, FileLockParams,
@@ -42,6 +54,7 @@ pub use process::{
     PythonRunParams, PythonRunResult, SpawnParams, SpawnResult, Stdio,
 };
 pub use reader::{as_integer, kind, Params};
+pub use stream::StreamMessage;
 pub use tunnel::{HttpPortResult, StreamResult, TcpConnectParams};
 
 use crate::{ErrorObject, Method};

@@ -8,15 +8,15 @@
 //! request goes to the port that process listens on (`deno.run`'s
 //! `runtime.fetch`), whatever the URL's host says.
 
+use agent_proto::calls::{FetchParams, Redirect};
 use agent_proto::ErrorObject;
-use axum::http::{self, HeaderName, HeaderValue, Method, Uri};
+use axum::http::{self, Method, Uri};
 use bytes::Bytes;
 use egress::intercept::ca::UpstreamTls;
 use futures_util::stream;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper_util::rt::TokioIo;
 use manager::Live;
-use serde_json::{Map, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -27,21 +27,6 @@ const MAX_REDIRECTS: usize = 20;
 const BODY_CHUNKS: usize = 16;
 
 type ReqBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Redirect {
-    Follow,
-    Manual,
-    Error,
-}
-
-pub(super) struct Request {
-    url: Uri,
-    method: Method,
-    headers: Vec<(HeaderName, HeaderValue)>,
-    redirect: Redirect,
-    pid: Option<i64>,
-}
 
 pub(super) struct Response {
     pub status: u16,
@@ -55,99 +40,12 @@ fn type_error(msg: impl Into<String>) -> ErrorObject {
     ErrorObject::type_error(format!("fetch: {}", msg.into()))
 }
 
-/// Validates the params the SDKs send.
-pub(super) fn parse(params: &Map<String, Value>) -> Result<Request, ErrorObject> {
-    let url_text = match params.get("url") {
-        Some(Value::String(u)) => u.as_str(),
-        other => return Err(ErrorObject::invalid_type(&["url"], "string", other)),
-    };
-    let lower = url_text.get(..8).unwrap_or(url_text).to_ascii_lowercase();
-    if !lower.starts_with("http://") && !lower.starts_with("https://") {
-        return Err(type_error(format!(
-            "url {url_text:?} must be http:// or https://"
-        )));
-    }
-    let url: Uri = url_text
-        .parse()
-        .map_err(|e| type_error(format!("invalid url {url_text:?}: {e}")))?;
-    match url.scheme_str() {
-        Some("http") | Some("https") => {}
-        _ => {
-            return Err(type_error(format!(
-                "url {url_text:?} must be http:// or https://"
-            )))
-        }
-    }
-    if url.host().is_none_or(str::is_empty) {
-        return Err(type_error(format!("url {url_text:?} has no host")));
-    }
-    let method = match params.get("method") {
-        None | Some(Value::Null) => Method::GET,
-        Some(Value::String(m)) => Method::from_bytes(m.as_bytes())
-            .map_err(|_| type_error(format!("invalid method {m:?}")))?,
-        Some(other) => {
-            return Err(ErrorObject::invalid_type(
-                &["method"],
-                "string",
-                Some(other),
-            ))
-        }
-    };
-    let mut headers = Vec::new();
-    match params.get("headers") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(pairs)) => {
-            for pair in pairs {
-                let (name, value) = match pair.as_array().map(Vec::as_slice) {
-                    Some([Value::String(n), Value::String(v)]) => (n, v),
-                    _ => {
-                        return Err(type_error(format!(
-                            "header {pair} must be a [name, value] pair of strings"
-                        )))
-                    }
-                };
-                let name = HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| type_error(format!("invalid header name {name:?}")))?;
-                let value = HeaderValue::from_str(value)
-                    .map_err(|_| type_error(format!("invalid value for header {name}")))?;
-                headers.push((name, value));
-            }
-        }
-        Some(other) => {
-            return Err(ErrorObject::invalid_type(
-                &["headers"],
-                "array",
-                Some(other),
-            ))
-        }
-    }
-    let redirect = match params.get("redirect").and_then(Value::as_str) {
-        None | Some("follow") => Redirect::Follow,
-        Some("manual") => Redirect::Manual,
-        Some("error") => Redirect::Error,
-        Some(other) => {
-            return Err(type_error(format!(
-                "redirect must be follow, manual or error, got {other:?}"
-            )))
-        }
-    };
-    crate::sandbox_port::numbers_typed(params, &["pid"])?;
-    let pid = crate::sandbox_port::pid_param(params).map_err(type_error)?;
-    Ok(Request {
-        url,
-        method,
-        headers,
-        redirect,
-        pid,
-    })
-}
-
 /// Runs the request (following redirects as asked) and returns the final
 /// response with its body streaming.
 pub(super) async fn run(
     live: &Live,
     upstream_tls: Option<Arc<UpstreamTls>>,
-    mut req: Request,
+    mut req: FetchParams,
     mut body: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
 ) -> Result<Response, ErrorObject> {
     let pid_port = match req.pid {
@@ -210,7 +108,7 @@ fn resolve_location(base: &Uri, location: &str) -> Result<Uri, ErrorObject> {
 async fn send(
     live: &Live,
     upstream_tls: Option<&UpstreamTls>,
-    req: &Request,
+    req: &FetchParams,
     pid_port: Option<u16>,
     body: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
 ) -> Result<hyper::Response<hyper::body::Incoming>, ErrorObject> {
@@ -221,7 +119,7 @@ async fn send(
     let url_host = req
         .url
         .host()
-        .expect("checked in parse")
+        .expect("FetchParams have a host")
         .trim_matches(['[', ']']);
     // `localhost` names are the sandbox's loopback, mapped here so they
     // never depend on the sandbox's /etc/hosts.

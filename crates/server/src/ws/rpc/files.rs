@@ -4,11 +4,13 @@
 
 use super::Rpc;
 use crate::ws::ClientKind;
-use agent_proto::calls::StreamResult;
-use agent_proto::{ErrorObject, FILE_WINDOW};
+use agent_proto::calls::{
+    to_reply, Content, FromParams, ReadFileParams, StreamResult, WriteFileParams,
+};
+use agent_proto::{ErrorObject, Method, FILE_WINDOW};
 use base64::Engine;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
 impl Rpc {
@@ -55,32 +57,29 @@ impl Rpc {
     /// twice. Content already on a stream is relayed by `feed`/`notification`.
     pub(super) async fn write_file(
         &self,
-        method: &str,
+        method: Method,
         mut params: Map<String, Value>,
     ) -> Result<Value, ErrorObject> {
-        let inline_fits = match params.get("content") {
-            Some(Value::String(content)) => content.len() <= INLINE_WRITE_MAX,
-            _ => true,
-        };
-        if inline_fits {
-            return self.forward(method, params).await;
-        }
-        let Some(Value::String(content)) = params.remove("content") else {
-            unreachable!("checked above");
+        let m = method.as_str();
+        let Some(content) = WriteFileParams::take_inline_over(&mut params, INLINE_WRITE_MAX) else {
+            return self.forward(m, params).await;
         };
         let mut held = None;
-        self.take_budget(method, content.len(), &mut held)?;
-        let base64 = method == "writeFile";
+        self.take_budget(m, content.len(), &mut held)?;
+        let base64 = method == Method::WriteFile;
         if base64 {
             check_base64(&content).map_err(|e| {
-                ErrorObject::type_error(format!(
-                    "{method}: param \"content\" is not valid base64: {e}"
-                ))
+                ErrorObject::type_error(format!("{m}: param \"content\" is not valid base64: {e}"))
             })?;
         }
+        // The other params as the agent would decode them (its errors,
+        // after the daemon's own about the contents, as they always came);
+        // the stream is opened once they decode.
+        let mut write = WriteFileParams::decode_streamed(m, &params, 0)?;
+        drop(params);
         let client = &self.live.client;
         let (id, window) = client.open_windowed_stream(FILE_WINDOW);
-        params.insert("contentStreamId".into(), json!(id));
+        write.content = Content::Stream(id);
         let pump = async {
             let mut piece = vec![0u8; B64_PIECE / 4 * 3];
             let step = if base64 { B64_PIECE } else { TEXT_PIECE };
@@ -103,7 +102,7 @@ impl Rpc {
             }
             let _ = client.send_end(id).await;
         };
-        let (result, ()) = tokio::join!(self.forward(method, params), pump);
+        let (result, ()) = tokio::join!(self.forward(m, to_reply(&write)), pump);
         client.close_windowed_stream(id);
         drop(held);
         result
@@ -117,17 +116,15 @@ impl Rpc {
     /// pieces, not a message the SDK would drop with its connection.
     pub(super) async fn read_file(
         &self,
-        method: &str,
-        mut params: Map<String, Value>,
+        method: Method,
+        params: Map<String, Value>,
         held: &mut Option<OwnedSemaphorePermit>,
     ) -> Result<Value, ErrorObject> {
-        let path = params
-            .get("path")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        params.insert("stream".into(), Value::Bool(true));
-        let reply = self.forward(method, params).await?;
+        let mut read = ReadFileParams::decode(method, &Value::Object(params))?;
+        read.stream = true;
+        let reply = self.forward(method.as_str(), to_reply(&read)).await?;
+        let text = method == Method::ReadTextFile;
+        let (method, path) = (method.as_str(), read.path);
         let Ok(StreamResult {
             stream_id: agent_id,
             size,
@@ -144,7 +141,6 @@ impl Rpc {
                 None,
             ));
         };
-        let text = method == "readTextFile";
         let limit = self.kind.max_message() - REPLY_ENVELOPE;
         // Bytes held per file byte: the raw text and its reply, or the
         // base64 (4 per 3) built into the reply in place.

@@ -23,6 +23,7 @@ use relay::{Bound, Sink};
 use super::session::Outgoing;
 use super::ClientKind;
 use crate::AppState;
+use agent_proto::calls::Envelope;
 use agent_proto::{ErrorObject, Method};
 use axum::extract::ws::Message;
 use manager::Live;
@@ -127,15 +128,11 @@ impl Rpc {
             }
             Err(e) => return self.unreadable(text, &e),
         };
-        let method = msg
-            .get("method")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let id = msg
-            .get("id")
-            .filter(|v| v.is_number() || v.is_string())
-            .cloned();
-        let mut params = msg.get("params").cloned().unwrap_or_else(|| json!({}));
+        let Envelope {
+            method,
+            id,
+            mut params,
+        } = Envelope::from_object(msg);
         match (method, id) {
             (Some(name), Some(id)) => {
                 // Internal methods and unknown ones are `None`: -32601.
@@ -188,7 +185,7 @@ impl Rpc {
     /// surrogate but which is not Unicode text) still has a readable id
     /// and method: serde skips unread values without decoding them.
     fn unreadable(&self, text: &str, e: &serde_json::Error) {
-        match envelope(text) {
+        match Envelope::peek(text) {
             (Some(id), Some(method)) => {
                 let mut why = format!("the request is not valid JSON text: {e}");
                 if e.to_string().contains("surrogate") {
@@ -302,20 +299,6 @@ impl Rpc {
     }
 }
 
-/// The id (a number or string) and method of a message whose other values
-/// serde_json refuses: unread fields are skipped without decoding them.
-fn envelope(text: &str) -> (Option<Value>, Option<String>) {
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        id: Option<Value>,
-        method: Option<String>,
-    }
-    match serde_json::from_str::<Envelope>(text) {
-        Ok(m) => (m.id.filter(|v| v.is_number() || v.is_string()), m.method),
-        Err(_) => (None, None),
-    }
-}
-
 /// A JSON-RPC level error (`error` member), for protocol failures.
 pub struct RpcError {
     code: i64,
@@ -349,34 +332,4 @@ const IN_PLACE_REPLY: usize = 64 << 10;
 /// Whether `s` has characters a JSON string must escape.
 fn needs_escape(s: &str) -> bool {
     s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::envelope;
-    use serde_json::json;
-
-    #[test]
-    fn envelope_of_a_request_with_a_lone_surrogate() {
-        let text = r#"{"jsonrpc":"2.0","id":7,"method":"writeTextFile","params":{"path":"/tmp/x","content":"\udc80"}}"#;
-        assert!(serde_json::from_str::<serde_json::Value>(text).is_err());
-        assert_eq!(
-            envelope(text),
-            (Some(json!(7)), Some("writeTextFile".into()))
-        );
-        // A high surrogate without its low half, and an id after params.
-        let text = r#"{"method":"stat","params":{"path":"\ud800x"},"id":"a"}"#;
-        assert_eq!(envelope(text), (Some(json!("a")), Some("stat".into())));
-    }
-
-    #[test]
-    fn envelope_of_what_is_not_json() {
-        assert_eq!(envelope("{not json"), (None, None));
-        assert_eq!(envelope(r#"{"id":1,"method":"x","params":{"#), (None, None));
-        // An id that is not a number or string is no id.
-        assert_eq!(
-            envelope(r#"{"id":[1],"method":"x","params":"\udc80"}"#).0,
-            None
-        );
-    }
 }

@@ -4,8 +4,8 @@
 
 use super::{Inner, Rpc};
 use crate::ws::session::notification;
+use agent_proto::calls::StreamMessage;
 use agent_proto::{ErrorObject, Method, Route, FILE_WINDOW};
-use base64::Engine;
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use serde_json::{json, Value};
@@ -160,10 +160,7 @@ impl Rpc {
             if let Some(mut hold) = hold {
                 let _ = tokio::time::timeout(OUTPUT_HOLD_LIMIT, hold.wait_for(|open| *open)).await;
             }
-            rpc.send(notification(
-                "$sandbox.stream.start",
-                json!({"streamId": sid}),
-            ));
+            rpc.send_stream(StreamMessage::Start { stream_id: sid });
             while let Some(chunk) = chunks.next().await {
                 if rpc.is_cancelled(sid) {
                     // A local source stops when dropped; an agent one was
@@ -176,17 +173,13 @@ impl Rpc {
                 if chunk.is_empty() {
                     continue;
                 }
-                let data = base64::engine::general_purpose::STANDARD.encode(&chunk);
-                rpc.send(notification(
-                    "$sandbox.stream.enqueue",
-                    json!({"streamId": sid, "data": data}),
-                ));
+                rpc.send_stream(StreamMessage::Enqueue {
+                    stream_id: sid,
+                    data: chunk.into(),
+                });
             }
             if !rpc.is_cancelled(sid) {
-                rpc.send(notification(
-                    "$sandbox.stream.end",
-                    json!({"streamId": sid}),
-                ));
+                rpc.send_stream(StreamMessage::End { stream_id: sid });
             }
             let mut inner = rpc.inner.lock().expect("rpc lock");
             inner.server_streams.remove(&sid);
@@ -203,20 +196,25 @@ impl Rpc {
             .contains(&sid)
     }
 
+    fn send_stream(&self, msg: StreamMessage) {
+        self.send(notification(msg.method(), msg.params()));
+    }
+
     /// Stream notifications from the client. Handled in order, inline.
+    /// One that cannot be read, or of another method, is dropped (a
+    /// notification has no reply to say why).
     pub(super) async fn notification(&self, method: &str, params: &Value) {
-        let Some(sid) = params.get("streamId").and_then(Value::as_u64) else {
+        let Some(msg) = StreamMessage::decode(method, params) else {
             return;
         };
-        match method {
-            "$sandbox.stream.start" => {
+        match msg {
+            StreamMessage::Start { stream_id: sid } => {
                 self.inner.lock().expect("rpc lock").sink(sid);
             }
-            "$sandbox.stream.enqueue" => {
-                let data = params.get("data").and_then(Value::as_str).unwrap_or("");
-                let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data) else {
-                    return;
-                };
+            StreamMessage::Enqueue {
+                stream_id: sid,
+                data: bytes,
+            } => {
                 if bytes.is_empty() {
                     return;
                 }
@@ -248,7 +246,7 @@ impl Rpc {
                 };
                 self.to_agent(agent_id, window.as_deref(), &bytes).await;
             }
-            "$sandbox.stream.end" | "$sandbox.stream.error" => {
+            StreamMessage::End { stream_id: sid } | StreamMessage::Error { stream_id: sid } => {
                 let agent_stream = {
                     let mut inner = self.inner.lock().expect("rpc lock");
                     match inner.client_streams.remove(&sid) {
@@ -270,7 +268,7 @@ impl Rpc {
                     self.end_agent_stream(id, windowed).await;
                 }
             }
-            "$sandbox.stream.cancel" => {
+            StreamMessage::Cancel { stream_id: sid } => {
                 let agent_id = {
                     let mut inner = self.inner.lock().expect("rpc lock");
                     inner.cancelled.insert(sid);
@@ -280,7 +278,6 @@ impl Rpc {
                     let _ = self.live.client.send_cancel(agent_id).await;
                 }
             }
-            _ => {}
         }
     }
 }

@@ -6,7 +6,10 @@ use super::{Rpc, RpcError};
 use crate::ws::fetch;
 use crate::ws::session::notification;
 use crate::ws::ClientKind;
-use agent_proto::calls::{to_reply, ExitStatus, SpawnResult, WalkEntry};
+use agent_proto::calls::{
+    to_reply, AbortParams, ExitStatus, FetchParams, FetchResult, FromParams, PidParams,
+    SpawnResult, WalkEntry,
+};
 use agent_proto::{ErrorObject, Method, Route};
 use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
@@ -46,10 +49,8 @@ impl Rpc {
                 self.spawn(m, params).await
             }
             Method::ProcessWait => self.process_wait(params).await,
-            Method::WriteFile | Method::WriteTextFile => Ok(self.write_file(method, params).await),
-            Method::ReadFile | Method::ReadTextFile => {
-                Ok(self.read_file(method, params, held).await)
-            }
+            Method::WriteFile | Method::WriteTextFile => Ok(self.write_file(m, params).await),
+            Method::ReadFile | Method::ReadTextFile => Ok(self.read_file(m, params, held).await),
             Method::Walk | Method::ExpandGlob => {
                 let result = self.forward(method, params).await;
                 let [key] = m.server_stream_results() else {
@@ -69,14 +70,23 @@ impl Rpc {
                     }
                 })
             }
-            Method::Fetch => Ok(self.fetch(params, body).await),
+            Method::Fetch => Ok(match FetchParams::decode(m, &Value::Object(params)) {
+                Ok(req) => self.fetch(req, body).await,
+                Err(e) => Err(e),
+            }),
+            // Decoded there: a daemon that does not expose HTTP says so
+            // whatever the params.
             Method::ExposeHttp => {
-                Ok(crate::expose::bind_rpc(&self.state, &self.live, &params).await)
+                Ok(crate::expose::bind_rpc(&self.state, &self.live, &Value::Object(params)).await)
             }
             Method::Abort => {
-                let id = params.get("abortId").and_then(Value::as_i64);
+                let AbortParams { abort_id } = match AbortParams::decode(m, &Value::Object(params))
+                {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Err(e)),
+                };
                 let pending =
-                    id.and_then(|id| self.inner.lock().expect("rpc lock").aborts.remove(&id));
+                    abort_id.and_then(|id| self.inner.lock().expect("rpc lock").aborts.remove(&id));
                 if let Some(abort) = pending {
                     let _ = abort.send(());
                 }
@@ -111,10 +121,9 @@ impl Rpc {
     /// agent opens inside the sandbox (see `fetch.rs`).
     async fn fetch(
         &self,
-        params: Map<String, Value>,
+        req: FetchParams,
         body: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
     ) -> Result<Value, ErrorObject> {
-        let req = fetch::parse(&params)?;
         let tls = self
             .state
             .manager
@@ -122,7 +131,7 @@ impl Rpc {
             .network
             .as_ref()
             .map(|n| n.upstream_tls.clone());
-        let abort_id = params.get("abortId").and_then(Value::as_i64);
+        let abort_id = req.abort_id;
         let (abort_tx, abort_rx) = oneshot::channel();
         if let Some(id) = abort_id {
             self.inner
@@ -144,11 +153,11 @@ impl Rpc {
                 stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
             self.forward_stream_from(chunks.boxed(), None, None)
         });
-        Ok(json!({
-            "status": resp.status,
-            "statusText": resp.status_text,
-            "headers": resp.headers,
-            "bodyStreamId": body_id,
+        Ok(to_reply(&FetchResult {
+            status: resp.status,
+            status_text: resp.status_text,
+            headers: resp.headers,
+            body_stream_id: body_id,
         }))
     }
 
@@ -202,9 +211,9 @@ impl Rpc {
     pub(super) async fn forward(
         &self,
         method: &str,
-        params: Map<String, Value>,
+        params: impl Into<Value>,
     ) -> Result<Value, ErrorObject> {
-        match self.live.client.call(method, Value::Object(params)).await {
+        match self.live.client.call(method, params.into()).await {
             Ok(result) => result,
             Err(e) => Err(ErrorObject::new(
                 "Error",
@@ -273,8 +282,11 @@ impl Rpc {
         &self,
         params: Map<String, Value>,
     ) -> Result<Result<Value, ErrorObject>, RpcError> {
-        if let Some(pid) = params.get("pid").and_then(Value::as_i64) {
-            self.open_gate(pid);
+        // The agent answers params that are not a process; the gate only
+        // matters for one that is.
+        let params = Value::Object(params);
+        if let Ok(PidParams { pid }) = PidParams::decode(Method::ProcessWait, &params) {
+            self.open_gate(pid.into());
         }
         let result = self.forward(Method::ProcessWait.as_str(), params).await;
         Ok(match result {
