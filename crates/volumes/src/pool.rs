@@ -212,6 +212,52 @@ fn write_atomically(
     result
 }
 
+/// Makes the ext4 image `path` of `bytes` bytes, filled from the tree
+/// `populate` when given (`mkfs.ext4 -d` keeps owners and modes), whole or
+/// not at all ([`write_atomically`]).
+fn format_image(
+    path: &Path,
+    object: Object,
+    id: &str,
+    bytes: u64,
+    populate: Option<&Path>,
+) -> Result<(), VolumeError> {
+    if path.exists() {
+        return Err(VolumeError::AlreadyExists {
+            object,
+            id: id.to_string(),
+        });
+    }
+    write_atomically(path, object, id, |tmp| {
+        let f = create_private_file(tmp)?;
+        f.set_len(bytes)
+            .ctx(|| format!("sizing {}", tmp.display()))?;
+        drop(f);
+        let mut args: Vec<&OsStr> = vec![
+            OsStr::new("-q"),
+            OsStr::new("-F"),
+            // Same layout whatever the size (mke2fs.conf would pick 1 KiB
+            // blocks for small ones).
+            OsStr::new("-b"),
+            OsStr::new("4096"),
+            // No blocks reserved for (host) root: the sandbox gets all of
+            // its capacity.
+            OsStr::new("-m"),
+            OsStr::new("0"),
+            OsStr::new("-O"),
+            OsStr::new("has_journal"),
+            // Explicit, not "whoever ran mke2fs" (a tree keeps its own).
+            OsStr::new("-E"),
+            OsStr::new("root_owner=0:0"),
+        ];
+        if let Some(tree) = populate {
+            args.extend([OsStr::new("-d"), tree.as_os_str()]);
+        }
+        args.push(tmp.as_os_str());
+        MKFS_EXT4.run(&args)
+    })
+}
+
 fn create_private_file(path: &Path) -> Result<File, VolumeError> {
     OpenOptions::new()
         .write(true)
@@ -507,37 +553,7 @@ impl Pool {
             });
         }
         MKFS_EXT4.find()?;
-        let path = self.volume_path(id);
-        if path.exists() {
-            return Err(VolumeError::AlreadyExists {
-                object: Object::Volume,
-                id: id.to_string(),
-            });
-        }
-        write_atomically(&path, Object::Volume, id, |tmp| {
-            let f = create_private_file(tmp)?;
-            f.set_len(capacity)
-                .ctx(|| format!("sizing {}", tmp.display()))?;
-            drop(f);
-            MKFS_EXT4.run(&[
-                OsStr::new("-q"),
-                OsStr::new("-F"),
-                // Same layout whatever the size (mke2fs.conf would pick 1 KiB
-                // blocks for small ones).
-                OsStr::new("-b"),
-                OsStr::new("4096"),
-                // No blocks reserved for (host) root: the sandbox gets all of
-                // its capacity.
-                OsStr::new("-m"),
-                OsStr::new("0"),
-                OsStr::new("-O"),
-                OsStr::new("has_journal"),
-                // Explicit, not "whoever ran mke2fs".
-                OsStr::new("-E"),
-                OsStr::new("root_owner=0:0"),
-                tmp.as_os_str(),
-            ])
-        })
+        format_image(&self.volume_path(id), Object::Volume, id, capacity, None)
     }
 
     /// Snapshots volume `volume_id` as `snapshot_id`: a reflink clone of its
@@ -619,17 +635,32 @@ impl Pool {
     pub fn attach_snapshot(&self, id: &str) -> Result<Attached, VolumeError> {
         validate_id(Object::Snapshot, id)?;
         let _ops = self.ops.read().unwrap_or_else(|e| e.into_inner());
+        self.mount_image(Object::Snapshot, id, &self.snapshot_path(id), true)
+    }
+
+    /// Mounts the ext4 image `image` of `object` `id` at `<dir>/mnt/<id>`
+    /// through a loop device: read-write (`discard`, remounted read-only on
+    /// errors) or read-only (no journal replay). Refused while the image is
+    /// mounted, or for a writable one still held by any loop device: two
+    /// writers of one ext4 image would corrupt it.
+    fn mount_image(
+        &self,
+        object: Object,
+        id: &str,
+        image: &Path,
+        read_only: bool,
+    ) -> Result<Attached, VolumeError> {
         let not_found = || VolumeError::NotFound {
-            object: Object::Snapshot,
+            object,
             id: id.to_string(),
         };
         self.ready(false)?.ok_or_else(not_found)?;
-        let image = self.snapshot_path(id);
         let _attach = lock(&self.attach_lock);
         let file = OpenOptions::new()
             .read(true)
+            .write(!read_only)
             .custom_flags(libc::O_CLOEXEC)
-            .open(&image)
+            .open(image)
             .map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => not_found(),
                 _ => VolumeError::Io {
@@ -638,12 +669,16 @@ impl Pool {
                 },
             })?;
         let target = self.mount_point(id);
-        if mounts::mount_at(&target)
-            .ctx(|| "reading /proc/self/mountinfo".into())?
-            .is_some()
-        {
+        let busy = if read_only {
+            mounts::mount_at(&target)
+                .ctx(|| "reading /proc/self/mountinfo".into())?
+                .is_some()
+        } else {
+            self.in_use(image, Some(&target))?
+        };
+        if busy {
             return Err(VolumeError::InUse {
-                object: Object::Snapshot,
+                object,
                 id: id.to_string(),
             });
         }
@@ -653,23 +688,30 @@ impl Pool {
             }
             _ => {}
         }
-        let mounted = loopdev::attach_with(&file, &image, true)
+        let (flags, options) = if read_only {
+            (MsFlags::MS_RDONLY, "noload")
+        } else {
+            (MsFlags::empty(), "discard,errors=remount-ro")
+        };
+        let mounted = loopdev::attach_with(&file, image, read_only)
             .ctx(|| format!("setting up a loop device for {}", image.display()))
             .and_then(|dev| {
                 mount(
                     Some(&dev.path),
                     &target,
                     Some("ext4"),
-                    MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                    Some("noload"),
+                    flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some(options),
                 )
                 .ctx(|| {
                     format!(
-                        "mounting {} read-only at {}",
+                        "mounting {} (ext4) at {}",
                         dev.path.display(),
                         target.display()
                     )
                 })
+                // `dev` drops here: from now the mount holds the device, and
+                // on failure autoclear unbinds it.
             });
         if let Err(e) = mounted {
             let _ = fs::remove_dir(&target);
@@ -695,30 +737,13 @@ impl Pool {
         validate_id(Object::Snapshot, id)?;
         let _ops = self.ops.read().unwrap_or_else(|e| e.into_inner());
         self.ready(true)?;
-        let dst = self.snapshot_path(id);
-        if dst.exists() {
-            return Err(VolumeError::AlreadyExists {
-                object: Object::Snapshot,
-                id: id.to_string(),
-            });
-        }
-        write_atomically(&dst, Object::Snapshot, id, |tmp| {
-            let f = create_private_file(tmp)?;
-            f.set_len(bytes)
-                .ctx(|| format!("sizing {}", tmp.display()))?;
-            drop(f);
-            MKFS_EXT4.run(&[
-                OsStr::new("-q"),
-                OsStr::new("-F"),
-                OsStr::new("-b"),
-                OsStr::new("4096"),
-                OsStr::new("-m"),
-                OsStr::new("0"),
-                OsStr::new("-d"),
-                rootfs.as_os_str(),
-                tmp.as_os_str(),
-            ])
-        })
+        format_image(
+            &self.snapshot_path(id),
+            Object::Snapshot,
+            id,
+            bytes,
+            Some(rootfs),
+        )
     }
 
     /// Ids of the snapshot images in the pool (whatever the store says).
@@ -773,67 +798,7 @@ impl Pool {
     pub fn attach(&self, id: &str) -> Result<Attached, VolumeError> {
         validate_id(Object::Volume, id)?;
         let _ops = self.ops.read().unwrap_or_else(|e| e.into_inner());
-        let not_found = || VolumeError::NotFound {
-            object: Object::Volume,
-            id: id.to_string(),
-        };
-        self.ready(false)?.ok_or_else(not_found)?;
-        let image = self.volume_path(id);
-        let _attach = lock(&self.attach_lock);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&image)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => not_found(),
-                _ => VolumeError::Io {
-                    context: format!("opening {}", image.display()),
-                    source: e,
-                },
-            })?;
-        let target = self.mount_point(id);
-        if self.in_use(&image, Some(&target))? {
-            return Err(VolumeError::InUse {
-                object: Object::Volume,
-                id: id.to_string(),
-            });
-        }
-        match fs::DirBuilder::new().mode(0o755).create(&target) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-                return Err(e).ctx(|| format!("creating {}", target.display()))
-            }
-            _ => {}
-        }
-        let mounted = loopdev::attach(&file, &image)
-            .ctx(|| format!("setting up a loop device for {}", image.display()))
-            .and_then(|dev| {
-                mount(
-                    Some(&dev.path),
-                    &target,
-                    Some("ext4"),
-                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                    Some("discard,errors=remount-ro"),
-                )
-                .ctx(|| {
-                    format!(
-                        "mounting {} (ext4) at {}",
-                        dev.path.display(),
-                        target.display()
-                    )
-                })
-                // `dev` drops here: from now the mount holds the device, and
-                // on failure autoclear unbinds it.
-            });
-        if let Err(e) = mounted {
-            let _ = fs::remove_dir(&target);
-            return Err(e);
-        }
-        Ok(Attached {
-            id: id.to_string(),
-            path: target,
-            detached: false,
-        })
+        self.mount_image(Object::Volume, id, &self.volume_path(id), false)
     }
 
     /// [`Pool::attach`], retrying for up to `timeout` while the volume is in
