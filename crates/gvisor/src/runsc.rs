@@ -5,7 +5,7 @@
 //! of its own (see [`Launch`] for why each).
 
 use crate::Error;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -345,20 +345,7 @@ impl Launch {
             check(libc::chmod(self.tmp.as_ptr(), 0o1777))?;
             if self.persistent {
                 // A volume as the root: bound as it is, writes persist.
-                check(libc::mount(
-                    self.image.as_ptr(),
-                    self.lower.as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_BIND,
-                    std::ptr::null(),
-                ))?;
-                check(libc::mount(
-                    std::ptr::null(),
-                    self.lower.as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV,
-                    std::ptr::null(),
-                ))?;
+                bind(&self.image, &self.lower, 0)?;
             } else {
                 check(libc::mkdir(self.upper.as_ptr(), 0o755))?;
                 check(libc::mkdir(self.work.as_ptr(), 0o700))?;
@@ -370,24 +357,7 @@ impl Launch {
                     self.overlay_opts.as_ptr().cast(),
                 ))?;
             }
-            check(libc::mount(
-                self.agent.as_ptr(),
-                self.agent_ro.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND,
-                std::ptr::null(),
-            ))?;
-            check(libc::mount(
-                std::ptr::null(),
-                self.agent_ro.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND
-                    | libc::MS_REMOUNT
-                    | libc::MS_RDONLY
-                    | libc::MS_NOSUID
-                    | libc::MS_NODEV,
-                std::ptr::null(),
-            ))?;
+            bind(&self.agent, &self.agent_ro, libc::MS_RDONLY)?;
             // Last: the root's overlay and the binds above hold their own
             // references to what they were made from.
             for (source, target) in &self.volumes {
@@ -410,6 +380,36 @@ impl Launch {
             }
         }
         Ok(())
+    }
+}
+
+/// Binds `source` at `target`, then remounts the bind `nosuid`, `nodev`
+/// and `extra` (a bind takes its flags only on a remount). Raw syscalls on
+/// prepared strings: safe between fork and exec.
+fn bind(source: &CStr, target: &CStr, extra: libc::c_ulong) -> std::io::Result<()> {
+    let check = |r: libc::c_int| {
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    // SAFETY: NUL-terminated strings that outlive the calls.
+    unsafe {
+        check(libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        ))?;
+        check(libc::mount(
+            std::ptr::null(),
+            target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV | extra,
+            std::ptr::null(),
+        ))
     }
 }
 
