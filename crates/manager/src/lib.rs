@@ -24,6 +24,7 @@ pub use jail::check_bind_target as check_mount_path;
 pub use live::{EndReason, Live};
 pub use manager::{
     CreateRequest, Manager, ManagerConfig, ManagerError, PoolStats, Totals, METER_INTERVAL,
+    STORAGE_METER_INTERVAL,
 };
 pub use network::NetworkConfig;
 pub use storage::{

@@ -27,6 +27,11 @@ const ENDING_HOLDER_WAIT: Duration = Duration::from_secs(10);
 /// crash can lose.
 pub const METER_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often volumes and snapshots are billed (byte-hours to their owners'
+/// ledger). A crash loses nothing: each object keeps in the store the time
+/// it is billed up to, and the next pass bills from there.
+pub const STORAGE_METER_INTERVAL: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 pub struct ManagerConfig {
     pub data_dir: PathBuf,
@@ -49,6 +54,8 @@ pub struct ManagerConfig {
     pub network: Option<crate::NetworkConfig>,
     /// Volumes; `None`: this daemon serves none.
     pub storage: Option<crate::StorageConfig>,
+    /// How often storage is billed ([`STORAGE_METER_INTERVAL`]).
+    pub storage_meter_interval: Duration,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -229,6 +236,7 @@ impl Manager {
         if mgr.cfg.pool_size > 0 {
             mgr.clone().fill_pool();
         }
+        mgr.meter_storage();
         Ok(mgr)
     }
 
@@ -249,6 +257,23 @@ impl Manager {
 
     pub fn pool_len(&self) -> usize {
         self.pool.lock().expect("pool lock").len()
+    }
+
+    /// Bills volumes and snapshots every `storage_meter_interval`, starting
+    /// now: the first pass after a restart bills the time the daemon was
+    /// down (the data existed), from where the last pass left off. Runs
+    /// with `--no-volumes` too: volumes made earlier still hold their data.
+    fn meter_storage(&self) {
+        let store = self.store.clone();
+        let every = self.cfg.storage_meter_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                bill_storage(store.clone()).await;
+            }
+        });
     }
 
     /// Keeps the pool at its size, in the background, one sandbox at a time
@@ -855,6 +880,19 @@ impl Manager {
             let storage = storage.clone();
             let _ = tokio::task::spawn_blocking(move || storage.shutdown()).await;
         }
+        // A last pass, so a daemon that is not started again has billed
+        // everything up to its stop.
+        bill_storage(self.store.clone()).await;
+    }
+}
+
+/// One storage metering pass ([`Store::meter_storage`]) off the async
+/// threads. A failure is only logged: the next pass bills the same span.
+async fn bill_storage(store: Arc<Store>) {
+    match tokio::task::spawn_blocking(move || store.meter_storage(now_ms())).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!("metering storage: {e}"),
+        Err(e) => tracing::warn!("metering storage: {e}"),
     }
 }
 

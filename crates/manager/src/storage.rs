@@ -553,7 +553,8 @@ impl Storage {
             }
             // Under the lock: no attach can start between the check and
             // the record's removal.
-            self.store.delete_volume(&record.id)?;
+            // Billed up to now in the same transaction: the bill stays.
+            self.store.delete_volume(&record.id, store::now_ms())?;
         }
         match self.pool.delete_volume(&record.id) {
             Ok(()) => {}
@@ -760,7 +761,7 @@ impl Storage {
                 });
             }
             // Under the lock: no sandbox boots from it meanwhile.
-            self.store.delete_snapshot(&record.id)?;
+            self.store.delete_snapshot(&record.id, store::now_ms())?;
             if let Some((attached, _)) = booted.remove(&record.id) {
                 if let Err(e) = attached.detach() {
                     tracing::warn!(snapshot = record.id, "unmounting: {e}");

@@ -380,12 +380,23 @@ pub async fn metrics(
 
 pub async fn metrics_open(State(state): State<Arc<AppState>>) -> axum::response::Response {
     use axum::response::IntoResponse;
+    // Off the async threads: the storage figures are a store query.
+    let body = match tokio::task::spawn_blocking(move || state.metrics.encode()).await {
+        Ok(body) => body,
+        Err(e) => {
+            return (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("encoding metrics: {e}"),
+            )
+                .into_response()
+        }
+    };
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.encode(),
+        body,
     )
         .into_response()
 }

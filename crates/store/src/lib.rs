@@ -1,5 +1,6 @@
 //! airlock's embedded SQLite store: API tokens (hashed), sandbox records,
-//! usage counters, network audit events, and volume and snapshot records.
+//! usage counters, network audit events, volume and snapshot records, and
+//! the storage bill (byte-hours per owner).
 //!
 //! The API is synchronous; the daemon calls it from `spawn_blocking` or
 //! accepts the short block. One [`rusqlite::Connection`] sits behind a
@@ -15,6 +16,7 @@ mod sandbox_events;
 mod sandboxes;
 mod schema;
 mod storage;
+mod storage_usage;
 mod tokens;
 mod usage;
 
@@ -37,6 +39,7 @@ pub use storage::{
     new_snapshot_id, new_volume_id, SnapshotRecord, StorageTotals, VolumeRecord,
     SNAPSHOT_ID_PREFIX, VOLUME_ID_PREFIX,
 };
+pub use storage_usage::{StorageSummary, StorageUsage};
 pub use tokens::{NewToken, TokenInfo, SECRET_PREFIX, TOKEN_ID_PREFIX};
 pub use usage::{Usage, UsageGroup, UsageRow};
 

@@ -147,8 +147,46 @@ CREATE TABLE snapshots (
 CREATE UNIQUE INDEX snapshots_owner_slug ON snapshots(COALESCE(token_id, ''), slug);
 "#;
 
+/// Storage metering: what volumes and snapshots reserve (a volume's
+/// `capacity`, as cloud disks bill provisioned size; a snapshot's
+/// `allocated_size`), integrated over time per owner.
+///
+/// Each volume and snapshot row keeps in `usage_at_ms` the time up to which
+/// it has been billed (NULL: not yet, so from `created_at_ms`). A metering
+/// pass, and a delete just before its row goes, bill the span since then to
+/// the owner and move `usage_at_ms` on, in one transaction: a crash loses
+/// nothing, and after a restart the first pass bills the downtime (the data
+/// existed) exactly once.
+///
+/// The bill is kept per owner, not on the object's row, because a deleted
+/// object's row goes while its bill must stay. `token_id` is '' for a
+/// daemon without tokens: NULL in a primary key would never conflict, so
+/// every upsert would add a row. Units are byte-hours, rounded once per
+/// owner, hour and pass: V6's `byte_ms` columns stay unused, as byte-ms
+/// overflow 64 bits after 2.5 hours of a 1 TiB volume. `storage_usage`
+/// holds each owner's running total (cheap to read for `/metrics`);
+/// `storage_usage_hours` the same split by UTC hour, for reports over a
+/// period. Both are written together, so the totals are the sums of the
+/// hours.
+const V7: &str = r#"
+CREATE TABLE storage_usage (
+    token_id            TEXT PRIMARY KEY,   -- '' for none
+    volume_byte_hours   INTEGER NOT NULL DEFAULT 0,
+    snapshot_byte_hours INTEGER NOT NULL DEFAULT 0,
+    updated_at_ms       INTEGER NOT NULL
+);
+CREATE TABLE storage_usage_hours (
+    token_id            TEXT NOT NULL,      -- '' for none
+    hour_ms             INTEGER NOT NULL,   -- the hour's start (UTC)
+    volume_byte_hours   INTEGER NOT NULL DEFAULT 0,
+    snapshot_byte_hours INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (token_id, hour_ms)
+) WITHOUT ROWID;
+CREATE INDEX storage_usage_hours_hour ON storage_usage_hours(hour_ms);
+"#;
+
 /// Migration `i` upgrades the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -12,6 +12,7 @@
 use rusqlite::{params, OptionalExtension, Row};
 
 use crate::error::{Context, StoreError};
+use crate::storage_usage::StorageKind;
 use crate::{random, Store};
 
 pub const VOLUME_ID_PREFIX: &str = "vol_";
@@ -207,13 +208,11 @@ impl Store {
         rows.collect::<Result<_, _>>().ctx("listing volumes")
     }
 
-    /// Deletes a volume's record; whether there was one.
-    pub fn delete_volume(&self, id: &str) -> Result<bool, StoreError> {
-        let n = self
-            .lock()
-            .execute("DELETE FROM volumes WHERE id = ?1", params![id])
-            .ctx("deleting volume")?;
-        Ok(n > 0)
+    /// Deletes a volume's record, billing its owner for it up to `at_ms`
+    /// in the same transaction (the bill outlives the record); whether
+    /// there was one.
+    pub fn delete_volume(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        self.delete_billed(StorageKind::Volume, id, at_ms)
     }
 
     /// Records a snapshot whose image already exists.
@@ -296,13 +295,10 @@ impl Store {
         rows.collect::<Result<_, _>>().ctx("listing snapshots")
     }
 
-    /// Deletes a snapshot's record; whether there was one.
-    pub fn delete_snapshot(&self, id: &str) -> Result<bool, StoreError> {
-        let n = self
-            .lock()
-            .execute("DELETE FROM snapshots WHERE id = ?1", params![id])
-            .ctx("deleting snapshot")?;
-        Ok(n > 0)
+    /// Deletes a snapshot's record, billed up to `at_ms` like
+    /// [`Store::delete_volume`]; whether there was one.
+    pub fn delete_snapshot(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        self.delete_billed(StorageKind::Snapshot, id, at_ms)
     }
 
     /// What `owner` holds, for quotas.

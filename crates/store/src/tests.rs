@@ -350,7 +350,7 @@ fn end_all_running_for_restart_recovery() {
 fn reopen_keeps_data_and_schema_version() {
     let (_dir, path, store) = temp_store();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 6);
+    assert_eq!(SCHEMA_VERSION, 7);
     let tok = store.create_token("keep").unwrap();
     let rec = sandbox("sbx_keep", 42, &[("k", "v")]);
     store.insert_sandbox(&rec).unwrap();
@@ -1127,8 +1127,8 @@ fn volumes_are_scoped_to_their_owner_and_slugs_are_unique_per_owner() {
     );
     assert_eq!(store.all_volumes().unwrap().len(), 3);
 
-    assert!(store.delete_volume("vol_a").unwrap());
-    assert!(!store.delete_volume("vol_a").unwrap());
+    assert!(store.delete_volume("vol_a", 2).unwrap());
+    assert!(!store.delete_volume("vol_a", 2).unwrap());
     // The slug is free again at once.
     store
         .insert_volume(&volume("vol_d", "cache", Some("tok_a")))
@@ -1183,7 +1183,7 @@ fn volumes_and_snapshots_share_one_slug_namespace() {
         }
     );
     assert_eq!(store.all_snapshot_ids().unwrap(), vec!["snp_a".to_string()]);
-    assert!(store.delete_snapshot("snp_a").unwrap());
+    assert!(store.delete_snapshot("snp_a", 3).unwrap());
     assert_eq!(store.storage_totals(Some("t")).unwrap().snapshots, 0);
 }
 
@@ -1194,4 +1194,238 @@ fn storage_ids_are_random_and_prefixed() {
     assert!(a.starts_with("vol_ord_") && a.len() == 28, "{a}");
     assert_ne!(a, b);
     assert!(new_snapshot_id("ord").unwrap().starts_with("snp_ord_"));
+}
+
+const HOUR: i64 = 3_600_000;
+const GIB: u64 = 1 << 30;
+
+fn sized_volume(id: &str, owner: Option<&str>, capacity: u64, created_at_ms: i64) -> VolumeRecord {
+    VolumeRecord {
+        capacity,
+        created_at_ms,
+        ..volume(id, id, owner)
+    }
+}
+
+fn sized_snapshot(id: &str, owner: Option<&str>, size: u64, created_at_ms: i64) -> SnapshotRecord {
+    SnapshotRecord {
+        id: id.into(),
+        slug: id.into(),
+        token_id: owner.map(Into::into),
+        region: "ord".into(),
+        source: ("vol_gone".into(), "gone".into()),
+        base_snapshot: None,
+        is_bootable: false,
+        allocated_size: size,
+        flattened_size: size,
+        created_at_ms,
+    }
+}
+
+fn usage(volume_byte_hours: u64, snapshot_byte_hours: u64) -> StorageUsage {
+    StorageUsage {
+        volume_byte_hours,
+        snapshot_byte_hours,
+    }
+}
+
+/// Volumes bill their capacity and snapshots their size, from creation,
+/// per owner (a daemon without tokens is an owner of its own); a pass at
+/// the same time, or at an earlier one (a clock stepping back), bills
+/// nothing more.
+#[test]
+fn storage_is_billed_in_byte_hours_per_owner() {
+    let store = Store::open_in_memory().unwrap();
+    store
+        .insert_volume(&sized_volume("vol_a", Some("tok_a"), GIB, HOUR))
+        .unwrap();
+    store
+        .insert_volume(&sized_volume("vol_n", None, GIB, HOUR))
+        .unwrap();
+    store
+        .insert_snapshot(&sized_snapshot(
+            "snp_a",
+            Some("tok_a"),
+            GIB / 2,
+            HOUR + HOUR / 2,
+        ))
+        .unwrap();
+
+    // Two 1 GiB volumes for an hour; half a GiB for half an hour.
+    assert_eq!(
+        store.meter_storage(2 * HOUR).unwrap(),
+        usage(2 * GIB, GIB / 4)
+    );
+    assert_eq!(store.meter_storage(2 * HOUR).unwrap(), usage(0, 0));
+    assert_eq!(store.meter_storage(2 * HOUR - 1000).unwrap(), usage(0, 0));
+    // The checkpoint did not move back: the next hour is billed once.
+    assert_eq!(
+        store.meter_storage(3 * HOUR).unwrap(),
+        usage(2 * GIB, GIB / 2)
+    );
+
+    let billed = store.storage_usage_since(0).unwrap();
+    assert_eq!(
+        billed.into_iter().collect::<Vec<_>>(),
+        [
+            (None, usage(2 * GIB, 0)),
+            (Some("tok_a".to_string()), usage(2 * GIB, GIB / 4 + GIB / 2)),
+        ]
+    );
+    let summary = store.storage_summary().unwrap();
+    assert_eq!(
+        summary,
+        StorageSummary {
+            volumes: 2,
+            snapshots: 1,
+            volume_reserved_bytes: 2 * GIB,
+            billed: usage(4 * GIB, GIB / 4 + GIB / 2),
+        }
+    );
+    assert!((summary.billed.volume_gb_hours() - 4.0).abs() < 1e-12);
+}
+
+/// A delete bills up to the delete in the transaction that removes the
+/// row, and the bill stays after the row has gone.
+#[test]
+fn a_delete_bills_up_to_the_delete_and_the_bill_stays() {
+    let store = Store::open_in_memory().unwrap();
+    store
+        .insert_volume(&sized_volume("vol_a", Some("tok_a"), GIB, 0))
+        .unwrap();
+    store
+        .insert_snapshot(&sized_snapshot("snp_a", None, GIB, 0))
+        .unwrap();
+    assert_eq!(store.meter_storage(HOUR).unwrap(), usage(GIB, GIB));
+    // Neither was metered since: the delete bills the half hour itself.
+    assert!(store.delete_volume("vol_a", HOUR + HOUR / 2).unwrap());
+    assert!(store.delete_snapshot("snp_a", HOUR + HOUR / 4).unwrap());
+    assert!(!store.delete_volume("vol_a", 5 * HOUR).unwrap());
+    assert!(!store.delete_snapshot("snp_a", 5 * HOUR).unwrap());
+    // Nothing is left to meter, and nothing billed is lost.
+    assert_eq!(store.meter_storage(10 * HOUR).unwrap(), usage(0, 0));
+    let billed = store.storage_usage_since(0).unwrap();
+    assert_eq!(billed[&Some("tok_a".to_string())], usage(GIB + GIB / 2, 0));
+    assert_eq!(billed[&None], usage(0, GIB + GIB / 4));
+    let summary = store.storage_summary().unwrap();
+    assert_eq!((summary.volumes, summary.snapshots), (0, 0));
+    assert_eq!(summary.volume_reserved_bytes, 0);
+    assert_eq!(summary.billed, usage(GIB + GIB / 2, GIB + GIB / 4));
+    // The slug is free again and a new volume starts from its creation.
+    store
+        .insert_volume(&sized_volume("vol_a", Some("tok_a"), GIB, 10 * HOUR))
+        .unwrap();
+    assert_eq!(store.meter_storage(11 * HOUR).unwrap(), usage(GIB, 0));
+}
+
+/// Bills are split by UTC hour, so a report over a period takes the hours
+/// it overlaps; the totals are the sums of the hours.
+#[test]
+fn storage_usage_over_a_period_counts_the_hours_it_overlaps() {
+    let store = Store::open_in_memory().unwrap();
+    // 3600 bytes from 00:30 to 02:15 of hour 0: 1800 + 3600 + 900 byte-hours.
+    store
+        .insert_volume(&sized_volume("vol_a", Some("t"), 3600, HOUR / 2))
+        .unwrap();
+    assert_eq!(
+        store.meter_storage(HOUR / 2 + 2 * HOUR - HOUR / 4).unwrap(),
+        usage(6300, 0)
+    );
+    let since = |at: i64| {
+        store
+            .storage_usage_since(at)
+            .unwrap()
+            .get(&Some("t".to_string()))
+            .copied()
+    };
+    assert_eq!(since(0), Some(usage(6300, 0)));
+    assert_eq!(since(HOUR), Some(usage(4500, 0)));
+    // An hour counts whole when the period starts inside it.
+    assert_eq!(since(HOUR + 1), Some(usage(4500, 0)));
+    assert_eq!(since(2 * HOUR + 1), Some(usage(900, 0)));
+    assert_eq!(since(3 * HOUR), None);
+    assert_eq!(store.storage_summary().unwrap().billed, usage(6300, 0));
+}
+
+/// After a restart the first pass bills the downtime (the data existed)
+/// from where the last pass left off: once, and nothing skipped.
+#[test]
+fn the_first_pass_after_a_restart_bills_the_downtime_once() {
+    let (_dir, path, store) = temp_store();
+    store
+        .insert_volume(&sized_volume("vol_a", Some("t"), 1_000_000, 10 * HOUR))
+        .unwrap();
+    store
+        .insert_snapshot(&sized_snapshot("snp_a", Some("t"), 2_000, 10 * HOUR))
+        .unwrap();
+    store.meter_storage(10 * HOUR + 10_000).unwrap();
+    // Killed here: nothing after the last pass was written.
+    drop(store);
+
+    let store = Store::open(&path).unwrap();
+    store.meter_storage(12 * HOUR).unwrap();
+    store.meter_storage(12 * HOUR).unwrap();
+    assert_eq!(
+        store.storage_summary().unwrap().billed,
+        usage(2_000_000, 4_000)
+    );
+}
+
+/// A database from before V7 keeps its volumes, and they are billed from
+/// their creation.
+#[test]
+fn v6_database_upgrades_to_v7_and_bills_volumes_from_their_creation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("airlock.db");
+    let mut conn = rusqlite::Connection::open(&path).unwrap();
+    schema::migrate_to(&mut conn, 6).unwrap();
+    conn.execute_batch(
+        "INSERT INTO volumes (id, slug, token_id, region, capacity, created_at_ms) \
+             VALUES ('vol_old', 'old', NULL, 'ord', 7200, 0);",
+    )
+    .unwrap();
+    drop(conn);
+
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(store.meter_storage(HOUR / 2).unwrap(), usage(3600, 0));
+    assert_eq!(store.storage_usage_since(0).unwrap()[&None], usage(3600, 0));
+}
+
+/// Grouped by token, every row says what storage the token was billed for,
+/// and a token with storage but no sandbox has a row; other groupings have
+/// no storage figures.
+#[test]
+fn usage_report_by_token_has_each_tokens_storage() {
+    let store = Store::open_in_memory().unwrap();
+    let rec = SandboxRecord {
+        token_id: Some("t1".into()),
+        ..sandbox("s1", 1_000, &[])
+    };
+    store.insert_sandbox(&rec).unwrap();
+    store
+        .insert_volume(&sized_volume("vol_a", Some("t2"), GIB, 0))
+        .unwrap();
+    store
+        .insert_volume(&sized_volume("vol_n", None, GIB, 0))
+        .unwrap();
+    store.meter_storage(2 * HOUR).unwrap();
+
+    let rows = store.usage_report(0, &UsageGroup::Token).unwrap();
+    let got: Vec<_> = rows
+        .iter()
+        .map(|r| (r.key.as_str(), r.sandboxes, r.storage))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("-", 0, Some(usage(2 * GIB, 0))),
+            ("t1", 1, Some(usage(0, 0))),
+            ("t2", 0, Some(usage(2 * GIB, 0))),
+        ]
+    );
+    assert!((rows[2].storage.unwrap().volume_gb_hours() - 2.0).abs() < 1e-12);
+    let rows = store.usage_report(0, &UsageGroup::Sandbox).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].storage, None);
 }

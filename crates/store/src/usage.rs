@@ -1,6 +1,7 @@
 //! Usage metering: what each sandbox used (CPU time, memory over time,
 //! peak memory), sampled by the manager from the kernel's counters, and
-//! totals over a period grouped like a bill.
+//! totals over a period grouped like a bill (with, per token, the storage
+//! it was billed for).
 
 use std::collections::BTreeMap;
 
@@ -51,6 +52,26 @@ pub struct UsageRow {
     /// when each connection ends.
     pub net_bytes_out: u64,
     pub net_bytes_in: u64,
+    /// Storage billed to the token in the period (byte-hours of volumes'
+    /// capacities and snapshots' sizes); only when grouped by token, as
+    /// storage belongs to a token, not to a sandbox or a label.
+    pub storage: Option<crate::StorageUsage>,
+}
+
+impl UsageRow {
+    fn new(key: String) -> Self {
+        UsageRow {
+            key,
+            sandboxes: 0,
+            cpu_seconds: 0.0,
+            memory_gb_hours: 0.0,
+            peak_memory_bytes: 0,
+            wall_seconds: 0.0,
+            net_bytes_out: 0,
+            net_bytes_in: 0,
+            storage: None,
+        }
+    }
 }
 
 impl Store {
@@ -99,7 +120,9 @@ impl Store {
     }
 
     /// Totals of the sandboxes alive at any time since `since_ms`, grouped.
-    /// A sandbox counts whole in the period it overlaps.
+    /// A sandbox counts whole in the period it overlaps. Grouped by token,
+    /// each row also has the storage billed in the UTC hours the period
+    /// overlaps ([`Store::storage_usage_since`]).
     pub fn usage_report(
         &self,
         since_ms: i64,
@@ -150,16 +173,9 @@ impl Store {
                 }
             };
             let end = stopped.or(usage_at).unwrap_or(now).max(created);
-            let t = totals.entry(key.clone()).or_insert(UsageRow {
-                key,
-                sandboxes: 0,
-                cpu_seconds: 0.0,
-                memory_gb_hours: 0.0,
-                peak_memory_bytes: 0,
-                wall_seconds: 0.0,
-                net_bytes_out: 0,
-                net_bytes_in: 0,
-            });
+            let t = totals
+                .entry(key.clone())
+                .or_insert_with(|| UsageRow::new(key));
             t.sandboxes += 1;
             t.cpu_seconds += usage.cpu_seconds();
             t.memory_gb_hours += usage.memory_gb_hours();
@@ -167,6 +183,22 @@ impl Store {
             t.wall_seconds += (end - created) as f64 / 1000.0;
             t.net_bytes_out += net_out;
             t.net_bytes_in += net_in;
+        }
+        drop(stmt);
+        drop(conn);
+        if *group == UsageGroup::Token {
+            // Tokens that held storage but ran no sandbox get a row too;
+            // every row says what storage its token was billed for.
+            for (owner, storage) in self.storage_usage_since(since_ms)? {
+                let key = owner.unwrap_or_else(|| "-".into());
+                totals
+                    .entry(key.clone())
+                    .or_insert_with(|| UsageRow::new(key))
+                    .storage = Some(storage);
+            }
+            for t in totals.values_mut() {
+                t.storage.get_or_insert_with(Default::default);
+            }
         }
         Ok(totals.into_values().collect())
     }

@@ -133,6 +133,19 @@ pub struct ServeArgs {
     /// Serve no volumes (their API answers 501).
     #[arg(long)]
     no_volumes: bool,
+    /// How often volumes and snapshots are billed (byte-hours); hidden:
+    /// tests shorten it, nothing else needs to (a crash loses nothing).
+    #[arg(long, hide = true, value_name = "DURATION", default_value = "10s", value_parser = parse_meter_interval)]
+    storage_meter_interval: Duration,
+}
+
+/// `--storage-meter-interval`: a zero interval would spin.
+fn parse_meter_interval(s: &str) -> Result<Duration, String> {
+    let d = jail::parse_duration(s)?;
+    if d < Duration::from_millis(10) {
+        return Err(format!("{s:?}: at least 10ms"));
+    }
+    Ok(d)
 }
 
 /// The least `--egress-memory-per-sandbox`: a few connections' worth.
@@ -301,6 +314,7 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
             per_token_bytes: args.max_volume_bytes_per_token,
             ..manager::StorageConfig::new(storage_dir.clone())
         }),
+        storage_meter_interval: args.storage_meter_interval,
     };
     eprintln!(
         "airlock: preparing image {:?} (built on first use)...",

@@ -1,4 +1,6 @@
-//! `airlock usage`: what sandboxes used, totalled like a bill.
+//! `airlock usage`: what sandboxes used, totalled like a bill; by token,
+//! with the storage each token was billed for (volume and snapshot
+//! GB-hours).
 
 use anyhow::{bail, Result};
 use clap::Args;
@@ -8,7 +10,8 @@ use store::{Store, UsageGroup};
 
 #[derive(Args, Debug)]
 pub struct UsageArgs {
-    /// The period: sandboxes alive at any time in the last DURATION.
+    /// The period: sandboxes alive at any time in the last DURATION (and,
+    /// by token, storage billed in the hours it overlaps).
     #[arg(long, default_value = "24h", value_parser = jail::parse_duration)]
     since: Duration,
     /// Group by `token`, `sandbox`, or `label:KEY`.
@@ -54,7 +57,7 @@ pub fn main(store_path: &Path, args: UsageArgs) -> Result<i32> {
         let items: Vec<_> = rows
             .iter()
             .map(|r| {
-                serde_json::json!({
+                let mut item = serde_json::json!({
                     "key": r.key,
                     "sandboxes": r.sandboxes,
                     "cpu_seconds": r.cpu_seconds,
@@ -64,14 +67,21 @@ pub fn main(store_path: &Path, args: UsageArgs) -> Result<i32> {
                     "net_bytes_out": r.net_bytes_out,
                     "net_bytes_in": r.net_bytes_in,
                     "amount": amount(r.cpu_seconds, r.memory_gb_hours),
-                })
+                });
+                // By token only: storage belongs to a token.
+                if let Some(s) = &r.storage {
+                    item["volume_gb_hours"] = s.volume_gb_hours().into();
+                    item["snapshot_gb_hours"] = s.snapshot_gb_hours().into();
+                }
+                item
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&items)?);
         return Ok(0);
     }
+    let storage = group == UsageGroup::Token;
     println!(
-        "{:<30} {:>9} {:>12} {:>14} {:>10} {:>11} {:>10} {:>10}{}",
+        "{:<30} {:>9} {:>12} {:>14} {:>10} {:>11} {:>10} {:>10}{}{}",
         args.by.to_uppercase(),
         "SANDBOXES",
         "CPU SECONDS",
@@ -80,6 +90,11 @@ pub fn main(store_path: &Path, args: UsageArgs) -> Result<i32> {
         "WALL",
         "NET OUT",
         "NET IN",
+        if storage {
+            format!(" {:>14} {:>14}", "VOLUME GB-H", "SNAPSHOT GB-H")
+        } else {
+            String::new()
+        },
         if amount(0.0, 0.0).is_some() {
             "      AMOUNT"
         } else {
@@ -94,8 +109,15 @@ pub fn main(store_path: &Path, args: UsageArgs) -> Result<i32> {
         };
         let amount = amount(r.cpu_seconds, r.memory_gb_hours)
             .map_or(String::new(), |a| format!(" {a:>11.4}"));
+        let storage = r.storage.map_or(String::new(), |s| {
+            format!(
+                " {:>14.6} {:>14.6}",
+                s.volume_gb_hours(),
+                s.snapshot_gb_hours()
+            )
+        });
         println!(
-            "{:<30} {:>9} {:>12.2} {:>14.6} {:>9}M {:>10.0}s {:>10} {:>10}{}",
+            "{:<30} {:>9} {:>12.2} {:>14.6} {:>9}M {:>10.0}s {:>10} {:>10}{}{}",
             key,
             r.sandboxes,
             r.cpu_seconds,
@@ -104,6 +126,7 @@ pub fn main(store_path: &Path, args: UsageArgs) -> Result<i32> {
             r.wall_seconds,
             super::audit::human_bytes(r.net_bytes_out),
             super::audit::human_bytes(r.net_bytes_in),
+            storage,
             amount
         );
     }
