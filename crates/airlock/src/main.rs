@@ -62,6 +62,9 @@ enum Command {
     /// Persistent volumes of the token, through the daemon (`volume ls|create|inspect|rm`).
     #[command(subcommand)]
     Volume(cli::volume::VolumeCommand),
+    /// Snapshots of the token's volumes, through the daemon (`snapshot ls|create|inspect|rm`).
+    #[command(subcommand)]
+    Snapshot(cli::snapshot::SnapshotCommand),
     /// Build and list root filesystem images.
     #[command(subcommand)]
     Image(cli::image::ImageCommand),
@@ -102,6 +105,7 @@ fn main() {
         Command::Events(args) => cli::events::main(args),
         Command::Repl(cmd) => cli::repl::main(cmd),
         Command::Volume(cmd) => cli::volume::main(cmd),
+        Command::Snapshot(cmd) => cli::snapshot::main(cmd),
         Command::Image(cmd) => cli::image::main(&cli.data_dir, cmd).map(|()| 0),
         Command::Reap => cli::reap(),
     };

@@ -66,18 +66,22 @@ fn create(d: &Daemon, slug: &str, capacity: &str) -> String {
 fn rows(table: &str) -> Vec<Vec<String>> {
     let mut lines = table.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["ID", "SLUG", "REGION", "CAPACITY", "USED"]);
+    assert_eq!(
+        header,
+        ["ID", "SLUG", "REGION", "CAPACITY", "USED", "BOOTABLE"]
+    );
     lines
         .map(|l| {
             // Sizes are "64 MiB": two words per size column.
             let w: Vec<&str> = l.split_whitespace().collect();
-            assert_eq!(w.len(), 7, "{l}");
+            assert_eq!(w.len(), 8, "{l}");
             vec![
                 w[0].to_string(),
                 w[1].to_string(),
                 w[2].to_string(),
                 format!("{} {}", w[3], w[4]),
                 format!("{} {}", w[5], w[6]),
+                w[7].to_string(),
             ]
         })
         .collect()
@@ -109,6 +113,7 @@ fn create_ls_inspect_rm_with_the_daemons_messages() {
         let (n, unit) = row[4].split_once(' ').unwrap();
         assert!(n.parse::<f64>().unwrap() > 0.0, "{table}");
         assert!(["kB", "MB", "KiB", "MiB"].contains(&unit), "{table}");
+        assert_eq!(row[5], "no", "{table}");
     }
 
     let list = json_of(&d, &["volume", "ls", "--json", "--search", "dat"]);

@@ -14,6 +14,8 @@ pub mod rm;
 pub mod run;
 pub mod serve;
 pub mod shell;
+pub mod snapshot;
+pub mod storage;
 pub mod term;
 pub mod token;
 pub mod usage;

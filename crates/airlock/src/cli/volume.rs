@@ -1,18 +1,19 @@
 //! `airlock volume ls|create|inspect|rm`: the token's persistent volumes,
 //! through the daemon's `/api/v2/volumes` (the console API the SDKs use).
 
-use crate::cli::api::{encode, ApiArgs, Client, Response};
+use crate::cli::api::{ApiArgs, Client};
 use crate::cli::audit::printable;
 use crate::cli::ls::print_table;
+use crate::cli::storage::{refusal, size, yes_no, Ref, VOLUMES};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 
 #[derive(Subcommand, Debug)]
 pub enum VolumeCommand {
-    /// List the token's volumes (ID, SLUG, REGION, CAPACITY, USED).
+    /// List the token's volumes (ID, SLUG, REGION, CAPACITY, USED, BOOTABLE).
     Ls(LsArgs),
-    /// Create an empty volume; prints its id.
+    /// Create a volume, empty or from a snapshot; prints its id.
     Create(CreateArgs),
     /// A volume's record, as JSON.
     Inspect(InspectArgs),
@@ -42,6 +43,11 @@ pub struct CreateArgs {
     /// The region (airlock has one; the SDKs send "ord").
     #[arg(long, default_value = "ord")]
     region: String,
+    /// Start as a copy of this snapshot (id or slug; the capacity must be at
+    /// least the snapshot's), or as a bootable volume of airlock's image
+    /// (builtin:debian-13).
+    #[arg(long, value_name = "SNAPSHOT|builtin:NAME")]
+    from: Option<String>,
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -77,13 +83,7 @@ struct Volume {
     estimated_allocated_size: u64,
     estimated_flattened_size: u64,
     is_bootable: bool,
-    base_snapshot: Option<SnapshotRef>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct SnapshotRef {
-    id: String,
-    slug: String,
+    base_snapshot: Option<Ref>,
 }
 
 /// `POST /api/v2/volumes`'s body. The capacity goes as the string given:
@@ -93,6 +93,8 @@ struct CreateVolume<'a> {
     slug: &'a str,
     capacity: &'a str,
     region: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<&'a str>,
 }
 
 pub fn main(cmd: VolumeCommand) -> Result<i32> {
@@ -104,21 +106,9 @@ pub fn main(cmd: VolumeCommand) -> Result<i32> {
     }
 }
 
-/// The daemon's message when it refused the request itself (bad input, a
-/// conflict, a quota, a full pool): the user's to fix, so exit 1 with it.
-/// A bad token and the daemon's own failures go through [`Response::ok`].
-fn refusal(resp: &Response) -> Option<String> {
-    let user_fixable = (400..500).contains(&resp.status) && resp.status != 401;
-    (user_fixable || resp.status == 507).then(|| resp.message())
-}
-
 fn ls(args: LsArgs) -> Result<i32> {
     let client = Client::new(args.api.resolve()?)?;
-    let path = match args.search.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) => format!("/api/v2/volumes?search={}", encode(s)),
-        None => "/api/v2/volumes".to_string(),
-    };
-    let list: Vec<Volume> = client.get(&path)?.ok()?.decode()?;
+    let list: Vec<Volume> = VOLUMES.list(&client, args.search.as_deref())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(0);
@@ -129,6 +119,7 @@ fn ls(args: LsArgs) -> Result<i32> {
         "REGION".into(),
         "CAPACITY".into(),
         "USED".into(),
+        "BOOTABLE".into(),
     ]];
     for v in &list {
         rows.push([
@@ -137,6 +128,7 @@ fn ls(args: LsArgs) -> Result<i32> {
             printable(&v.region),
             size(v.capacity),
             size(v.estimated_allocated_size),
+            yes_no(v.is_bootable),
         ]);
     }
     print_table(&rows);
@@ -151,6 +143,7 @@ fn create(args: CreateArgs) -> Result<i32> {
             slug: &args.slug,
             capacity: &args.capacity,
             region: &args.region,
+            from: args.from.as_deref(),
         },
     )?;
     if let Some(msg) = refusal(&resp) {
@@ -169,72 +162,19 @@ fn create(args: CreateArgs) -> Result<i32> {
 fn inspect(args: InspectArgs) -> Result<i32> {
     let _ = args.json;
     let client = Client::new(args.api.resolve()?)?;
-    let resp = client.get(&format!("/api/v2/volumes/{}", encode(&args.key)))?;
-    if resp.status == 404 {
-        eprintln!("no such volume: {}", printable(&args.key));
-        return Ok(1);
-    }
-    let volume: Volume = resp.ok()?.decode()?;
-    println!("{}", serde_json::to_string_pretty(&volume)?);
-    Ok(0)
+    VOLUMES.inspect::<Volume>(&client, &args.key)
 }
 
 /// Deletes each volume; one that is unknown or mounted is reported and the
 /// rest are still tried. Exit 1 if any failed.
 fn rm(args: RmArgs) -> Result<i32> {
     let client = Client::new(args.api.resolve()?)?;
-    let mut code = 0;
-    for key in &args.keys {
-        let resp = client.delete(&format!("/api/v2/volumes/{}", encode(key)))?;
-        if resp.status == 404 {
-            eprintln!("no such volume: {}", printable(key));
-            code = 1;
-            continue;
-        }
-        if let Some(msg) = refusal(&resp) {
-            eprintln!("airlock: removing {}: {}", printable(key), printable(&msg));
-            code = 1;
-            continue;
-        }
-        match resp.ok() {
-            Ok(_) => println!("{}", printable(key)),
-            Err(e) => {
-                eprintln!("airlock: removing {}: {e:#}", printable(key));
-                code = 1;
-            }
-        }
-    }
-    Ok(code)
-}
-
-/// A size for people. A whole number of GiB or MiB (a capacity given in
-/// binary units) is shown in them; the rest in the decimal units the
-/// daemon's messages use.
-fn size(bytes: u64) -> String {
-    const GIB: u64 = 1 << 30;
-    const MIB: u64 = 1 << 20;
-    if bytes >= GIB && bytes.is_multiple_of(GIB) && !bytes.is_multiple_of(1_000_000_000) {
-        format!("{} GiB", bytes / GIB)
-    } else if bytes >= MIB && bytes.is_multiple_of(MIB) && !bytes.is_multiple_of(1_000_000) {
-        format!("{} MiB", bytes / MIB)
-    } else {
-        manager::human_bytes(bytes)
-    }
+    VOLUMES.rm(&client, &args.keys)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(size(64_000_000), "64 MB");
-        assert_eq!(size(1 << 30), "1 GiB");
-        assert_eq!(size(64 << 20), "64 MiB");
-        assert_eq!(size(1_500_000_000), "1.5 GB");
-        assert_eq!(size(3_309_568), "3.3 MB");
-        assert_eq!(size(0), "0 B");
-    }
 
     #[test]
     fn volumes_decode() {
