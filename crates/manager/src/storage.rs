@@ -412,6 +412,13 @@ impl Storage {
         key: &str,
     ) -> Result<Root, StorageError> {
         if let Some(snap) = self.store.get_snapshot(owner, key)? {
+            if !snap.is_bootable {
+                return Err(StorageError::NotBootable(format!(
+                    "snapshot {key} is of a volume that is not bootable: boot from snapshots of \
+                     volumes made with from: \"builtin:debian-13\", or fork this one into a \
+                     volume and mount it at a path with `volumes`"
+                )));
+            }
             let mut booted = self.booted.lock().expect("storage lock");
             if let Some((attached, users)) = booted.get_mut(&snap.id) {
                 users.insert(sandbox.to_string());

@@ -350,6 +350,15 @@ def test_roots_that_cannot_boot_are_refused(client, volume):
         with client.sandbox.create(root=volume["id"]):
             pass
     assert "400" in str(e.value), e.value
+    # Nor a snapshot of a data volume: it holds no system to boot.
+    snap = client.volumes.snapshot(volume["id"], slug=slug("data"))
+    try:
+        with pytest.raises(Exception) as e:
+            with client.sandbox.create(root=snap["id"]):
+                pass
+        assert "400" in str(e.value), e.value
+    finally:
+        client.snapshots.delete(snap["id"])
     with pytest.raises(Exception) as e:
         with client.sandbox.create(root="no-such-root"):
             pass
