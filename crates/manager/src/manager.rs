@@ -146,7 +146,10 @@ pub struct Totals {
     pub oom_kills: AtomicU64,
     /// Usage of ended sandboxes.
     pub cpu_usec: AtomicU64,
-    pub memory_byte_ms: AtomicU64,
+    /// Memory over time in KiB·ms: byte·ms would overflow a u64 after
+    /// about 47 hours of 100 GiB in use across the host; KiB·ms lasts over
+    /// five years of that.
+    pub memory_kib_ms: AtomicU64,
     /// TCP connections through the egress gateways, by verdict, and the
     /// bytes they carried (out: from sandboxes).
     pub net_allowed: AtomicU64,
@@ -780,8 +783,8 @@ impl Manager {
                 .cpu_usec
                 .fetch_add(usage.cpu_usec, Ordering::Relaxed);
             self.totals
-                .memory_byte_ms
-                .fetch_add(usage.memory_byte_ms, Ordering::Relaxed);
+                .memory_kib_ms
+                .fetch_add(usage.memory_byte_ms >> 10, Ordering::Relaxed);
         }
         if let Some(kernel) = live.usage() {
             self.totals

@@ -191,7 +191,7 @@ impl Collector for SandboxCollector {
             t.cpu_usec.load(Ordering::Relaxed) as f64 / 1e6,
         )?;
         let gbh =
-            t.memory_byte_ms.load(Ordering::Relaxed) as f64 / (1u64 << 30) as f64 / 3_600_000.0;
+            t.memory_kib_ms.load(Ordering::Relaxed) as f64 / (1u64 << 20) as f64 / 3_600_000.0;
         counter(
             &mut encoder,
             "memory_gb_hours",
