@@ -213,4 +213,25 @@ fn volumes_are_billed_across_deletes_and_a_kill_9() {
         text.contains("VOLUME GB-H") && text.contains("SNAPSHOT GB-H") && text.contains(&mine),
         "{text}"
     );
+
+    // A storage price bills both kinds by the GB-hour.
+    let out = Command::new(common::AIRLOCK)
+        .args([
+            "usage",
+            "--by",
+            "token",
+            "--json",
+            "--price-storage-gb-hour",
+            "1000",
+            "--store",
+        ])
+        .arg(&d.store)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::describe(&out));
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let row = rows.iter().find(|r| r["key"] == mine.as_str()).unwrap();
+    let gbh = row["volume_gb_hours"].as_f64().unwrap() + row["snapshot_gb_hours"].as_f64().unwrap();
+    let amount = row["amount"].as_f64().unwrap();
+    assert!(gbh > 0.0 && (amount - gbh * 1000.0).abs() < 1e-9, "{row}");
 }

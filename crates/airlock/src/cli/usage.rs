@@ -26,6 +26,10 @@ pub struct UsageArgs {
     /// Price of one GB-hour of memory; adds an amount column.
     #[arg(long)]
     price_gb_hour: Option<f64>,
+    /// Price of one GB-hour of volumes and snapshots (by token); adds an
+    /// amount column.
+    #[arg(long)]
+    price_storage_gb_hour: Option<f64>,
 }
 
 fn parse_group(by: &str) -> Result<UsageGroup> {
@@ -44,14 +48,18 @@ pub fn main(store_path: &Path, args: UsageArgs) -> Result<i32> {
     let store = Store::open(store_path)?;
     let since = store::now_ms() - args.since.as_millis() as i64;
     let rows = store.usage_report(since, &group)?;
-    let amount = |cpu_s: f64, gbh: f64| -> Option<f64> {
-        if args.price_cpu_hour.is_none() && args.price_gb_hour.is_none() {
-            return None;
-        }
-        Some(
-            cpu_s / 3600.0 * args.price_cpu_hour.unwrap_or(0.0)
-                + gbh * args.price_gb_hour.unwrap_or(0.0),
-        )
+    let priced = args.price_cpu_hour.is_some()
+        || args.price_gb_hour.is_some()
+        || args.price_storage_gb_hour.is_some();
+    let amount = |r: &store::UsageRow| -> Option<f64> {
+        let storage_gbh = r
+            .storage
+            .map_or(0.0, |s| s.volume_gb_hours() + s.snapshot_gb_hours());
+        priced.then(|| {
+            r.cpu_seconds / 3600.0 * args.price_cpu_hour.unwrap_or(0.0)
+                + r.memory_gb_hours * args.price_gb_hour.unwrap_or(0.0)
+                + storage_gbh * args.price_storage_gb_hour.unwrap_or(0.0)
+        })
     };
     if args.json {
         let items: Vec<_> = rows
@@ -66,7 +74,7 @@ pub fn main(store_path: &Path, args: UsageArgs) -> Result<i32> {
                     "wall_seconds": r.wall_seconds,
                     "net_bytes_out": r.net_bytes_out,
                     "net_bytes_in": r.net_bytes_in,
-                    "amount": amount(r.cpu_seconds, r.memory_gb_hours),
+                    "amount": amount(r),
                 });
                 // By token only: storage belongs to a token.
                 if let Some(s) = &r.storage {
@@ -95,11 +103,7 @@ pub fn main(store_path: &Path, args: UsageArgs) -> Result<i32> {
         } else {
             String::new()
         },
-        if amount(0.0, 0.0).is_some() {
-            "      AMOUNT"
-        } else {
-            ""
-        }
+        if priced { "      AMOUNT" } else { "" }
     );
     for r in &rows {
         let key = if r.key.is_empty() {
@@ -107,8 +111,7 @@ pub fn main(store_path: &Path, args: UsageArgs) -> Result<i32> {
         } else {
             r.key.as_str()
         };
-        let amount = amount(r.cpu_seconds, r.memory_gb_hours)
-            .map_or(String::new(), |a| format!(" {a:>11.4}"));
+        let amount = amount(r).map_or(String::new(), |a| format!(" {a:>11.4}"));
         let storage = r.storage.map_or(String::new(), |s| {
             format!(
                 " {:>14.6} {:>14.6}",
