@@ -47,6 +47,7 @@
 
 pub mod calls;
 mod codec;
+pub mod console;
 mod error;
 mod messages;
 mod methods;

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use agent_proto::console::{CreateSnapshot, CreateVolume, ObjectRef, Snapshot, Volume};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -18,73 +19,36 @@ use serde_json::Value;
 use crate::auth::authenticate;
 use crate::{ApiError, AppState};
 
-/// A volume as the SDKs read it: exactly the hosted service's keys, in
-/// snake_case (the Python SDK's tests compare whole objects).
-#[derive(Debug, Serialize)]
-struct VolumeJson {
-    id: String,
-    slug: String,
-    region: String,
-    capacity: u64,
-    estimated_allocated_size: u64,
-    estimated_flattened_size: u64,
-    is_bootable: bool,
-    base_snapshot: Option<SnapshotRef>,
+fn object_ref((id, slug): (String, String)) -> ObjectRef {
+    ObjectRef { id, slug }
 }
 
-#[derive(Debug, Serialize)]
-struct SnapshotRef {
-    id: String,
-    slug: String,
-}
-
-impl From<VolumeInfo> for VolumeJson {
-    fn from(v: VolumeInfo) -> Self {
-        let r = v.record;
-        Self {
-            id: r.id,
-            slug: r.slug,
-            region: r.region,
-            capacity: r.capacity,
-            estimated_allocated_size: v.allocated_bytes,
-            // No snapshots below it yet: all of it is its own.
-            estimated_flattened_size: v.allocated_bytes,
-            is_bootable: r.is_bootable,
-            base_snapshot: r.base_snapshot.map(|(id, slug)| SnapshotRef { id, slug }),
-        }
+fn volume_json(v: VolumeInfo) -> Volume {
+    let r = v.record;
+    Volume {
+        id: r.id,
+        slug: r.slug,
+        region: r.region,
+        capacity: r.capacity,
+        estimated_allocated_size: v.allocated_bytes,
+        // Its blocks shared with a snapshot count as its own too.
+        estimated_flattened_size: v.allocated_bytes,
+        is_bootable: r.is_bootable,
+        base_snapshot: r.base_snapshot.map(object_ref),
     }
 }
 
-/// A snapshot as the SDKs read it: JS reads `volume` (the source), the
-/// Python SDK's type has `base_snapshot`; both are sent.
-#[derive(Debug, Serialize)]
-struct SnapshotJson {
-    id: String,
-    slug: String,
-    region: String,
-    allocated_size: u64,
-    flattened_size: u64,
-    is_bootable: bool,
-    volume: SnapshotRef,
-    base_snapshot: Option<SnapshotRef>,
-}
-
-impl From<SnapshotInfo> for SnapshotJson {
-    fn from(s: SnapshotInfo) -> Self {
-        let r = s.record;
-        Self {
-            id: r.id,
-            slug: r.slug,
-            region: r.region,
-            allocated_size: s.allocated_bytes,
-            flattened_size: s.allocated_bytes,
-            is_bootable: r.is_bootable,
-            volume: SnapshotRef {
-                id: r.source.0,
-                slug: r.source.1,
-            },
-            base_snapshot: r.base_snapshot.map(|(id, slug)| SnapshotRef { id, slug }),
-        }
+fn snapshot_json(s: SnapshotInfo) -> Snapshot {
+    let r = s.record;
+    Snapshot {
+        id: r.id,
+        slug: r.slug,
+        region: r.region,
+        allocated_size: s.allocated_bytes,
+        flattened_size: s.allocated_bytes,
+        is_bootable: r.is_bootable,
+        volume: object_ref(r.source),
+        base_snapshot: r.base_snapshot.map(object_ref),
     }
 }
 
@@ -128,17 +92,6 @@ async fn blocking<T: Send + 'static>(
         .map_err(storage_error)
 }
 
-/// `POST /api/v2/volumes`'s body. Unknown keys are ignored: the JS SDK's
-/// static `Volume.create` posts its whole options object, token included
-/// (so this body is never logged).
-#[derive(Debug, Deserialize)]
-struct CreateBody {
-    slug: Option<String>,
-    capacity: Option<Value>,
-    region: Option<String>,
-    from: Option<String>,
-}
-
 /// `POST /api/v2/volumes` → 200 and the volume.
 pub async fn create_volume(
     State(state): State<Arc<AppState>>,
@@ -148,7 +101,7 @@ pub async fn create_volume(
     let token = authenticate(&state, &headers)?;
     let storage = state.manager.storage().map_err(storage_error)?.clone();
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", m);
-    let body: CreateBody = serde_json::from_slice(&body).map_err(|e| {
+    let body: CreateVolume = serde_json::from_slice(&body).map_err(|e| {
         bad(format!(
             "expected a JSON object {{\"slug\", \"capacity\", \"region\"}}: {e}"
         ))
@@ -180,7 +133,7 @@ pub async fn create_volume(
         )
     })
     .await?;
-    Ok(Json(json(VolumeJson::from(info))))
+    Ok(Json(json(volume_json(info))))
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,7 +151,7 @@ pub async fn list_volumes(
     let storage = state.manager.storage().map_err(storage_error)?.clone();
     let search = q.search.filter(|s| !s.is_empty());
     let list = blocking(move || storage.volumes(Some(&token.id), search.as_deref())).await?;
-    let list: Vec<VolumeJson> = list.into_iter().map(VolumeJson::from).collect();
+    let list: Vec<Volume> = list.into_iter().map(volume_json).collect();
     Ok(Json(json(list)))
 }
 
@@ -211,7 +164,7 @@ pub async fn get_volume(
     let token = authenticate(&state, &headers)?;
     let storage = state.manager.storage().map_err(storage_error)?.clone();
     let info = blocking(move || storage.volume(Some(&token.id), &key)).await?;
-    Ok(Json(json(VolumeJson::from(info))))
+    Ok(Json(json(volume_json(info))))
 }
 
 /// `DELETE /api/v2/volumes/{idOrSlug}` → 204; 409 while mounted.
@@ -229,11 +182,6 @@ pub async fn delete_volume(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
-struct SnapshotBody {
-    slug: Option<String>,
-}
-
 /// `POST /api/v2/volumes/{idOrSlug}/snapshot {"slug"}` → the snapshot.
 pub async fn create_snapshot(
     State(state): State<Arc<AppState>>,
@@ -243,7 +191,7 @@ pub async fn create_snapshot(
 ) -> Result<Json<Value>, ApiError> {
     let token = authenticate(&state, &headers)?;
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", m);
-    let body: SnapshotBody = serde_json::from_slice(&body)
+    let body: CreateSnapshot = serde_json::from_slice(&body)
         .map_err(|e| bad(format!("expected a JSON object {{\"slug\"}}: {e}")))?;
     let slug = body
         .slug
@@ -253,7 +201,7 @@ pub async fn create_snapshot(
         .create_snapshot(Some(&token.id), &key, &slug)
         .await
         .map_err(manager_error)?;
-    Ok(Json(json(SnapshotJson::from(info))))
+    Ok(Json(json(snapshot_json(info))))
 }
 
 /// `GET /api/v2/snapshots` → a JSON array, one page (no `Link` header).
@@ -266,7 +214,7 @@ pub async fn list_snapshots(
     let storage = state.manager.storage().map_err(storage_error)?.clone();
     let search = q.search.filter(|s| !s.is_empty());
     let list = blocking(move || storage.snapshots(Some(&token.id), search.as_deref())).await?;
-    let list: Vec<SnapshotJson> = list.into_iter().map(SnapshotJson::from).collect();
+    let list: Vec<Snapshot> = list.into_iter().map(snapshot_json).collect();
     Ok(Json(json(list)))
 }
 
@@ -279,7 +227,7 @@ pub async fn get_snapshot(
     let token = authenticate(&state, &headers)?;
     let storage = state.manager.storage().map_err(storage_error)?.clone();
     let info = blocking(move || storage.snapshot(Some(&token.id), &key)).await?;
-    Ok(Json(json(SnapshotJson::from(info))))
+    Ok(Json(json(snapshot_json(info))))
 }
 
 /// `DELETE /api/v2/snapshots/{idOrSlug}` → 204.

@@ -5,10 +5,10 @@
 use crate::cli::api::{encode, ApiArgs, Client};
 use crate::cli::audit::printable;
 use crate::cli::ls::print_table;
-use crate::cli::storage::{refusal, size, yes_no, Ref, SNAPSHOTS};
+use crate::cli::storage::{refusal, size, yes_no, SNAPSHOTS};
+use agent_proto::console::{CreateSnapshot, Snapshot};
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use serde::{Deserialize, Serialize};
 
 #[derive(Subcommand, Debug)]
 pub enum SnapshotCommand {
@@ -68,26 +68,6 @@ pub struct RmArgs {
     api: ApiArgs,
 }
 
-/// A snapshot as `/api/v2/snapshots` answers it.
-#[derive(Debug, Serialize, Deserialize)]
-struct Snapshot {
-    id: String,
-    slug: String,
-    region: String,
-    allocated_size: u64,
-    flattened_size: u64,
-    is_bootable: bool,
-    /// The volume it was taken of.
-    volume: Ref,
-    base_snapshot: Option<Ref>,
-}
-
-/// `POST /api/v2/volumes/{volume}/snapshot`'s body.
-#[derive(Debug, Serialize)]
-struct CreateSnapshot<'a> {
-    slug: &'a str,
-}
-
 pub fn main(cmd: SnapshotCommand) -> Result<i32> {
     match cmd {
         SnapshotCommand::Ls(args) => ls(args),
@@ -128,7 +108,9 @@ fn create(args: CreateArgs) -> Result<i32> {
     let client = Client::new(args.api.resolve()?)?;
     let resp = client.post_json(
         &format!("/api/v2/volumes/{}/snapshot", encode(&args.volume)),
-        &CreateSnapshot { slug: &args.slug },
+        &CreateSnapshot {
+            slug: Some(args.slug.clone()),
+        },
     )?;
     if let Some(msg) = refusal(&resp) {
         eprintln!(

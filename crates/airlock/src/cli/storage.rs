@@ -6,14 +6,7 @@ use crate::cli::api::{encode, Client, Response};
 use crate::cli::audit::printable;
 use anyhow::Result;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-
-/// `{id, slug}`: a snapshot or volume another object names.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Ref {
-    pub id: String,
-    pub slug: String,
-}
+use serde::Serialize;
 
 /// One kind of storage object: its name in messages ("volume") and its
 /// collection's path (`/api/v2/volumes`).

@@ -4,10 +4,10 @@
 use crate::cli::api::{ApiArgs, Client};
 use crate::cli::audit::printable;
 use crate::cli::ls::print_table;
-use crate::cli::storage::{refusal, size, yes_no, Ref, VOLUMES};
+use crate::cli::storage::{refusal, size, yes_no, VOLUMES};
+use agent_proto::console::{CreateVolume, Volume};
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use serde::{Deserialize, Serialize};
 
 #[derive(Subcommand, Debug)]
 pub enum VolumeCommand {
@@ -73,30 +73,6 @@ pub struct RmArgs {
     api: ApiArgs,
 }
 
-/// A volume as `/api/v2/volumes` answers it.
-#[derive(Debug, Serialize, Deserialize)]
-struct Volume {
-    id: String,
-    slug: String,
-    region: String,
-    capacity: u64,
-    estimated_allocated_size: u64,
-    estimated_flattened_size: u64,
-    is_bootable: bool,
-    base_snapshot: Option<Ref>,
-}
-
-/// `POST /api/v2/volumes`'s body. The capacity goes as the string given:
-/// the daemon parses it (bytes or a unit), as it does the SDKs'.
-#[derive(Debug, Serialize)]
-struct CreateVolume<'a> {
-    slug: &'a str,
-    capacity: &'a str,
-    region: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    from: Option<&'a str>,
-}
-
 pub fn main(cmd: VolumeCommand) -> Result<i32> {
     match cmd {
         VolumeCommand::Ls(args) => ls(args),
@@ -139,11 +115,13 @@ fn create(args: CreateArgs) -> Result<i32> {
     let client = Client::new(args.api.resolve()?)?;
     let resp = client.post_json(
         "/api/v2/volumes",
+        // The capacity goes as the string given: the daemon parses it
+        // (bytes or a unit), as it does the SDKs'.
         &CreateVolume {
-            slug: &args.slug,
-            capacity: &args.capacity,
-            region: &args.region,
-            from: args.from.as_deref(),
+            slug: Some(args.slug.clone()),
+            capacity: Some(args.capacity.clone().into()),
+            region: Some(args.region.clone()),
+            from: args.from.clone(),
         },
     )?;
     if let Some(msg) = refusal(&resp) {
