@@ -4,54 +4,12 @@
 
 mod common;
 
+use common::cli::{cli, fails, json_of, ok};
 use common::daemon::{call, run_python, Daemon, Ws};
 use serde_json::{json, Value};
-use std::process::{Command, Output, Stdio};
 
 fn daemon() -> Daemon {
     Daemon::options("cli-snapshots").token("snapshots").start()
-}
-
-/// `airlock ARGS` against `d`, endpoint and token from the environment.
-fn cli(d: &Daemon, args: &[&str]) -> Output {
-    Command::new(common::AIRLOCK)
-        .args(args)
-        .env("DENO_SANDBOX_ENDPOINT", d.endpoint())
-        .env("DENO_DEPLOY_TOKEN", &d.token)
-        .env_remove("DENO_DEPLOY_ENDPOINT")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-/// Runs `airlock ARGS`, which must succeed; its stdout.
-#[track_caller]
-fn ok(d: &Daemon, args: &[&str]) -> String {
-    let out = cli(d, args);
-    assert!(out.status.success(), "{args:?}\n{}", common::describe(&out));
-    common::stdout(&out)
-}
-
-/// Runs `airlock ARGS`, which must fail with exit 1 and say `what` on
-/// stderr.
-#[track_caller]
-fn fails(d: &Daemon, args: &[&str], what: &str) {
-    let out = cli(d, args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{args:?}\n{}",
-        common::describe(&out)
-    );
-    assert!(
-        common::stderr(&out).contains(what),
-        "{args:?}: expected {what:?} on stderr\n{}",
-        common::describe(&out)
-    );
-}
-
-fn json_of(d: &Daemon, args: &[&str]) -> Value {
-    serde_json::from_str(&ok(d, args)).unwrap()
 }
 
 /// Runs `airlock ARGS`, which must print one id starting with `prefix`.

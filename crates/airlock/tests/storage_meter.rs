@@ -25,24 +25,6 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// `POST path` with a JSON `body` as `token`: (status, JSON).
-fn post(d: &Daemon, token: &str, path: &str, body: Value) -> (u16, Value) {
-    let out = Command::new("curl")
-        .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", "POST", "-H"])
-        .arg(format!("Authorization: Bearer {token}"))
-        .args(["-H", "content-type: application/json", "-d"])
-        .arg(body.to_string())
-        .arg(format!("{}{path}", d.endpoint()))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (
-        code.trim().parse().unwrap(),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
-}
-
 /// `airlock usage --by token --json` on the daemon's store: its rows.
 fn usage_by_token(d: &Daemon) -> Vec<Value> {
     let out = Command::new(common::AIRLOCK)
@@ -109,12 +91,12 @@ fn volumes_are_billed_across_deletes_and_a_kill_9() {
 
     // One volume each; and a snapshot of mine.
     let volume = json!({"slug": "billed", "capacity": "32MB", "region": "ord"});
-    let (status, v) = post(&d, &d.token, "/api/v2/volumes", volume.clone());
+    let (status, v) = d.post_as(&d.token, "/api/v2/volumes", &volume);
     assert_eq!(status, 200, "{v}");
-    let (status, gone) = post(&d, &other, "/api/v2/volumes", volume);
+    let (status, gone) = d.post_as(&other, "/api/v2/volumes", &volume);
     assert_eq!(status, 200, "{gone}");
     let path = format!("/api/v2/volumes/{}/snapshot", v["id"].as_str().unwrap());
-    let (status, snap) = post(&d, &d.token, &path, json!({"slug": "billed-v1"}));
+    let (status, snap) = d.post_as(&d.token, &path, &json!({"slug": "billed-v1"}));
     assert_eq!(status, 200, "{snap}");
     assert_eq!(metric(&d, "airlock_volumes"), 2.0);
     assert_eq!(metric(&d, "airlock_snapshots"), 1.0);

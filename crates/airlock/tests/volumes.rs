@@ -7,7 +7,6 @@ mod common;
 use common::daemon::{call, run_python, Daemon};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -20,20 +19,7 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 /// `POST /api/v2/volumes` with `body`: (status, JSON).
 fn post_volume(d: &Daemon, body: Value) -> (u16, Value) {
-    let out = Command::new("curl")
-        .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", "POST", "-H"])
-        .arg(format!("Authorization: Bearer {}", d.token))
-        .args(["-H", "content-type: application/json", "-d"])
-        .arg(body.to_string())
-        .arg(format!("{}/api/v2/volumes", d.endpoint()))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (
-        code.trim().parse().unwrap(),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
+    d.post_as(&d.token, "/api/v2/volumes", &body)
 }
 
 fn write_text(ws: &mut common::daemon::Ws, id: u64, path: &str, content: &str) {

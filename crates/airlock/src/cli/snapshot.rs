@@ -5,7 +5,7 @@
 use crate::cli::api::{encode, ApiArgs, Client};
 use crate::cli::audit::printable;
 use crate::cli::ls::print_table;
-use crate::cli::storage::{refusal, size, yes_no, SNAPSHOTS};
+use crate::cli::storage::{self, size, yes_no, SNAPSHOTS};
 use agent_proto::console::{CreateSnapshot, Snapshot};
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -106,24 +106,18 @@ fn ls(args: LsArgs) -> Result<i32> {
 
 fn create(args: CreateArgs) -> Result<i32> {
     let client = Client::new(args.api.resolve()?)?;
-    let resp = client.post_json(
+    storage::create(
+        &client,
         &format!("/api/v2/volumes/{}/snapshot", encode(&args.volume)),
         &CreateSnapshot {
             slug: Some(args.slug.clone()),
         },
-    )?;
-    if let Some(msg) = refusal(&resp) {
-        eprintln!(
-            "airlock: snapshotting volume {} as {}: {}",
+        &format!(
+            "snapshotting volume {} as {}",
             printable(&args.volume),
-            printable(&args.slug),
-            printable(&msg)
-        );
-        return Ok(1);
-    }
-    let snapshot: Snapshot = resp.ok()?.decode()?;
-    println!("{}", printable(&snapshot.id));
-    Ok(0)
+            printable(&args.slug)
+        ),
+    )
 }
 
 fn inspect(args: InspectArgs) -> Result<i32> {

@@ -94,9 +94,27 @@ impl Kind {
 /// The daemon's message when it refused the request itself (bad input, a
 /// conflict, a quota, a full pool): the user's to fix, so exit 1 with it.
 /// A bad token and the daemon's own failures go through [`Response::ok`].
-pub fn refusal(resp: &Response) -> Option<String> {
+fn refusal(resp: &Response) -> Option<String> {
     let user_fixable = (400..500).contains(&resp.status) && resp.status != 401;
     (user_fixable || resp.status == 507).then(|| resp.message())
+}
+
+/// `POST path` with `body`; on success prints the new object's id (its
+/// `id` field) and returns 0; on a refusal prints "airlock: DOING: the
+/// daemon's message" and returns 1.
+pub fn create(client: &Client, path: &str, body: &impl Serialize, doing: &str) -> Result<i32> {
+    #[derive(serde::Deserialize)]
+    struct Created {
+        id: String,
+    }
+    let resp = client.post_json(path, body)?;
+    if let Some(msg) = refusal(&resp) {
+        eprintln!("airlock: {doing}: {}", printable(&msg));
+        return Ok(1);
+    }
+    let created: Created = resp.ok()?.decode()?;
+    println!("{}", printable(&created.id));
+    Ok(0)
 }
 
 /// A table cell for a flag.

@@ -4,7 +4,7 @@
 use crate::cli::api::{ApiArgs, Client};
 use crate::cli::audit::printable;
 use crate::cli::ls::print_table;
-use crate::cli::storage::{refusal, size, yes_no, VOLUMES};
+use crate::cli::storage::{self, size, yes_no, VOLUMES};
 use agent_proto::console::{CreateVolume, Volume};
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -113,7 +113,8 @@ fn ls(args: LsArgs) -> Result<i32> {
 
 fn create(args: CreateArgs) -> Result<i32> {
     let client = Client::new(args.api.resolve()?)?;
-    let resp = client.post_json(
+    storage::create(
+        &client,
         "/api/v2/volumes",
         // The capacity goes as the string given: the daemon parses it
         // (bytes or a unit), as it does the SDKs'.
@@ -123,18 +124,8 @@ fn create(args: CreateArgs) -> Result<i32> {
             region: Some(args.region.clone()),
             from: args.from.clone(),
         },
-    )?;
-    if let Some(msg) = refusal(&resp) {
-        eprintln!(
-            "airlock: creating volume {}: {}",
-            printable(&args.slug),
-            printable(&msg)
-        );
-        return Ok(1);
-    }
-    let volume: Volume = resp.ok()?.decode()?;
-    println!("{}", printable(&volume.id));
-    Ok(0)
+        &format!("creating volume {}", printable(&args.slug)),
+    )
 }
 
 fn inspect(args: InspectArgs) -> Result<i32> {

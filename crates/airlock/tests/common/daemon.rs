@@ -258,6 +258,25 @@ impl Daemon {
         }
     }
 
+    /// `POST path` with a JSON `body` as `token`: (status, JSON; `Null`
+    /// for a body that is not JSON).
+    pub fn post_as(&self, token: &str, path: &str, body: &Value) -> (u16, Value) {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", "POST", "-H"])
+            .arg(format!("Authorization: Bearer {token}"))
+            .args(["-H", "content-type: application/json", "-d"])
+            .arg(body.to_string())
+            .arg(format!("http://{}{}", self.addr, path))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (
+            code.trim().parse().unwrap(),
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
+    }
+
     /// `METHOD path` with curl and `token`: (status, body).
     pub fn http_as(&self, token: &str, method: &str, path: &str) -> (u16, String) {
         let out = Command::new("curl")
