@@ -497,7 +497,7 @@ impl Storage {
             )));
         }
         let pool = self.pool.ensure_created()?;
-        let reserved: u64 = self.store.all_volumes()?.iter().map(|v| v.capacity).sum();
+        let reserved = self.store.storage_summary()?.volume_reserved_bytes;
         if reserved + bytes > pool {
             return Err(StorageError::Full(format!(
                 "the host's storage pool ({}) is fully reserved ({} in use): ask the operator \
