@@ -13,8 +13,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use manager::{NewVolume, SnapshotInfo, StorageError, VolumeInfo};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Deserialize;
 
 use crate::auth::authenticate;
 use crate::{ApiError, AppState};
@@ -75,6 +74,16 @@ pub fn storage_error(e: StorageError) -> ApiError {
     ApiError::new(status, code, e.to_string())
 }
 
+/// The calling token and the daemon's volumes (501 when it serves none).
+fn caller(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<(store::TokenInfo, Arc<manager::Storage>), ApiError> {
+    let token = authenticate(state, headers)?;
+    let storage = state.manager.storage().map_err(storage_error)?.clone();
+    Ok((token, storage))
+}
+
 fn manager_error(e: manager::ManagerError) -> ApiError {
     match e {
         manager::ManagerError::Storage(e) => storage_error(e),
@@ -97,9 +106,8 @@ pub async fn create_volume(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let token = authenticate(&state, &headers)?;
-    let storage = state.manager.storage().map_err(storage_error)?.clone();
+) -> Result<Json<Volume>, ApiError> {
+    let (token, storage) = caller(&state, &headers)?;
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", m);
     let body: CreateVolume = serde_json::from_slice(&body).map_err(|e| {
         bad(format!(
@@ -133,7 +141,7 @@ pub async fn create_volume(
         )
     })
     .await?;
-    Ok(Json(json(volume_json(info))))
+    Ok(Json(volume_json(info)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,13 +154,11 @@ pub async fn list_volumes(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let token = authenticate(&state, &headers)?;
-    let storage = state.manager.storage().map_err(storage_error)?.clone();
+) -> Result<Json<Vec<Volume>>, ApiError> {
+    let (token, storage) = caller(&state, &headers)?;
     let search = q.search.filter(|s| !s.is_empty());
     let list = blocking(move || storage.volumes(Some(&token.id), search.as_deref())).await?;
-    let list: Vec<Volume> = list.into_iter().map(volume_json).collect();
-    Ok(Json(json(list)))
+    Ok(Json(list.into_iter().map(volume_json).collect()))
 }
 
 /// `GET /api/v2/volumes/{idOrSlug}` → the volume, or 404.
@@ -160,11 +166,10 @@ pub async fn get_volume(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(key): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let token = authenticate(&state, &headers)?;
-    let storage = state.manager.storage().map_err(storage_error)?.clone();
+) -> Result<Json<Volume>, ApiError> {
+    let (token, storage) = caller(&state, &headers)?;
     let info = blocking(move || storage.volume(Some(&token.id), &key)).await?;
-    Ok(Json(json(volume_json(info))))
+    Ok(Json(volume_json(info)))
 }
 
 /// `DELETE /api/v2/volumes/{idOrSlug}` → 204; 409 while mounted.
@@ -188,7 +193,7 @@ pub async fn create_snapshot(
     headers: HeaderMap,
     Path(key): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Snapshot>, ApiError> {
     let token = authenticate(&state, &headers)?;
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", m);
     let body: CreateSnapshot = serde_json::from_slice(&body)
@@ -201,7 +206,7 @@ pub async fn create_snapshot(
         .create_snapshot(Some(&token.id), &key, &slug)
         .await
         .map_err(manager_error)?;
-    Ok(Json(json(snapshot_json(info))))
+    Ok(Json(snapshot_json(info)))
 }
 
 /// `GET /api/v2/snapshots` → a JSON array, one page (no `Link` header).
@@ -209,13 +214,11 @@ pub async fn list_snapshots(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let token = authenticate(&state, &headers)?;
-    let storage = state.manager.storage().map_err(storage_error)?.clone();
+) -> Result<Json<Vec<Snapshot>>, ApiError> {
+    let (token, storage) = caller(&state, &headers)?;
     let search = q.search.filter(|s| !s.is_empty());
     let list = blocking(move || storage.snapshots(Some(&token.id), search.as_deref())).await?;
-    let list: Vec<Snapshot> = list.into_iter().map(snapshot_json).collect();
-    Ok(Json(json(list)))
+    Ok(Json(list.into_iter().map(snapshot_json).collect()))
 }
 
 /// `GET /api/v2/snapshots/{idOrSlug}` → the snapshot, or 404.
@@ -223,11 +226,10 @@ pub async fn get_snapshot(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(key): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let token = authenticate(&state, &headers)?;
-    let storage = state.manager.storage().map_err(storage_error)?.clone();
+) -> Result<Json<Snapshot>, ApiError> {
+    let (token, storage) = caller(&state, &headers)?;
     let info = blocking(move || storage.snapshot(Some(&token.id), &key)).await?;
-    Ok(Json(json(snapshot_json(info))))
+    Ok(Json(snapshot_json(info)))
 }
 
 /// `DELETE /api/v2/snapshots/{idOrSlug}` → 204.
@@ -243,8 +245,4 @@ pub async fn delete_snapshot(
         .await
         .map_err(manager_error)?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-fn json(v: impl Serialize) -> Value {
-    serde_json::to_value(v).expect("storage objects serialize")
 }
