@@ -30,6 +30,7 @@ want curl curl                  # crates/expose tests verify the ingress with a 
 want ip iproute2                # the SSRF tests put upstreams in network namespaces they make
 want mkfs.xfs xfsprogs          # crates/volumes: the volume pool is an XFS filesystem (reflink=1)
 want mkfs.ext4 e2fsprogs        # crates/volumes: each volume is an ext4 image
+want ssh openssh-client         # the SSH gateway's tests drive the real OpenSSH client (ssh, scp, sftp)
 # scripts/sdk-tests.sh puts the Python SDK in a venv (Debian splits ensurepip out)
 python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
