@@ -2,7 +2,8 @@
 //! `/api/v2/snapshots`) as they travel: snake_case, exactly the hosted
 //! service's keys (the Python SDK's own tests compare whole objects). The
 //! daemon writes them and reads the request bodies; `airlock volume` and
-//! `airlock snapshot` read them and write the bodies.
+//! `airlock snapshot` read them and write the bodies. Also the reply of
+//! `expose/ssh`, a sandbox-host call the daemon answers the same way.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -110,4 +111,15 @@ mod tests {
             json!({})
         );
     }
+}
+
+/// `POST /api/v3/sandbox/{id}/expose/ssh`'s reply: `ssh -p PORT
+/// USERNAME@HOSTNAME` logs into the sandbox. The JS SDK keeps only
+/// `hostname` and `username` (it assumes port 22); the Python SDK returns
+/// all three.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExposedSsh {
+    pub hostname: String,
+    pub username: String,
+    pub port: u16,
 }

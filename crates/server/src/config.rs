@@ -49,6 +49,10 @@ pub struct SandboxConfig {
     pub volumes: Vec<VolumeMount>,
     /// A snapshot or bootable volume to boot from (`{"volume": KEY}`).
     pub root: Option<String>,
+    /// `"ssh": true` (the Python SDK's `ssh=True`): SSH wanted. The
+    /// credentials come from `expose/ssh`; the daemon only checks here
+    /// that it serves SSH at all.
+    pub ssh: bool,
 }
 
 impl SandboxConfig {
@@ -192,7 +196,15 @@ pub fn parse(
             )));
         }
     }
-    reject_unsupported(map)?;
+    let ssh = match map.get("ssh") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(ApiError::bad_config(format!(
+                "ssh must be true or false, got {other}"
+            )))
+        }
+    };
     let port = crate::sandbox_port::port_param(map).map_err(ApiError::bad_config)?;
     let region = match map.get("region") {
         Some(Value::String(r)) => r.clone(),
@@ -209,6 +221,7 @@ pub fn parse(
         port,
         volumes: parse_volumes(map.get("volumes"))?,
         root: parse_root(map.get("root"))?,
+        ssh,
     })
 }
 
@@ -315,25 +328,6 @@ fn parse_secrets(v: Option<&Value>) -> Result<Vec<SecretSpec>, ApiError> {
         });
     }
     Ok(secrets)
-}
-
-fn reject_unsupported(map: &Map<String, Value>) -> Result<(), ApiError> {
-    let non_empty = |k: &str| match map.get(k) {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
-        Some(Value::Array(a)) => !a.is_empty(),
-        Some(Value::Object(o)) => !o.is_empty(),
-        Some(_) => true,
-    };
-    for key in ["ssh"] {
-        if non_empty(key) {
-            return Err(ApiError::new(
-                axum::http::StatusCode::BAD_REQUEST,
-                "NOT_SUPPORTED",
-                format!("`{key}` is not supported by this airlock version yet"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// `root`: `{"volume": "<snapshot or bootable volume, id or slug>"}` as
@@ -521,7 +515,13 @@ mod tests {
         .unwrap_err()
         .message
         .contains("both in env and in secrets"));
-        assert_eq!(cfg(json!({"ssh": true})).unwrap_err().code, "NOT_SUPPORTED");
+        assert!(cfg(json!({"ssh": true})).unwrap().ssh);
+        assert!(!cfg(json!({"ssh": false})).unwrap().ssh);
+        assert!(!cfg(json!({})).unwrap().ssh);
+        assert!(cfg(json!({"ssh": "yes"}))
+            .unwrap_err()
+            .message
+            .contains("ssh must be true or false"));
         assert_eq!(
             cfg(json!({"root": {"volume": "snap"}}))
                 .unwrap()

@@ -61,6 +61,8 @@ pub struct AppState {
     pub expose: Option<Arc<expose::Exposure>>,
     /// [`FILE_BUDGET`], in bytes.
     pub(crate) file_budget: Arc<tokio::sync::Semaphore>,
+    /// The SSH gateway (`expose/ssh`); `None` when the daemon serves none.
+    pub ssh: Option<Arc<ssh::Gateway>>,
 }
 
 impl AppState {
@@ -69,6 +71,7 @@ impl AppState {
         store: Arc<Store>,
         limits: ConfigLimits,
         expose: Option<Arc<expose::Exposure>>,
+        ssh: Option<Arc<ssh::Gateway>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -82,6 +85,7 @@ impl AppState {
             manager,
             expose,
             file_budget: Arc::new(tokio::sync::Semaphore::new(FILE_BUDGET)),
+            ssh,
         })
     }
 }

@@ -4,6 +4,7 @@ use crate::auth::{authenticate, authorize_sandbox};
 use crate::{ApiError, AppState};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::IntoResponse;
 use axum::Json;
 use manager::EndReason;
 use serde_json::{json, Value};
@@ -296,22 +297,79 @@ pub async fn events(
 /// `POST /api/v3/sandbox/{id}/expose/http` → `{"domain"}`: a fresh domain
 /// for the sandbox, bound by the `exposeHttp` RPC that follows. The JS SDK
 /// sends `{}`, the Python SDK `{"port"}` or `{"pid"}` (checked here, bound
-/// by its RPC). Other kinds (ssh, vscode) are not supported.
+/// by its RPC). `expose/ssh` → `{hostname, username, port}` ([`expose_ssh`]).
+/// Other kinds (vscode) are not supported.
 pub async fn expose(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((id, kind)): Path<(String, String)>,
     body: Option<Json<Value>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let token = authenticate(&state, &headers)?;
     authorize_sandbox(&state, &token, &id)?;
-    if kind != "http" {
-        return Err(ApiError::new(
+    match kind.as_str() {
+        "http" => expose_http(&state, &id, body).await.map(IntoResponse::into_response),
+        "ssh" => expose_ssh(&state, &headers, &id).map(IntoResponse::into_response),
+        _ => Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "NOT_SUPPORTED",
             format!("exposing {kind} is not supported by this airlock version"),
-        ));
+        )),
     }
+}
+
+/// `expose/ssh`: a username for `ssh USERNAME@HOSTNAME -p PORT`, good until
+/// the sandbox ends. The host name defaults to the one this request was
+/// sent to, which the client can evidently reach.
+fn expose_ssh(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Json<agent_proto::console::ExposedSsh>, ApiError> {
+    let Some(gateway) = &state.ssh else {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "NOT_SUPPORTED",
+            "SSH is off on this daemon (airlock serve --ssh-listen ADDR)",
+        ));
+    };
+    let live = match state.manager.get(id) {
+        Some(live) if !live.is_ended() => live,
+        _ => return Err(ApiError::not_found(id)),
+    };
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(host_without_port)
+        .unwrap_or("localhost");
+    match gateway.expose(&live, host) {
+        Ok(exposed) => Ok(Json(exposed)),
+        Err(ssh::ExposeError::Ended) => Err(ApiError::not_found(id)),
+        Err(e @ ssh::ExposeError::TooMany) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "QUOTA_EXCEEDED",
+            e.to_string(),
+        )),
+        Err(e) => Err(ApiError::internal(e.to_string())),
+    }
+}
+
+/// `example.com:7070` → `example.com`, `[::1]:7070` → `::1`.
+fn host_without_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+async fn expose_http(
+    state: &AppState,
+    id: &str,
+    body: Option<Json<Value>>,
+) -> Result<Json<Value>, ApiError> {
     let Some(exposure) = &state.expose else {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
@@ -336,9 +394,9 @@ pub async fn expose(
             "expose: give one of port and pid, not both",
         ));
     }
-    let live = match state.manager.get(&id) {
+    let live = match state.manager.get(id) {
         Some(live) if !live.is_ended() => live,
-        _ => return Err(ApiError::not_found(&id)),
+        _ => return Err(ApiError::not_found(id)),
     };
     let domain = exposure.allocate(&live)?;
     Ok(Json(json!({ "domain": domain })))
@@ -404,6 +462,15 @@ pub async fn metrics_open(State(state): State<Arc<AppState>>) -> axum::response:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_header_without_its_port() {
+        assert_eq!(host_without_port("example.com:7070"), "example.com");
+        assert_eq!(host_without_port("example.com"), "example.com");
+        assert_eq!(host_without_port("127.0.0.1:80"), "127.0.0.1");
+        assert_eq!(host_without_port("[::1]:7070"), "::1");
+        assert_eq!(host_without_port("[::1]"), "::1");
+    }
 
     #[test]
     fn python_label_repr() {

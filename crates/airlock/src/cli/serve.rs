@@ -96,7 +96,7 @@ pub struct ServeArgs {
     /// Where exposed sandbox ports (`exposeHttp`) are served over HTTPS, or
     /// `off`. Port 0 picks a free port.
     #[arg(long, value_name = "ADDR|off", default_value = DEFAULT_EXPOSE_LISTEN, value_parser = parse_expose_listen)]
-    expose_listen: ExposeListen,
+    expose_listen: Listen,
     /// Exposed ports get names `<random>.<this domain>`; point a wildcard
     /// DNS record for it at this host (`*.localhost` names need none).
     #[arg(long, default_value = expose::DEFAULT_BASE_DOMAIN)]
@@ -133,6 +133,21 @@ pub struct ServeArgs {
     /// Serve no volumes (their API answers 501).
     #[arg(long)]
     no_volumes: bool,
+    /// Where the SSH gateway listens (`ssh USERNAME@HOST`, usernames from
+    /// `expose/ssh`), or `off`; port 0 picks a free port. Default
+    /// 127.0.0.1:2222 (skipped with a warning when that port is taken).
+    /// The JS SDK assumes port 22: see docs/operations.md for serving it
+    /// there.
+    #[arg(long, value_name = "ADDR|off", value_parser = parse_ssh_listen)]
+    ssh_listen: Option<Listen>,
+    /// The host name `expose/ssh` tells clients; default: the host name the
+    /// API request was sent to.
+    #[arg(long, value_name = "NAME")]
+    ssh_hostname: Option<String>,
+    /// The port `expose/ssh` tells clients (behind a port forward such as
+    /// 22 → 2222); default: the port listened on.
+    #[arg(long, value_name = "PORT")]
+    ssh_public_port: Option<u16>,
     /// How often volumes and snapshots are billed (byte-hours); hidden:
     /// tests shorten it, nothing else needs to (a crash loses nothing).
     #[arg(long, hide = true, value_name = "DURATION", default_value = "10s", value_parser = parse_meter_interval)]
@@ -166,18 +181,25 @@ fn parse_gateway_memory(s: &str) -> Result<u64, String> {
 pub const DEFAULT_EXPOSE_LISTEN: &str = "127.0.0.1:8443";
 
 #[derive(Debug, Clone, Copy)]
-enum ExposeListen {
+enum Listen {
     Off,
     At(SocketAddr),
 }
 
-fn parse_expose_listen(s: &str) -> Result<ExposeListen, String> {
+fn parse_expose_listen(s: &str) -> Result<Listen, String> {
     if s == "off" {
-        return Ok(ExposeListen::Off);
+        return Ok(Listen::Off);
     }
     s.parse()
-        .map(ExposeListen::At)
+        .map(Listen::At)
         .map_err(|_| format!("{s:?}: expected an address like 0.0.0.0:443, or off"))
+}
+
+/// The SSH gateway's address when `--ssh-listen` is not given.
+pub const DEFAULT_SSH_LISTEN: &str = "127.0.0.1:2222";
+
+fn parse_ssh_listen(s: &str) -> Result<Listen, String> {
+    parse_expose_listen(s).map_err(|_| format!("{s:?}: expected an address like 0.0.0.0:22, or off"))
 }
 
 fn parse_resolve(s: &str) -> Result<(String, IpAddr), String> {
@@ -247,14 +269,18 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
         None => None,
     };
     let expose_listener = match args.expose_listen {
-        ExposeListen::Off => None,
-        ExposeListen::At(a) => Some(
+        Listen::Off => None,
+        Listen::At(a) => Some(
             tokio::net::TcpListener::bind(a)
                 .await
                 .with_context(|| format!("listening on {a} for exposed ports (--expose-listen)"))?,
         ),
     };
+    let ssh_listener = bind_ssh(args.ssh_listen).await?;
     let mut protected = vec![addr];
+    if let Some(s) = &ssh_listener {
+        protected.push(s.local_addr()?);
+    }
     if let Some(m) = &metrics_listener {
         protected.push(m.local_addr()?);
     }
@@ -331,7 +357,11 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
         Some(listener) => Some(start_expose(&args, store_path, listener)?),
         None => None,
     };
-    let state = AppState::new(manager.clone(), store.clone(), limits, exposure);
+    let ssh = match ssh_listener {
+        Some(listener) => Some(start_ssh(&args, store_path, &manager, listener)?),
+        None => None,
+    };
+    let state = AppState::new(manager.clone(), store.clone(), limits, exposure, ssh);
     let url = format!("http://{addr}");
     if let Some(token) = first_token {
         println!(
@@ -427,6 +457,58 @@ fn start_expose(
     Ok(Arc::new(server::expose::Exposure::new(
         router, metrics, ca_path,
     )))
+}
+
+/// Binds `--ssh-listen`. Its default address is a convenience, so a port
+/// already taken there (another daemon on this host) only warns; an
+/// address asked for must be had.
+async fn bind_ssh(listen: Option<Listen>) -> Result<Option<tokio::net::TcpListener>> {
+    match listen {
+        Some(Listen::Off) => Ok(None),
+        Some(Listen::At(a)) => Ok(Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("listening on {a} for SSH (--ssh-listen)"))?,
+        )),
+        None => match tokio::net::TcpListener::bind(DEFAULT_SSH_LISTEN).await {
+            Ok(l) => Ok(Some(l)),
+            Err(e) => {
+                eprintln!(
+                    "airlock: SSH is off: cannot listen on {DEFAULT_SSH_LISTEN} ({e}); \
+                     pass --ssh-listen ADDR"
+                );
+                Ok(None)
+            }
+        },
+    }
+}
+
+/// Loads (or makes) the host key beside the store and starts the SSH
+/// gateway on `listener` (it stops with the process).
+fn start_ssh(
+    args: &ServeArgs,
+    store_path: &Path,
+    manager: &Arc<Manager>,
+    listener: tokio::net::TcpListener,
+) -> Result<Arc<ssh::Gateway>> {
+    let bound = listener.local_addr()?;
+    // Beside the store, like the expose CA: one identity per daemon state.
+    let key_path = store_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("ssh_host_ed25519_key");
+    let key = ssh::hostkey::load_or_create(&key_path).context("the SSH host key")?;
+    let gateway = ssh::Gateway::new(
+        manager.clone(),
+        key,
+        ssh::Advertised {
+            hostname: args.ssh_hostname.clone(),
+            port: args.ssh_public_port.unwrap_or(bound.port()),
+        },
+    );
+    println!("ssh on {bound} (host key {})", key_path.display());
+    tokio::spawn(gateway.clone().serve(listener));
+    Ok(gateway)
 }
 
 pub fn default_store(data_dir: &Path) -> PathBuf {

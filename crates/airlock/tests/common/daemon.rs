@@ -31,6 +31,8 @@ pub struct Daemon {
     pub metrics_addr: Option<String>,
     /// `host:port` the HTTPS ingress for exposed ports listens on.
     pub expose_addr: Option<String>,
+    /// `host:port` the SSH gateway listens on.
+    pub ssh_addr: Option<String>,
     /// The token created before the daemon started (empty with
     /// [`DaemonOptions::no_token`]).
     pub token: String,
@@ -83,6 +85,7 @@ impl DaemonOptions {
             addr: String::new(),
             metrics_addr: None,
             expose_addr: None,
+            ssh_addr: None,
             token,
             extra: self.extra,
         };
@@ -117,6 +120,8 @@ impl Daemon {
                 "127.0.0.1:0",
                 "--expose-listen",
                 "127.0.0.1:0",
+                "--ssh-listen",
+                "127.0.0.1:0",
             ])
             .args(["--pool", "1", "--store"])
             .arg(&self.store)
@@ -133,6 +138,9 @@ impl Daemon {
                 .unwrap();
             if let Some(url) = line.strip_prefix("listening on http://") {
                 break url.to_string();
+            }
+            if let Some(rest) = line.strip_prefix("ssh on ") {
+                self.ssh_addr = rest.split(' ').next().map(str::to_string);
             }
             if let Some(url) = line.strip_prefix("metrics on http://") {
                 self.metrics_addr = url.strip_suffix("/metrics").map(str::to_string);

@@ -50,6 +50,13 @@ async fn create_sandbox(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Ar
             "`port`: exposing HTTP is off on this daemon (airlock serve --expose-listen ADDR)",
         ));
     }
+    if cfg.ssh && state.ssh.is_none() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "NOT_SUPPORTED",
+            "`ssh`: SSH is off on this daemon (airlock serve --ssh-listen ADDR)",
+        ));
+    }
     let isolation = pinned_isolation(&token)?;
     let mut request = cfg.into_request(Some(token.id));
     request.isolation = isolation;
