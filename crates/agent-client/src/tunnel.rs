@@ -1,15 +1,17 @@
-//! TCP connections made from inside a sandbox (the agent's `tcpConnect`),
-//! handed to the daemon as an ordinary byte stream.
+//! Byte tunnels into a sandbox, handed to the daemon as an ordinary byte
+//! stream: TCP connections made from inside it (the agent's `tcpConnect`)
+//! and SFTP sessions served by the agent (`sftpOpen`). Both are set up and
+//! pumped alike; only the call that opens them differs.
 
 use crate::{AgentClient, PIECE};
-use agent_proto::calls::{StreamResult, TcpConnectParams};
+use agent_proto::calls::{SftpOpenParams, StreamResult, TcpConnectParams};
 use agent_proto::{ErrorObject, Method, TUNNEL_WINDOW};
 use anyhow::{anyhow, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 /// The daemon's end of a tunnel: reads what the sandbox side sent, writes
-/// reach it; shutting down the write side half-closes the TCP connection,
-/// dropping it closes the connection.
+/// reach it; shutting down the write side half-closes the TCP connection
+/// (ends the SFTP session), dropping it closes the connection.
 pub type Tunnel = DuplexStream;
 
 /// Bytes buffered between the tunnel's user and its pumps.
@@ -24,14 +26,37 @@ impl AgentClient {
         host: &str,
         port: u16,
     ) -> Result<std::result::Result<Tunnel, ErrorObject>> {
-        let (in_id, window) = self.open_windowed_stream(TUNNEL_WINDOW);
-        let params = TcpConnectParams {
+        self.open_tunnel(Method::TcpConnect, |in_stream_id| TcpConnectParams {
             host: Some(host.to_string()),
             port,
-            in_stream_id: in_id,
-        };
-        let reply = self.call_typed::<_, StreamResult>(Method::TcpConnect, &params);
-        let out_id = match reply.await {
+            in_stream_id,
+        })
+        .await
+    }
+
+    /// Starts an SFTP (version 3) session served by the agent on the
+    /// sandbox's files, for the SSH gateway's `sftp` subsystem: the
+    /// tunnel carries the SFTP packets both ways. The outer error is a lost
+    /// agent, the inner one the agent's refusal.
+    pub async fn sftp_open(&self) -> Result<std::result::Result<Tunnel, ErrorObject>> {
+        self.open_tunnel(Method::SftpOpen, |in_stream_id| SftpOpenParams {
+            in_stream_id,
+        })
+        .await
+    }
+
+    /// Calls `method` with the params `params` builds around the id of a
+    /// new windowed stream (the bytes to the sandbox), and pumps that and
+    /// the stream the agent answers (the bytes from it) to and from a
+    /// [`Tunnel`].
+    async fn open_tunnel<P: serde::Serialize>(
+        &self,
+        method: Method,
+        params: impl FnOnce(u32) -> P,
+    ) -> Result<std::result::Result<Tunnel, ErrorObject>> {
+        let (in_id, window) = self.open_windowed_stream(TUNNEL_WINDOW);
+        let params = params(in_id);
+        let out_id = match self.call_typed::<_, StreamResult>(method, &params).await {
             Ok(Ok(reply)) => reply.stream_id,
             Ok(Err(e)) => {
                 self.close_windowed_stream(in_id);
@@ -44,7 +69,7 @@ impl AgentClient {
         };
         let Some(mut rx) = self.take_stream(out_id) else {
             self.close_windowed_stream(in_id);
-            return Err(anyhow!("tcpConnect: stream {out_id} was already taken"));
+            return Err(anyhow!("{method}: stream {out_id} was already taken"));
         };
         let (user, ours) = tokio::io::duplex(PIPE);
         let (mut from_user, mut to_user) = tokio::io::split(ours);

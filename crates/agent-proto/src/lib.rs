@@ -25,7 +25,7 @@
 //! receiver knows when it may forget the stream.
 //!
 //! Most streams are unwindowed (process output, walk entries). Tunnel
-//! streams (`tcpConnect`) and file contents (`writeFile` with
+//! streams (`tcpConnect`, `sftpOpen`) and file contents (`writeFile` with
 //! `contentStreamId`, `readFile` with `stream: true`) are windowed: their
 //! sender keeps at most [`TUNNEL_WINDOW`] / [`FILE_WINDOW`] bytes
 //! unacknowledged and the receiver returns `Credit` as it consumes, so a

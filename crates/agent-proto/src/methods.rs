@@ -134,6 +134,9 @@ methods! {
     HttpPort = "httpPort" => Internal,
     /// A TCP connection inside the sandbox, for `fetch` and exposed ports.
     TcpConnect = "tcpConnect" => Internal,
+    /// An SFTP session served by the agent, for the SSH gateway's `sftp`
+    /// subsystem (`sftp`, `scp`).
+    SftpOpen = "sftpOpen" => Internal,
 }
 
 impl Method {
@@ -244,6 +247,7 @@ mod tests {
     fn internal_methods_are_not_for_clients() {
         assert_eq!(Method::from_client("ping"), None);
         assert_eq!(Method::from_client("tcpConnect"), None);
+        assert_eq!(Method::from_client("sftpOpen"), None);
         assert_eq!(Method::from_client("spawn"), Some(Method::Spawn));
         assert_eq!(Method::Vscode.route(), Route::NotYet);
     }

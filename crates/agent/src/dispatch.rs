@@ -12,8 +12,8 @@ use crate::tunnel;
 use agent_proto::calls::{
     to_reply, DenoReplCallParams, DenoReplEvalParams, EnvKeyParams, EnvSetParams, ExpandGlobParams,
     FileLockParams, FromParams, PidParams, ProcessKillParams, PtyResizeParams, PythonRunParams,
-    ReadFileParams, SpawnDenoParams, SpawnDenoReplParams, SpawnParams, StreamResult,
-    TcpConnectParams, WalkParams, WriteFileParams,
+    ReadFileParams, SftpOpenParams, SpawnDenoParams, SpawnDenoReplParams, SpawnParams,
+    StreamResult, TcpConnectParams, WalkParams, WriteFileParams,
 };
 use agent_proto::{Call, ErrorObject, Frame, FrameKind, Method, Reply, FILE_WINDOW};
 use serde_json::{json, Value};
@@ -188,6 +188,13 @@ impl Agent {
             Method::TcpConnect => {
                 let p = TcpConnectParams::decode(m, &params)?;
                 let r = tunnel::connect(&self.streams, &self.out, &p).await?;
+                Ok(to_reply(&r))
+            }
+            // airlock internal: an SFTP session served here, for the SSH
+            // gateway's `sftp` subsystem.
+            Method::SftpOpen => {
+                let p = SftpOpenParams::decode(m, &params)?;
+                let r = tunnel::sftp_open(&self.streams, &self.out, &p, &self.cwd);
                 Ok(to_reply(&r))
             }
             // airlock extension: stateful Python sessions.

@@ -12,6 +12,7 @@ pub mod env;
 pub mod fs;
 pub mod process;
 pub mod python;
+pub mod sftp;
 pub mod signals;
 pub mod streams;
 pub mod tunnel;

@@ -1535,6 +1535,92 @@ fn tcp_connect_sends_no_more_than_the_window_before_credit() {
     agent.finish();
 }
 
+/// The SFTP session itself is tested in tests/sftp.rs; this is the frames.
+#[test]
+fn sftp_open_answers_the_sessions_packets_on_a_stream() {
+    let mut agent = Agent::start();
+    let reply = agent.ok("sftpOpen", json!({"inStreamId": 7}));
+    let out = stream_id(&reply["streamId"]);
+    // SSH_FXP_INIT (1), version 3, framed by its length.
+    agent.send(FrameKind::Data, 7, &[0, 0, 0, 5, 1, 0, 0, 0, 3]);
+    agent.send(FrameKind::End, 7, b"");
+    assert_eq!(credited(&mut agent, 7, 9), 9, "the packet is credited");
+    let got = agent.stream(out);
+    let len = u32::from_be_bytes(got[..4].try_into().unwrap()) as usize;
+    assert_eq!(got.len(), 4 + len, "one packet, then the end: {got:?}");
+    assert_eq!(got[4], 2, "SSH_FXP_VERSION");
+    assert_eq!(got[5..9], [0, 0, 0, 3], "version 3");
+    for bad in [json!({}), json!({"inStreamId": "7"})] {
+        let e = agent.err("sftpOpen", bad);
+        assert_error(&e, "TypeError", None);
+    }
+    agent.finish();
+}
+
+/// An SFTP packet: length, type, body.
+fn sftp_packet(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut p = ((body.len() + 1) as u32).to_be_bytes().to_vec();
+    p.push(kind);
+    p.extend_from_slice(body);
+    p
+}
+
+fn sftp_string(s: &[u8]) -> Vec<u8> {
+    let mut v = (s.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(s);
+    v
+}
+
+/// A client that stops reading replies (the host cancels them) mid-way
+/// through many requests still gets all its requests consumed and
+/// credited, and the session ends with the request stream: the server
+/// never blocks on replies nobody reads.
+#[test]
+fn sftp_open_winds_down_after_its_replies_are_cancelled() {
+    let mut agent = Agent::start();
+    std::fs::write(agent.cwd().join("f"), garbage(1, 64 * 1024)).unwrap();
+    let reply = agent.ok("sftpOpen", json!({"inStreamId": 7}));
+    let out = stream_id(&reply["streamId"]);
+    let mut requests = sftp_packet(1, &3u32.to_be_bytes());
+    // SSH_FXP_OPEN id 1, "f", READ, no attrs: handle "1".
+    let mut open = 1u32.to_be_bytes().to_vec();
+    open.extend(sftp_string(b"f"));
+    open.extend(1u32.to_be_bytes());
+    open.extend(0u32.to_be_bytes());
+    requests.extend(sftp_packet(3, &open));
+    // 64 KiB replies, far more than the window and the pipes hold; the
+    // requests themselves more than a pipe holds, well within the window.
+    for id in 2..12_000u32 {
+        let mut read = id.to_be_bytes().to_vec();
+        read.extend(sftp_string(b"1"));
+        read.extend(0u64.to_be_bytes());
+        read.extend((64 * 1024u32).to_be_bytes());
+        requests.extend(sftp_packet(5, &read));
+    }
+    assert!(requests.len() > 256 * 1024 && requests.len() < TUNNEL_WINDOW);
+    for chunk in requests.chunks(64 * 1024) {
+        agent.send(FrameKind::Data, 7, chunk);
+    }
+    // A window of replies arrives, then nothing without credit.
+    let mut got = 0;
+    while let Some(f) = agent.take_matching(Instant::now() + Duration::from_millis(500), |f| {
+        f.id == out && f.kind == FrameKind::Data
+    }) {
+        got += f.payload.len();
+    }
+    assert!(got <= TUNNEL_WINDOW, "{got} bytes before credit");
+    agent.send(FrameKind::Cancel, out, b"");
+    agent.send(FrameKind::End, 7, b"");
+    assert_eq!(
+        credited(&mut agent, 7, requests.len()),
+        requests.len(),
+        "every request is consumed"
+    );
+    agent.stream(out);
+    agent.assert_ping("a cancelled sftp session");
+    agent.finish();
+}
+
 #[test]
 fn tcp_connect_errors_name_the_address() {
     // A port nothing listens on: bind, learn the port, close.

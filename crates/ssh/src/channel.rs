@@ -140,9 +140,7 @@ impl SessionChannel {
         handle: Handle,
         channel: ChannelId,
     ) -> Result<(), String> {
-        let tunnel: Result<Result<Tunnel, ErrorObject>, anyhow::Error> =
-            Err(anyhow::anyhow!("TEMP: sftp not merged yet {client:p}"));
-        let tunnel = match tunnel {
+        let tunnel = match client.sftp_open().await {
             Ok(Ok(t)) => t,
             Ok(Err(e)) => return Err(format!("sftp failed: {}", e.message)),
             Err(e) => return Err(format!("the sandbox's agent is gone: {e:#}")),

@@ -55,7 +55,7 @@ pub use process::{
 };
 pub use reader::{as_integer, kind, Params};
 pub use stream::StreamMessage;
-pub use tunnel::{HttpPortResult, StreamResult, TcpConnectParams};
+pub use tunnel::{HttpPortResult, SftpOpenParams, StreamResult, TcpConnectParams};
 
 use crate::{ErrorObject, Method};
 use serde_json::Value;

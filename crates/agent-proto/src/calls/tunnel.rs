@@ -1,6 +1,7 @@
 //! The internal calls between the daemon and the agent: `tcpConnect`
-//! (tunnels for `fetch` and exposed ports) and `httpPort`; and the
-//! `{streamId}` result of the calls that answer a stream.
+//! (tunnels for `fetch` and exposed ports), `sftpOpen` (the SSH gateway's
+//! SFTP subsystem) and `httpPort`; and the `{streamId}` result of the calls
+//! that answer a stream.
 
 use super::process::stream_id;
 use super::{FromParams, Params};
@@ -57,7 +58,29 @@ impl FromParams for TcpConnectParams {
     }
 }
 
-/// `{streamId}`: `tcpConnect`, `walk`, `expandGlob`, and `readFile` /
+/// `sftpOpen {inStreamId}`: an SFTP (version 3) session served by the
+/// agent itself, inside the sandbox, with the agent's credentials;
+/// `inStreamId` (windowed) carries the client's SFTP packets to it.
+/// Answers a [`StreamResult`] naming the stream of the server's packets.
+/// The bytes are the SFTP protocol's own (length-prefixed packets), as an
+/// SSH `sftp` subsystem channel carries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SftpOpenParams {
+    pub in_stream_id: u32,
+}
+
+impl FromParams for SftpOpenParams {
+    fn from_params(p: &Params) -> Result<Self, ErrorObject> {
+        let in_stream_id = p
+            .raw("inStreamId")
+            .and_then(stream_id)
+            .ok_or_else(|| ErrorObject::type_error("sftpOpen: inStreamId must be a stream id"))?;
+        Ok(Self { in_stream_id })
+    }
+}
+
+/// `{streamId}`: `tcpConnect`, `sftpOpen`, `walk`, `expandGlob`, and `readFile` /
 /// `readTextFile` with `stream: true` (which add the file's `size` as
 /// `fstat` saw it, a hint).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +111,15 @@ mod tests {
                 in_stream_id: 3,
             },
         );
+        round_trips(Method::SftpOpen, SftpOpenParams { in_stream_id: 9 });
+        for bad in [
+            serde_json::json!({}),
+            serde_json::json!({"inStreamId": -1}),
+            serde_json::json!({"inStreamId": "1"}),
+        ] {
+            let e = SftpOpenParams::decode(Method::SftpOpen, &bad).unwrap_err();
+            assert!(e.message.contains("inStreamId"), "{bad}: {e:?}");
+        }
         let r: StreamResult = serde_json::from_str(r#"{"streamId": 4}"#).unwrap();
         assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"streamId":4}"#);
     }
