@@ -24,7 +24,11 @@ struct Target {
 
 fn target(d: &Daemon) -> Target {
     let (ws, id) = d.create(json!({}));
-    let (status, body) = d.post_as(&d.token, &format!("/api/v3/sandbox/{id}/expose/ssh"), &json!({}));
+    let (status, body) = d.post_as(
+        &d.token,
+        &format!("/api/v3/sandbox/{id}/expose/ssh"),
+        &json!({}),
+    );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["hostname"], "127.0.0.1", "{body}");
     let port = body["port"].as_u64().unwrap().to_string();
@@ -231,7 +235,11 @@ fn unknown_and_other_sandboxes_usernames_are_refused() {
     }
     // Another token cannot get a username for this sandbox.
     let other = d.token_create("other");
-    let (status, body) = d.post_as(&other, &format!("/api/v3/sandbox/{}/expose/ssh", t.id), &json!({}));
+    let (status, body) = d.post_as(
+        &other,
+        &format!("/api/v3/sandbox/{}/expose/ssh", t.id),
+        &json!({}),
+    );
     assert_eq!(status, 404, "{body}");
     // The real one still works.
     let o = ssh(&t, &["echo IN"], b"");
@@ -264,9 +272,17 @@ fn usernames_end_with_their_sandbox_and_so_do_sessions() {
 
     let o = ssh(&t, &["echo IN"], b"");
     assert_eq!(o.status.code(), Some(255), "{}", common::describe(&o));
-    assert!(common::stderr(&o).contains("Permission denied"), "{}", common::describe(&o));
+    assert!(
+        common::stderr(&o).contains("Permission denied"),
+        "{}",
+        common::describe(&o)
+    );
     // No username for an ended sandbox either.
-    let (status, _) = d.post_as(&d.token, &format!("/api/v3/sandbox/{}/expose/ssh", t.id), &json!({}));
+    let (status, _) = d.post_as(
+        &d.token,
+        &format!("/api/v3/sandbox/{}/expose/ssh", t.id),
+        &json!({}),
+    );
     assert_eq!(status, 404);
 }
 
@@ -281,7 +297,11 @@ fn port_forwarding_to_the_host_is_refused() {
     c.args(["-W", &format!("127.0.0.1:{api_port}")]);
     let o = common::run_command(c, Some(b"GET /health HTTP/1.0\r\n\r\n"));
     assert!(!o.status.success(), "{}", common::describe(&o));
-    assert!(!common::stdout(&o).contains("HTTP/1"), "{}", common::describe(&o));
+    assert!(
+        !common::stdout(&o).contains("HTTP/1"),
+        "{}",
+        common::describe(&o)
+    );
     assert!(
         common::stderr(&o).contains("stdio forwarding failed"),
         "{}",
@@ -298,7 +318,11 @@ fn port_forwarding_to_the_host_is_refused() {
         &format!("127.0.0.1:{local}:127.0.0.1:{api_port}"),
         "sleep 5",
     ]);
-    let mut fwd = c.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut fwd = c
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", local)) {
         conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -426,7 +450,11 @@ fn sftp_and_scp_go_through_the_agent() {
         .arg(format!("{}@127.0.0.1", t.user));
     let o = common::run_command(c, None);
     assert!(o.status.success(), "{}", common::describe(&o));
-    assert!(common::stdout(&o).contains(&data.len().to_string()), "{}", common::describe(&o));
+    assert!(
+        common::stdout(&o).contains(&data.len().to_string()),
+        "{}",
+        common::describe(&o)
+    );
     assert_eq!(std::fs::read(&got).unwrap(), data);
     let o = ssh(&t, &["test -e /tmp/d && echo LEFT || echo GONE"], b"");
     assert_eq!(common::stdout(&o), "GONE\n");
@@ -443,7 +471,10 @@ fn sftp_and_scp_go_through_the_agent() {
 
 fn scp(t: &Target, args: &[&str]) -> Output {
     let mut c = Command::new("timeout");
-    c.args(["60", "scp"]).args(SSH_OPTS).args(["-P", &t.port]).args(args);
+    c.args(["60", "scp"])
+        .args(SSH_OPTS)
+        .args(["-P", &t.port])
+        .args(args);
     common::run_command(c, None)
 }
 
@@ -469,5 +500,11 @@ fn create_with_ssh_true_is_accepted_and_bad_values_are_not() {
     assert!(id.starts_with("sbx_"));
     let (status, body): (u16, Value) = d.create_err(json!({"ssh": "yes"}), &d.token);
     assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("ssh must be true or false"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("ssh must be true or false"),
+        "{body}"
+    );
 }

@@ -308,7 +308,9 @@ pub async fn expose(
     let token = authenticate(&state, &headers)?;
     authorize_sandbox(&state, &token, &id)?;
     match kind.as_str() {
-        "http" => expose_http(&state, &id, body).await.map(IntoResponse::into_response),
+        "http" => expose_http(&state, &id, body)
+            .await
+            .map(IntoResponse::into_response),
         "ssh" => expose_ssh(&state, &headers, &id).map(IntoResponse::into_response),
         _ => Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,

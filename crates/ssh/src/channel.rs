@@ -18,7 +18,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 /// The shell a login gets, and the one that runs `exec` commands: bash
 /// where the image has it (Debian root's login shell), else sh.
-const PICK_SHELL: &str = "if command -v bash >/dev/null 2>&1; then exec bash \"$@\"; else exec sh \"$@\"; fi";
+const PICK_SHELL: &str =
+    "if command -v bash >/dev/null 2>&1; then exec bash \"$@\"; else exec sh \"$@\"; fi";
 /// Environment variables a client may set (`SendEnv`), at most.
 const MAX_ENV: usize = 64;
 /// After the process exits, output still arriving (a background child

@@ -112,10 +112,7 @@ impl Gateway {
         if had >= MAX_USERNAMES_PER_SANDBOX {
             return Err(ExposeError::TooMany);
         }
-        let username = self
-            .users
-            .mint(&live.id)
-            .map_err(|_| ExposeError::Random)?;
+        let username = self.users.mint(&live.id).map_err(|_| ExposeError::Random)?;
         if had == 0 {
             // The sandbox's first username: forget them all when it ends.
             let gateway = self.clone();

@@ -160,7 +160,8 @@ impl Handler for Connection {
         } else {
             // Requests and data arrive through the handler's callbacks;
             // the channel object itself is not needed.
-            self.channels.insert(channel.id(), SessionChannel::default());
+            self.channels
+                .insert(channel.id(), SessionChannel::default());
             reply.accept().await;
         }
         Ok(())

@@ -58,7 +58,6 @@ impl Users {
     pub fn len(&self) -> usize {
         self.by_name.lock().expect("users lock").len()
     }
-
 }
 
 #[cfg(test)]

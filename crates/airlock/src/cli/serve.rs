@@ -199,7 +199,8 @@ fn parse_expose_listen(s: &str) -> Result<Listen, String> {
 pub const DEFAULT_SSH_LISTEN: &str = "127.0.0.1:2222";
 
 fn parse_ssh_listen(s: &str) -> Result<Listen, String> {
-    parse_expose_listen(s).map_err(|_| format!("{s:?}: expected an address like 0.0.0.0:22, or off"))
+    parse_expose_listen(s)
+        .map_err(|_| format!("{s:?}: expected an address like 0.0.0.0:22, or off"))
 }
 
 fn parse_resolve(s: &str) -> Result<(String, IpAddr), String> {
@@ -268,14 +269,13 @@ async fn serve(data_dir: &Path, store_path: &Path, args: ServeArgs) -> Result<i3
         ),
         None => None,
     };
-    let expose_listener = match args.expose_listen {
-        Listen::Off => None,
-        Listen::At(a) => Some(
-            tokio::net::TcpListener::bind(a)
-                .await
-                .with_context(|| format!("listening on {a} for exposed ports (--expose-listen)"))?,
-        ),
-    };
+    let expose_listener =
+        match args.expose_listen {
+            Listen::Off => None,
+            Listen::At(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| {
+                format!("listening on {a} for exposed ports (--expose-listen)")
+            })?),
+        };
     let ssh_listener = bind_ssh(args.ssh_listen).await?;
     let mut protected = vec![addr];
     if let Some(s) = &ssh_listener {
@@ -465,11 +465,11 @@ fn start_expose(
 async fn bind_ssh(listen: Option<Listen>) -> Result<Option<tokio::net::TcpListener>> {
     match listen {
         Some(Listen::Off) => Ok(None),
-        Some(Listen::At(a)) => Ok(Some(
-            tokio::net::TcpListener::bind(a)
-                .await
-                .with_context(|| format!("listening on {a} for SSH (--ssh-listen)"))?,
-        )),
+        Some(Listen::At(a)) => {
+            Ok(Some(tokio::net::TcpListener::bind(a).await.with_context(
+                || format!("listening on {a} for SSH (--ssh-listen)"),
+            )?))
+        }
         None => match tokio::net::TcpListener::bind(DEFAULT_SSH_LISTEN).await {
             Ok(l) => Ok(Some(l)),
             Err(e) => {
