@@ -26,6 +26,8 @@ pub struct Connection {
     /// The sandbox the username maps to, once logged in.
     live: Option<Arc<Live>>,
     channels: HashMap<ChannelId, SessionChannel>,
+    /// Disconnects the session when its sandbox ends; stopped with it.
+    end_watch: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Connection {
@@ -36,6 +38,7 @@ impl Connection {
             logged_in,
             live: None,
             channels: HashMap::new(),
+            end_watch: None,
         }
     }
 
@@ -131,7 +134,7 @@ impl Handler for Connection {
         if let Some(live) = &self.live {
             let mut ended = live.ended();
             let handle = session.handle();
-            tokio::spawn(async move {
+            self.end_watch = Some(tokio::spawn(async move {
                 let _ = ended.wait_for(Option::is_some).await;
                 let _ = handle
                     .disconnect(
@@ -140,7 +143,7 @@ impl Handler for Connection {
                         String::new(),
                     )
                     .await;
-            });
+            }));
         }
         Ok(())
     }
@@ -327,6 +330,9 @@ impl Drop for Connection {
     /// The connection is gone: what its channels still run gets SIGHUP,
     /// as sshd's sessions do when the client goes away.
     fn drop(&mut self) {
+        if let Some(watch) = self.end_watch.take() {
+            watch.abort();
+        }
         if let Some(live) = &self.live {
             for (_, channel) in self.channels.drain() {
                 hang_up(live, channel);
