@@ -72,7 +72,7 @@ class Daemon:
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [airlock, "serve", "--store", str(store), "--listen", "127.0.0.1:0",
-             "--expose-listen", "127.0.0.1:0",
+             "--expose-listen", "127.0.0.1:0", "--ssh-listen", "127.0.0.1:0",
              "--pool", str(pool), *extra],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log, text=True,
         )

@@ -9,6 +9,8 @@
 # Each suite starts its own `airlock serve` on a temporary store (needs root,
 # the default image, and target/debug/airlock or $AIRLOCK_BIN). To use a
 # daemon that is already running, set AIRLOCK_SDK_ENDPOINT and AIRLOCK_SDK_TOKEN.
+# The SSH tests (test_ssh.py, ssh_test.ts) drive the OpenSSH client (ssh, scp),
+# which scripts/deps.sh installs.
 #
 # Usage: scripts/sdk-tests.sh [py|js|all] [extra args for the runner]
 #   e.g. scripts/sdk-tests.sh py -k fs      scripts/sdk-tests.sh js --filter env

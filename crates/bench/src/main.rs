@@ -568,18 +568,25 @@ impl Daemon {
             .output()
             .await
             .with_context(|| format!("running {} serve --help", airlock.display()))?;
-        let expose_args: &[&str] =
-            if String::from_utf8_lossy(&help.stdout).contains("--expose-listen") {
-                &["--expose-listen", "127.0.0.1:0"]
-            } else {
-                &[]
-            };
+        let help = String::from_utf8_lossy(&help.stdout);
+        let expose_args: &[&str] = if help.contains("--expose-listen") {
+            &["--expose-listen", "127.0.0.1:0"]
+        } else {
+            &[]
+        };
+        // Likewise the SSH gateway's default, port 2222.
+        let ssh_args: &[&str] = if help.contains("--ssh-listen") {
+            &["--ssh-listen", "127.0.0.1:0"]
+        } else {
+            &[]
+        };
         let mut child = tokio::process::Command::new(airlock)
             .arg("serve")
             .arg("--store")
             .arg(&store)
             .args(["--listen", "127.0.0.1:0", "--pool", &pool.to_string()])
             .args(expose_args)
+            .args(ssh_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

@@ -1,12 +1,13 @@
 // The shared harness of the JS SDK suites (sdk_test.ts, deno_test.ts,
-// http_test.ts): assertions, the daemon each test module starts, and the
+// http_test.ts, ...): assertions, the daemon each test module starts, and the
 // `test()` wrapper. Each test file is its own module run, so each starts (and
 // at its end stops) its own `airlock serve`.
 //
 // By default the module starts its own `airlock serve` on a fresh store in a
 // temporary directory and stops it when the run ends. Set AIRLOCK_SDK_ENDPOINT
 // (http://host:port) and AIRLOCK_SDK_TOKEN to use a daemon that is already
-// running; AIRLOCK_BIN overrides the binary (default target/debug/airlock).
+// running (and AIRLOCK_SDK_SSH_PORT for its SSH gateway's port, default 22);
+// AIRLOCK_BIN overrides the binary (default target/debug/airlock).
 
 import { Client, Sandbox } from "@deno/sandbox";
 // Under Deno the npm build of the SDK still takes its `Deno.errors` classes
@@ -123,10 +124,15 @@ function fail(msg: string): never {
   throw new Error(`airlock SDK suite cannot start: ${msg}`);
 }
 
-async function startDaemon(): Promise<{ endpoint: string; token: string }> {
+async function startDaemon(): Promise<{ endpoint: string; token: string; sshPort: number }> {
   const endpoint = Deno.env.get("AIRLOCK_SDK_ENDPOINT");
   const token = Deno.env.get("AIRLOCK_SDK_TOKEN");
-  if (endpoint && token) return { endpoint: endpoint.replace(/\/+$/, ""), token };
+  if (endpoint && token) {
+    // The JS SDK drops the reply's port (PROTOCOL-STORAGE.md §5): a daemon
+    // started elsewhere names its gateway's port here, else SSH's own.
+    const sshPort = Number(Deno.env.get("AIRLOCK_SDK_SSH_PORT") ?? "22");
+    return { endpoint: endpoint.replace(/\/+$/, ""), token, sshPort };
+  }
 
   const bin = Deno.env.get("AIRLOCK_BIN") ?? new URL("target/debug/airlock", REPO).pathname;
   try {
@@ -178,7 +184,7 @@ openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out lea
   daemon = new Deno.Command("bash", {
     args: [
       "-c",
-      'exec "$0" serve --store "$1" --listen 127.0.0.1:0 --expose-listen 127.0.0.1:0 --resolve js.test=127.0.0.1 --upstream-ca "$3" >"$2" 2>&1',
+      'exec "$0" serve --store "$1" --listen 127.0.0.1:0 --expose-listen 127.0.0.1:0 --ssh-listen 127.0.0.1:0 --resolve js.test=127.0.0.1 --upstream-ca "$3" >"$2" 2>&1',
       bin,
       store,
       daemonLog,
@@ -196,7 +202,15 @@ openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out lea
   while (Date.now() < deadline) {
     const text = await Deno.readTextFile(daemonLog).catch(() => "");
     const m = text.match(/listening on (http:\/\/\S+)/);
-    if (m) return { endpoint: m[1].replace(/\/+$/, ""), token: secret };
+    if (m) {
+      // The daemon prints its SSH gateway's line before "listening on".
+      const ssh = text.match(/^ssh on \S+:(\d+) /m);
+      if (!ssh) {
+        stopDaemon();
+        fail(`\`airlock serve\` printed no 'ssh on' line:\n${text}`);
+      }
+      return { endpoint: m[1].replace(/\/+$/, ""), token: secret, sshPort: Number(ssh[1]) };
+    }
     if (exited) fail(`\`airlock serve\` exited ${exited.code} before listening:\n${text}`);
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -216,7 +230,9 @@ export function stopDaemon() {
 
 globalThis.addEventListener("unload", stopDaemon);
 
-export const { endpoint: ENDPOINT, token: TOKEN } = await startDaemon();
+/** The daemon's API endpoint and token, and the port of its SSH gateway
+ * (`--ssh-listen 127.0.0.1:0`), which `sandbox.ssh` does not carry. */
+export const { endpoint: ENDPOINT, token: TOKEN, sshPort: SSH_PORT } = await startDaemon();
 Deno.env.set("DENO_DEPLOY_TOKEN", TOKEN);
 Deno.env.set("DENO_SANDBOX_ENDPOINT", ENDPOINT);
 Deno.env.set("DENO_DEPLOY_ENDPOINT", ENDPOINT);

@@ -5,8 +5,9 @@ an API token in it, points the SDK's environment variables at it, and stops
 the daemon (SIGTERM, then SIGKILL) when the session ends.
 
 Set AIRLOCK_SDK_ENDPOINT (http://host:port) and AIRLOCK_SDK_TOKEN to run the
-suite against a daemon that is already running instead; AIRLOCK_BIN overrides
-the binary (default: target/debug/airlock in this repository).
+suite against a daemon that is already running instead (and
+AIRLOCK_SDK_SSH_PORT to check the port its expose_ssh() answers); AIRLOCK_BIN
+overrides the binary (default: target/debug/airlock in this repository).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ REPO = Path(__file__).resolve().parents[3]
 # Generous: the first start may build the default image.
 START_TIMEOUT_S = float(os.environ.get("AIRLOCK_SDK_START_TIMEOUT", "600"))
 LISTEN_RE = re.compile(r"listening on (http://\S+)")
+# The SSH gateway's line; the daemon prints it before "listening on".
+SSH_RE = re.compile(r"^ssh on (\S+):(\d+) ", re.M)
 # The daemon's isolation backend: `airlock serve` reads AIRLOCK_ISOLATION
 # itself (scripts/test.sh runs the suite once per backend).
 ISOLATION = os.environ.get("AIRLOCK_ISOLATION", "native")
@@ -71,12 +74,22 @@ def upstreams():
 
 @pytest.fixture(scope="session")
 def airlock(tmp_path_factory, upstreams):
-    """Yields {"endpoint", "token", "bin", "store"} for a running daemon."""
+    """Yields {"endpoint", "token", "bin", "store", "ssh_port", ...} for a
+    running daemon; "ssh_port" is its SSH gateway's port (None for a daemon
+    the suite did not start, unless AIRLOCK_SDK_SSH_PORT names it)."""
     endpoint = os.environ.get("AIRLOCK_SDK_ENDPOINT")
     token = os.environ.get("AIRLOCK_SDK_TOKEN")
     if endpoint and token:
         _set_env(endpoint.rstrip("/"), token)
-        yield {"endpoint": endpoint.rstrip("/"), "token": token, "bin": None, "store": None}
+        yield {
+            "endpoint": endpoint.rstrip("/"),
+            "token": token,
+            "bin": None,
+            "store": None,
+            "ssh_port": int(os.environ["AIRLOCK_SDK_SSH_PORT"])
+            if os.environ.get("AIRLOCK_SDK_SSH_PORT")
+            else None,
+        }
         return
 
     binary = _bin()
@@ -111,18 +124,25 @@ def airlock(tmp_path_factory, upstreams):
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [str(binary), "serve", "--store", str(store), "--listen", "127.0.0.1:0",
-             "--expose-listen", "127.0.0.1:0"]
+             "--expose-listen", "127.0.0.1:0", "--ssh-listen", "127.0.0.1:0"]
             + upstreams.daemon_args(),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
     endpoint = None
+    ssh_port = None
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
-        m = LISTEN_RE.search(log.read_text(errors="replace"))
+        text = log.read_text(errors="replace")
+        m = LISTEN_RE.search(text)
         if m:
             endpoint = m.group(1).rstrip("/")
+            ssh = SSH_RE.search(text)
+            if ssh is None:
+                proc.kill()
+                _fail(f"`airlock serve` printed no 'ssh on' line:\n{_tail(log)}")
+            ssh_port = int(ssh.group(2))
             break
         if proc.poll() is not None:
             _fail(f"`airlock serve` exited {proc.returncode} before listening:\n{_tail(log)}")
@@ -141,6 +161,8 @@ def airlock(tmp_path_factory, upstreams):
             "log": log,
             # The daemon's CA for exposed ports, kept beside its store.
             "expose_ca": tmp / "expose-ca.pem",
+            # The SSH gateway (--ssh-listen 127.0.0.1:0) on 127.0.0.1.
+            "ssh_port": ssh_port,
         }
     finally:
         if proc.poll() is None:
