@@ -85,7 +85,6 @@ impl Gateway {
             inactivity_timeout: Some(Duration::from_secs(3600)),
             keepalive_interval: Some(Duration::from_secs(30)),
             keepalive_max: 4,
-            nodelay: true,
             ..Default::default()
         };
         Arc::new(Self {
@@ -170,6 +169,10 @@ impl Gateway {
     }
 
     async fn connection(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
+        // russh sets this only on sockets it accepts itself: without it,
+        // Nagle holds each reply's last segment for the client's delayed
+        // ACK (two 40 ms stalls per login, measured).
+        let _ = tcp.set_nodelay(true);
         let (logged_in_tx, logged_in) = tokio::sync::watch::channel(false);
         let handler = session::Connection::new(self.clone(), peer, logged_in_tx);
         let started = tokio::time::timeout(
