@@ -173,6 +173,21 @@ impl Server {
         }
     }
 
+    /// `stat` or `lstat` (`metadata` says which) of a request's path.
+    async fn attrs_of(
+        &self,
+        id: u32,
+        path: &str,
+        metadata: fn(PathBuf) -> io::Result<fs::Metadata>,
+    ) -> Result<Attrs, StatusReply> {
+        let path = self.path(path);
+        let md = blocking(move || metadata(path)).await?;
+        Ok(Attrs {
+            id,
+            attrs: attrs(&md),
+        })
+    }
+
     fn names(&mut self) -> Arc<Names> {
         self.names
             .get_or_insert_with(|| Arc::new(Names::read()))
@@ -600,21 +615,11 @@ impl Handler for Server {
     }
 
     async fn lstat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
-        let path = self.path(&path);
-        let md = blocking(move || fs::symlink_metadata(path)).await?;
-        Ok(Attrs {
-            id,
-            attrs: attrs(&md),
-        })
+        self.attrs_of(id, &path, fs::symlink_metadata).await
     }
 
     async fn stat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
-        let path = self.path(&path);
-        let md = blocking(move || fs::metadata(path)).await?;
-        Ok(Attrs {
-            id,
-            attrs: attrs(&md),
-        })
+        self.attrs_of(id, &path, fs::metadata).await
     }
 
     async fn fstat(&mut self, id: u32, handle: String) -> Result<Attrs, Self::Error> {
