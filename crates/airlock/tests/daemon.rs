@@ -739,6 +739,12 @@ fn host_capacity_fails_fast_and_recovers() {
     wait_until("a sandbox to end", Duration::from_secs(10), || {
         sandbox_leftovers(&b_id).is_empty()
     });
+    // Its capacity is given back after the host side is gone, just before
+    // the "ended" event: wait for that, not only for the leftovers.
+    wait_until("the ended event", Duration::from_secs(10), || {
+        let (_, body) = d.http("GET", &format!("/api/v3/events?sandbox={b_id}"));
+        body.contains("\"ended\"")
+    });
     let (mut c, _) = d.create(json!({}));
     assert_eq!(
         call(&mut c, 1, "envGet", json!({"key": "HOME"}))["result"]["ok"],
