@@ -162,6 +162,11 @@ fn snapshot_a_running_sandbox_boot_it_fork_it() {
     assert_eq!(status, 404, "{body}");
     let (status, body) = snapshot(&d, &d.token, &sandbox, "Bad Slug");
     assert_eq!(status, 400, "{body}");
+    // Thawed after a refusal too.
+    assert_eq!(
+        sh_ok(&mut ws, 7, "echo still-running").trim(),
+        "still-running"
+    );
 
     // Boot from it: with the volume mounted again, its file is there only
     // through the volume.
