@@ -51,7 +51,7 @@ impl Usage {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Cgroup {
     version: CgroupVersion,
     /// v2: one directory. v1: memory, cpu, cpuacct, pids (deduplicated when
@@ -61,6 +61,21 @@ pub struct Cgroup {
 
 /// v1 controllers a sandbox is placed in.
 const V1_CONTROLLERS: [&str; 4] = ["memory", "cpu", "cpuacct", "pids"];
+/// The v1 controller that can stop a sandbox's processes for a moment
+/// (a point-in-time copy of its root); used where it is mounted.
+const V1_FREEZER: &str = "freezer";
+
+/// The v1 controllers of this host a sandbox is placed in: the required
+/// ones, and the freezer where the host mounts it.
+fn v1_controllers() -> impl Iterator<Item = &'static str> {
+    let freezer = Path::new(ROOT)
+        .join(V1_FREEZER)
+        .join("cgroup.procs")
+        .exists();
+    V1_CONTROLLERS
+        .into_iter()
+        .chain(freezer.then_some(V1_FREEZER))
+}
 
 impl Cgroup {
     /// Handle on the cgroup named `name`, whether or not it exists.
@@ -70,7 +85,7 @@ impl Cgroup {
             CgroupVersion::V2 => vec![Path::new(ROOT).join(PARENT).join(name)],
             CgroupVersion::V1 => {
                 let mut dirs: Vec<PathBuf> = Vec::new();
-                for ctrl in V1_CONTROLLERS {
+                for ctrl in v1_controllers() {
                     let base = Path::new(ROOT).join(ctrl);
                     let base = fs::canonicalize(&base).unwrap_or(base);
                     let dir = base.join(PARENT).join(name);
@@ -211,8 +226,66 @@ impl Cgroup {
         all
     }
 
+    /// Whether [`Cgroup::freeze`] can work here: always on v2; on v1 where
+    /// the freezer controller is mounted.
+    pub fn can_freeze(&self) -> bool {
+        match self.version {
+            CgroupVersion::V2 => true,
+            CgroupVersion::V1 => self.file("freezer.state").is_some(),
+        }
+    }
+
+    /// Stops every process in the cgroup (they cannot run until
+    /// [`Cgroup::thaw`]), waiting up to `timeout` until all are stopped.
+    /// On failure the cgroup is thawed again.
+    pub fn freeze(&self, timeout: Duration) -> Result<(), JailError> {
+        if !self.can_freeze() {
+            return Err(JailError::Cgroup(
+                "the freezer controller is not mounted (cgroup v1)".into(),
+            ));
+        }
+        let (file, value) = match self.version {
+            CgroupVersion::V2 => ("cgroup.freeze", "1"),
+            CgroupVersion::V1 => ("freezer.state", "FROZEN"),
+        };
+        self.write(file, value)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let frozen = match self.version {
+                CgroupVersion::V2 => {
+                    keyed(&self.read("cgroup.events").unwrap_or_default(), "frozen") == 1
+                }
+                CgroupVersion::V1 => {
+                    self.read("freezer.state").as_deref().map(str::trim) == Some("FROZEN")
+                }
+            };
+            if frozen {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let _ = self.thaw();
+                return Err(JailError::Cgroup(format!(
+                    "its processes did not all stop within {timeout:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Lets the processes of a frozen cgroup run again (a no-op on one
+    /// that is not frozen).
+    pub fn thaw(&self) -> Result<(), JailError> {
+        match self.version {
+            CgroupVersion::V2 => self.write_optional("cgroup.freeze", "0"),
+            CgroupVersion::V1 => self.write_optional("freezer.state", "THAWED"),
+        }
+    }
+
     /// Kills every process in the cgroup.
     pub fn kill_all(&self) {
+        // A frozen v1 task does not die of SIGKILL until thawed: a daemon
+        // killed mid-snapshot would otherwise leave it unkillable.
+        let _ = self.thaw();
         if self.version == CgroupVersion::V2 && self.write("cgroup.kill", "1").is_ok() {
             return;
         }
@@ -312,8 +385,7 @@ fn enable_v2_controllers() -> Result<(), JailError> {
 pub fn list_names() -> Vec<String> {
     let parents: Vec<PathBuf> = match CgroupVersion::detect() {
         CgroupVersion::V2 => vec![Path::new(ROOT).join(PARENT)],
-        CgroupVersion::V1 => V1_CONTROLLERS
-            .iter()
+        CgroupVersion::V1 => v1_controllers()
             .map(|c| Path::new(ROOT).join(c).join(PARENT))
             .collect(),
     };

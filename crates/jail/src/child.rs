@@ -84,11 +84,15 @@ pub enum Report {
     /// socket of the sandbox's network namespace. `ifindex` is the
     /// device's interface index there.
     Tun { ifindex: i32 },
+    /// Comes with one fd: a detached clone of the root filesystem's mount
+    /// alone ([`crate::Sandbox::root_view`]).
+    Root,
 }
 
 const TAG_PID: u16 = 1;
 const TAG_FAILED: u16 = 2;
 const TAG_TUN: u16 = 3;
+const TAG_ROOT: u16 = 4;
 
 impl Report {
     pub fn encode(&self) -> [u8; 8] {
@@ -107,6 +111,7 @@ impl Report {
                 b[0..2].copy_from_slice(&TAG_TUN.to_le_bytes());
                 b[4..8].copy_from_slice(&ifindex.to_le_bytes());
             }
+            Report::Root => b[0..2].copy_from_slice(&TAG_ROOT.to_le_bytes()),
         }
         b
     }
@@ -121,6 +126,7 @@ impl Report {
                 errno: value,
             }),
             TAG_TUN => Some(Report::Tun { ifindex: value }),
+            TAG_ROOT => Some(Report::Root),
             _ => None,
         }
     }
@@ -152,6 +158,8 @@ pub static STEPS: &[Step] = &[
     "mkdir /dev/shm",
     "mount /dev/shm",
     "symlink in /dev",
+    "clone the root mount",
+    "send the root mount",
     "setns(network namespace)",
     "open /dev/net/tun",
     "TUNSETIFF",
@@ -247,6 +255,7 @@ pub fn run(plan: &ChildPlan) -> ! {
     if let Err((name, e)) = plan.rootfs.mount_host_side(plan.userns_fd) {
         fail(plan.report_fd, name, e);
     }
+    send_root_clone(plan);
     if let Some(netns) = plan.netns_fd {
         enter_network(plan, netns);
     }
@@ -291,6 +300,28 @@ pub fn run(plan: &ChildPlan) -> ! {
         unsafe { libc::_exit(0) }
     }
     pid1(plan)
+}
+
+/// Sends the owner a detached clone of the root filesystem's mount alone,
+/// for snapshots of the running sandbox. It must be taken here: this
+/// namespace is host root's, so nothing in it is locked, whereas in the
+/// sandbox's own (less privileged) namespace the mounts copied from this
+/// one are locked, and the kernel refuses a non-recursive clone of a
+/// mount with locked mounts under it (EINVAL). The clone is one mount of
+/// the same filesystem: it sees every later write, and none of the mounts
+/// above it (/dev, /proc, volumes), whatever the sandbox mounts later.
+fn send_root_clone(plan: &ChildPlan) {
+    let tree = step(
+        plan,
+        "clone the root mount",
+        sys::open_tree_single(plan.rootfs.root()),
+    );
+    step(
+        plan,
+        "send the root mount",
+        sys::send_with_fds(plan.report_fd, &Report::Root.encode(), &[tree]),
+    );
+    sys::close(tree);
 }
 
 /// Still host root: moves into the sandbox's network namespace and, with a
@@ -480,6 +511,7 @@ mod tests {
                 errno: libc::EPERM,
             },
             Report::Tun { ifindex: 2 },
+            Report::Root,
         ] {
             assert_eq!(Report::decode(r.encode()), Some(r));
         }

@@ -120,6 +120,11 @@ impl RootfsPlan {
         })
     }
 
+    /// Where the root filesystem is mounted on the host side.
+    pub fn root(&self) -> &CStr {
+        &self.root
+    }
+
     /// Builds the root filesystem at `state/root` in the current mount
     /// namespace, which must be a private one of the sandbox. Runs as host
     /// root, before entering the sandbox's user namespace: only host root

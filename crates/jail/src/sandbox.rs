@@ -6,6 +6,7 @@ use crate::cgroup::{Cgroup, Usage};
 use crate::child::{self, ChildPlan, Report, AGENT_SOCKET_FD};
 use crate::net::{self, NetPlan, NetworkSpec};
 use crate::rootfs::RootfsPlan;
+use crate::rootview::RootView;
 use crate::seccomp::Policy;
 use crate::state::{self, JailPaths};
 use crate::uidpool::UidSlot;
@@ -57,8 +58,12 @@ pub struct Sandbox {
     exit: Option<ExitStatus>,
     tun: Option<OwnedFd>,
     link: Option<NetLink>,
+    /// A detached clone of the root filesystem's mount alone (O_PATH), for
+    /// [`Sandbox::root_view`]. Closed at teardown: it holds the root's
+    /// filesystem (a volume's, for a persistent root) mounted.
+    root_tree: Option<OwnedFd>,
     _owner_lock: File,
-    _slot: UidSlot,
+    slot: UidSlot,
 }
 
 /// What the owner needs to delete the sandbox's TUN interface on destroy.
@@ -72,6 +77,8 @@ struct Started {
     pid: libc::pid_t,
     /// With a network: the TUN fd and the means to delete its interface.
     tun: Option<(OwnedFd, NetLink)>,
+    /// The root filesystem's mount alone ([`Report::Root`]).
+    root: Option<OwnedFd>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -146,8 +153,8 @@ impl Sandbox {
         drop(reap_guard);
         let started = Self::start(spec, network, policy, &agent, &state_dir, &slot, &cgroup);
         match started {
-            Ok((started, pidfd, sock)) => {
-                let (tun, link) = started.tun.unzip();
+            Ok((mut started, pidfd, sock)) => {
+                let (tun, link) = started.tun.take().unzip();
                 Ok(Self {
                     id: spec.id.clone(),
                     pid: started.pid,
@@ -158,8 +165,9 @@ impl Sandbox {
                     exit: None,
                     tun,
                     link,
+                    root_tree: started.root,
                     _owner_lock: owner_lock,
-                    _slot: slot,
+                    slot,
                 })
             }
             Err(e) => {
@@ -241,6 +249,16 @@ impl Sandbox {
         let outcome = read_reports(report_r.as_raw_fd());
         reap(first);
         let started = outcome?;
+        if started.root.is_none() {
+            // SAFETY: kill of our own child, not yet reaped (so its pid
+            // cannot have been reused).
+            unsafe { libc::kill(started.pid, libc::SIGKILL) };
+            wait(started.pid, 0);
+            return Err(JailError::Setup {
+                step: "send the root mount",
+                source: io::Error::other("the set-up process sent no root mount"),
+            });
+        }
         if with_network && started.tun.is_none() {
             // SAFETY: kill of our own child, not yet reaped (so its pid
             // cannot have been reused).
@@ -292,6 +310,27 @@ impl Sandbox {
         self.tun.take()
     }
 
+    /// What it takes to copy the sandbox's root filesystem while it runs
+    /// ([`RootView`]); fails once the sandbox is torn down.
+    pub fn root_view(&self) -> Result<RootView, JailError> {
+        let dup = |fd: BorrowedFd<'_>| {
+            fd.try_clone_to_owned()
+                .map_err(|e| JailError::io("duplicating an fd of the sandbox", e))
+        };
+        let tree = self.root_tree.as_ref().ok_or_else(|| {
+            JailError::io(
+                "the root mount",
+                io::Error::other("the sandbox has been torn down"),
+            )
+        })?;
+        Ok(RootView::new(
+            dup(tree.as_fd())?,
+            dup(self.pidfd.as_fd())?,
+            self.slot.host_base(),
+            self.cgroup.clone(),
+        ))
+    }
+
     pub fn cgroup(&self) -> &Cgroup {
         &self.cgroup
     }
@@ -326,6 +365,7 @@ impl Sandbox {
             let _ = net::delete_link(link.rtnetlink.as_raw_fd(), link.ifindex);
         }
         self.tun = None;
+        self.root_tree = None;
         self.cgroup.remove(Duration::from_secs(5))?;
         state::remove_dir(&self.state_dir)
     }
@@ -431,6 +471,7 @@ fn recv_report(fd: RawFd) -> io::Result<(usize, [u8; 8], Vec<OwnedFd>)> {
 fn read_reports(fd: RawFd) -> Result<Started, JailError> {
     let mut pid = None;
     let mut tun = None;
+    let mut root = None;
     loop {
         let (n, buf, mut fds) =
             recv_report(fd).map_err(|e| JailError::io("reading set-up report", e))?;
@@ -444,6 +485,7 @@ fn read_reports(fd: RawFd) -> Result<Started, JailError> {
                 let tun_fd = fds.pop().expect("two fds");
                 tun = Some((tun_fd, NetLink { rtnetlink, ifindex }));
             }
+            (8, Some(Report::Root)) if fds.len() == 1 && root.is_none() => root = fds.pop(),
             (8, Some(Report::Failed { step, errno })) => {
                 if let Some(p) = pid {
                     // PID 1 was created: reap it before reporting.
@@ -463,7 +505,7 @@ fn read_reports(fd: RawFd) -> Result<Started, JailError> {
         }
     }
     match pid {
-        Some(pid) => Ok(Started { pid, tun }),
+        Some(pid) => Ok(Started { pid, tun, root }),
         None => Err(JailError::Setup {
             step: "start",
             source: io::Error::other("the set-up process died without a report"),

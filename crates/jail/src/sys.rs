@@ -81,6 +81,21 @@ pub fn open_tree_clone(path: &CStr) -> io::Result<RawFd> {
     check(ret).map(|fd| fd as RawFd)
 }
 
+/// A detached clone of the mount at `path` alone, without the mounts
+/// under it (no `AT_RECURSIVE`): an O_PATH fd of its root, close-on-exec.
+pub fn open_tree_single(path: &CStr) -> io::Result<RawFd> {
+    // SAFETY: path is a valid C string; flags are plain integers.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    check(ret).map(|fd| fd as RawFd)
+}
+
 /// Makes the detached mount `mount_fd` show files through the id mapping of
 /// the user namespace `userns_fd`.
 pub fn idmap_mount(mount_fd: RawFd, userns_fd: RawFd) -> io::Result<()> {

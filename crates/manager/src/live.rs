@@ -71,6 +71,8 @@ pub struct Live {
     pub(crate) volumes: Mutex<Vec<crate::storage::Mounted>>,
     /// The snapshot or volume it booted from, if not the image.
     pub(crate) root: Mutex<Option<crate::storage::Root>>,
+    /// Held while its root is copied into a snapshot.
+    pub(crate) snapshotting: Mutex<()>,
 }
 
 /// Integrates memory in use over time between samples.
@@ -105,6 +107,7 @@ impl Live {
             ticket: Mutex::new(None),
             volumes: Mutex::new(Vec::new()),
             root: Mutex::new(None),
+            snapshotting: Mutex::new(()),
             meter: Mutex::new(Meter {
                 usage: store::Usage::default(),
                 last_ms: created_at_ms,

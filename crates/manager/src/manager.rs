@@ -618,6 +618,88 @@ impl Manager {
             .await
     }
 
+    /// Snapshots the root filesystem of `owner`'s running sandbox `id` as
+    /// the bootable snapshot `slug` (airlock extension). The sandbox's
+    /// processes are frozen while its files are copied (seconds), then run
+    /// on. Native isolation only.
+    pub async fn snapshot_sandbox(
+        &self,
+        owner: Option<&str>,
+        id: &str,
+        slug: &str,
+    ) -> Result<crate::SnapshotInfo, ManagerError> {
+        let storage = self.storage()?.clone();
+        let live = self
+            .get(id)
+            .ok_or_else(|| ManagerError::NotFound(id.to_string()))?;
+        if live.isolation != Isolation::Native {
+            return Err(crate::StorageError::Unavailable(format!(
+                "snapshots of running {} sandboxes are not supported yet (their root filesystem \
+                 lives inside gVisor's kernel): snapshot a volume instead (POST \
+                 /api/v2/volumes/{{id}}/snapshot), e.g. boot from a bootable volume and \
+                 snapshot that after the sandbox ends",
+                live.isolation
+            ))
+            .into());
+        }
+        let (owner, id, slug) = (owner.map(str::to_string), id.to_string(), slug.to_string());
+        let disk_bytes = self.cfg.disk_bytes;
+        tokio::task::spawn_blocking(move || {
+            // One copy of a sandbox at a time: the first one's thaw would
+            // end a second one's freeze.
+            let _one = live.snapshotting.lock().expect("live lock");
+            let view = {
+                let isolated = live.isolated.lock().expect("live lock");
+                let sandbox = isolated
+                    .as_ref()
+                    .ok_or_else(|| ManagerError::NotFound(id.clone()))?;
+                sandbox.root_view()?
+            };
+            if !view.can_freeze() {
+                // Without a freezer the copy would be neither of one
+                // moment nor safe from a file swapped under mkfs.
+                return Err(crate::StorageError::Unavailable(
+                    "snapshots of running sandboxes need the cgroup freezer: this host runs \
+                     cgroup v1 without the freezer controller mounted"
+                        .into(),
+                )
+                .into());
+            }
+            let (bytes, base_snapshot) = {
+                let root = live.root.lock().expect("live lock");
+                storage.root_snapshot_plan(owner.as_deref(), root.as_ref(), disk_bytes)?
+            };
+            let started = std::time::Instant::now();
+            let frozen = view
+                .freeze()
+                .map_err(|e| ManagerError::Internal(format!("freezing the sandbox: {e}")))?;
+            let made = storage.create_snapshot_of_tree(
+                owner.as_deref(),
+                slug,
+                &id,
+                base_snapshot,
+                bytes,
+                volumes::TreeSource::Confined(volumes::ConfinedTree {
+                    dir: view.tree(),
+                    owner: view.host_root(),
+                    confine: Box::new(view.confine()),
+                }),
+            );
+            if let Err(e) = frozen.thaw() {
+                tracing::error!(sandbox = id, "thawing after a snapshot: {e}");
+            }
+            tracing::info!(
+                sandbox = id,
+                secs = started.elapsed().as_secs_f64(),
+                ok = made.is_ok(),
+                "copied a running sandbox's root"
+            );
+            Ok(made?)
+        })
+        .await
+        .map_err(|e| ManagerError::Internal(e.to_string()))?
+    }
+
     /// Mounts the request's volumes on the host for sandbox `id`.
     async fn mount_volumes(
         &self,

@@ -701,6 +701,105 @@ impl Storage {
         })
     }
 
+    /// For a snapshot of the root of a sandbox booted from `root` (`None`:
+    /// the builtin image): the bytes it needs at most, what it booted from
+    /// plus `writable` (the disk limit of its writable layer; the image is
+    /// sparse and billed by what it holds, so the bound costs nothing); and
+    /// the snapshot its root descends from, if any.
+    pub(crate) fn root_snapshot_plan(
+        &self,
+        owner: Option<&str>,
+        root: Option<&Root>,
+        writable: u64,
+    ) -> Result<(u64, Option<(String, String)>), StorageError> {
+        let (base, lineage) = match root {
+            None => (
+                self.builtin_capacity().ok_or_else(|| {
+                    StorageError::Unavailable("this daemon has no image to measure".into())
+                })?,
+                None,
+            ),
+            Some(Root::Snapshot { id, .. }) => (
+                self.pool.snapshot_capacity(id)?,
+                self.store.get_snapshot(owner, id)?.map(|s| (s.id, s.slug)),
+            ),
+            Some(Root::Volume(m)) => {
+                let v = self
+                    .store
+                    .get_volume(owner, m.attached.id())?
+                    .ok_or_else(|| StorageError::VolumeNotFound(m.attached.id().to_string()))?;
+                (v.capacity, v.base_snapshot)
+            }
+        };
+        // Whole MiB, as ext4 wants whole blocks.
+        Ok(((base + writable).div_ceil(1 << 20) << 20, lineage))
+    }
+
+    /// Snapshots a running sandbox's root filesystem, the tree `tree`, as
+    /// `owner`'s snapshot `slug` (bootable): an ext4 image of `bytes`
+    /// made by `mkfs.ext4 -d` (seconds: it copies the files). `source` is
+    /// the sandbox (its id twice: sandboxes have no slug), `base_snapshot`
+    /// the snapshot its root descends from ([`Storage::root_snapshot_plan`]).
+    /// The caller keeps the tree still meanwhile (freezes the sandbox).
+    pub(crate) fn create_snapshot_of_tree(
+        &self,
+        owner: Option<&str>,
+        slug: String,
+        sandbox: &str,
+        base_snapshot: Option<(String, String)>,
+        bytes: u64,
+        tree: volumes::TreeSource<'_>,
+    ) -> Result<SnapshotInfo, StorageError> {
+        volumes::validate_slug(&slug).map_err(|e| StorageError::Invalid(format!("slug: {e}")))?;
+        if self.store.get_volume(owner, &slug)?.is_some()
+            || self.store.get_snapshot(owner, &slug)?.is_some()
+        {
+            return Err(StoreError::SlugTaken(slug).into());
+        }
+        // Its size is known once made: the count and the bytes already
+        // held are checked first, the new bytes after.
+        self.admit_snapshot(owner, 0)?;
+        let region = sandbox.get(4..7).unwrap_or("ord").to_string();
+        let id = store::new_snapshot_id(&region)?;
+        self.pool.create_snapshot_from_tree(&id, tree, bytes)?;
+        let allocated = volumes::allocated_bytes(&self.pool.snapshot_path(&id)).unwrap_or(0);
+        let record = SnapshotRecord {
+            id: id.clone(),
+            slug,
+            token_id: owner.map(str::to_string),
+            region,
+            source: (sandbox.to_string(), sandbox.to_string()),
+            base_snapshot,
+            is_bootable: true,
+            allocated_size: allocated,
+            flattened_size: allocated,
+            created_at_ms: store::now_ms(),
+        };
+        let recorded = self
+            .admit_snapshot(owner, allocated)
+            .and_then(|()| Ok(self.store.insert_snapshot(&record)?));
+        if let Err(e) = recorded {
+            if let Err(d) = self.pool.delete_snapshot(&id) {
+                tracing::warn!(
+                    snapshot = id,
+                    "removing the image of a refused snapshot: {d}"
+                );
+            }
+            return Err(e);
+        }
+        tracing::info!(
+            snapshot = id,
+            sandbox,
+            bytes,
+            allocated,
+            "snapshot of a running sandbox created"
+        );
+        Ok(SnapshotInfo {
+            record,
+            allocated_bytes: allocated,
+        })
+    }
+
     /// Refuses a snapshot over the token's count or bytes.
     fn admit_snapshot(&self, owner: Option<&str>, bytes: u64) -> Result<(), StorageError> {
         let held = self.store.storage_totals(owner)?;

@@ -103,6 +103,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v3/sandboxes", get(rest::list))
         .route("/api/v3/sandbox/{id}/expose/{kind}", post(rest::expose))
         .route("/api/v3/sandbox/{id}/audit", get(rest::audit))
+        .route(
+            "/api/v3/sandbox/{id}/snapshot",
+            post(storage::create_sandbox_snapshot),
+        )
         .route("/api/v3/events", get(rest::events))
         .route(
             "/api/v2/volumes",

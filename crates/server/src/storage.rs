@@ -15,7 +15,7 @@ use axum::Json;
 use manager::{NewVolume, SnapshotInfo, StorageError, VolumeInfo};
 use serde::Deserialize;
 
-use crate::auth::authenticate;
+use crate::auth::{authenticate, authorize_sandbox};
 use crate::{ApiError, AppState};
 
 fn object_ref((id, slug): (String, String)) -> ObjectRef {
@@ -206,6 +206,36 @@ pub async fn create_snapshot(
         .create_snapshot(Some(&token.id), &key, &slug)
         .await
         .map_err(manager_error)?;
+    Ok(Json(snapshot_json(info)))
+}
+
+/// `POST /api/v3/sandbox/{id}/snapshot {"slug"}` (airlock extension) →
+/// the snapshot of the running sandbox's root filesystem: bootable
+/// (`root`) and forkable (`volumes.create({from})`) like any snapshot.
+/// Another token's sandbox, or one that has ended, is 404; a gVisor
+/// sandbox 501.
+pub async fn create_sandbox_snapshot(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Snapshot>, ApiError> {
+    let token = authenticate(&state, &headers)?;
+    authorize_sandbox(&state, &token, &id)?;
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", m);
+    let body: CreateSnapshot = serde_json::from_slice(&body)
+        .map_err(|e| bad(format!("expected a JSON object {{\"slug\"}}: {e}")))?;
+    let slug = body
+        .slug
+        .ok_or_else(|| bad("\"slug\" is required".into()))?;
+    let info = state
+        .manager
+        .snapshot_sandbox(Some(&token.id), &id, &slug)
+        .await
+        .map_err(|e| match e {
+            manager::ManagerError::NotFound(id) => ApiError::not_found(&id),
+            other => manager_error(other),
+        })?;
     Ok(Json(snapshot_json(info)))
 }
 

@@ -67,5 +67,7 @@ mod tools;
 
 pub use error::{Object, VolumeError};
 pub use parse::{parse_capacity, validate_slug};
-pub use pool::{allocated_bytes, Attached, Pool, MIN_POOL_BYTES, MIN_VOLUME_BYTES};
+pub use pool::{
+    allocated_bytes, Attached, ConfinedTree, Pool, TreeSource, MIN_POOL_BYTES, MIN_VOLUME_BYTES,
+};
 pub use tools::check_tools;

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -212,6 +212,42 @@ fn write_atomically(
     result
 }
 
+/// The tree `mkfs.ext4 -d` copies into a new image (it keeps owners,
+/// modes, symlinks and xattrs).
+pub enum TreeSource<'a> {
+    /// A directory of the host (an image's root filesystem), read by an
+    /// mkfs running as the daemon.
+    Dir(&'a Path),
+    /// A directory tree the daemon should not read with its own
+    /// privileges (a tenant's), read by a confined mkfs.
+    Confined(ConfinedTree<'a>),
+}
+
+impl<'a> From<&'a Path> for TreeSource<'a> {
+    fn from(p: &'a Path) -> Self {
+        TreeSource::Dir(p)
+    }
+}
+
+impl<'a> From<&'a PathBuf> for TreeSource<'a> {
+    fn from(p: &'a PathBuf) -> Self {
+        TreeSource::Dir(p)
+    }
+}
+
+/// A tree open at `dir`, copied by an mkfs that runs `confine` between
+/// fork and exec to drop to host uid and gid `owner` (e.g. into a user
+/// namespace, where it sees the tree's owners as that namespace maps
+/// them). mkfs reaches the tree and the image through `/proc/self/fd`; the
+/// image file is lent to `owner` while mkfs writes it, and is the
+/// daemon's again (0:0, 0600) before it is renamed into place.
+pub struct ConfinedTree<'a> {
+    pub dir: BorrowedFd<'a>,
+    pub owner: u32,
+    /// Must only make async-signal-safe calls (`CommandExt::pre_exec`).
+    pub confine: Box<dyn FnMut() -> io::Result<()> + Send + Sync>,
+}
+
 /// Makes the ext4 image `path` of `bytes` bytes, filled from the tree
 /// `populate` when given (`mkfs.ext4 -d` keeps owners and modes), whole or
 /// not at all ([`write_atomically`]).
@@ -220,7 +256,7 @@ fn format_image(
     object: Object,
     id: &str,
     bytes: u64,
-    populate: Option<&Path>,
+    populate: Option<TreeSource<'_>>,
 ) -> Result<(), VolumeError> {
     if path.exists() {
         return Err(VolumeError::AlreadyExists {
@@ -232,7 +268,6 @@ fn format_image(
         let f = create_private_file(tmp)?;
         f.set_len(bytes)
             .ctx(|| format!("sizing {}", tmp.display()))?;
-        drop(f);
         let mut args: Vec<&OsStr> = vec![
             OsStr::new("-q"),
             OsStr::new("-F"),
@@ -250,12 +285,71 @@ fn format_image(
             OsStr::new("-E"),
             OsStr::new("root_owner=0:0"),
         ];
-        if let Some(tree) = populate {
-            args.extend([OsStr::new("-d"), tree.as_os_str()]);
+        match populate {
+            None => {
+                drop(f);
+                args.push(tmp.as_os_str());
+                MKFS_EXT4.run(&args)
+            }
+            Some(TreeSource::Dir(tree)) => {
+                drop(f);
+                args.extend([OsStr::new("-d"), tree.as_os_str(), tmp.as_os_str()]);
+                MKFS_EXT4.run(&args)
+            }
+            Some(TreeSource::Confined(tree)) => format_confined(tmp, f, args, tree),
         }
-        args.push(tmp.as_os_str());
-        MKFS_EXT4.run(&args)
     })
+}
+
+/// The [`TreeSource::Confined`] case of [`format_image`]: `image` is the
+/// open, sized `tmp`.
+fn format_confined(
+    tmp: &Path,
+    image: File,
+    args: Vec<&OsStr>,
+    tree: ConfinedTree<'_>,
+) -> Result<(), VolumeError> {
+    let ConfinedTree {
+        dir,
+        owner,
+        mut confine,
+    } = tree;
+    let (dir_fd, image_fd) = (dir.as_raw_fd(), image.as_raw_fd());
+    let chown = |uid: u32| {
+        std::os::unix::fs::fchown(&image, Some(uid), Some(uid))
+            .ctx(|| format!("chown {uid} {}", tmp.display()))
+    };
+    // The pool's directories are closed to `owner`; the file itself must
+    // be open to it, as mkfs opens it anew through /proc/self/fd.
+    chown(owner)?;
+    let dir_arg = std::ffi::OsString::from(format!("/proc/self/fd/{dir_fd}"));
+    let image_arg = std::ffi::OsString::from(format!("/proc/self/fd/{image_fd}"));
+    let mut args = args;
+    args.extend([OsStr::new("-d"), dir_arg.as_os_str(), image_arg.as_os_str()]);
+    let ran = MKFS_EXT4.run_with(&args, |cmd| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure only makes raw syscalls (fcntl here, and
+        // `confine`, which promises async-signal-safety) between fork and
+        // exec. The fds stay open in the parent until the child has exited.
+        unsafe {
+            cmd.pre_exec(move || {
+                for fd in [dir_fd, image_fd] {
+                    // The child's own copy of the fd: mkfs inherits it.
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                confine()
+            });
+        }
+    });
+    // The daemon's again whatever happened (a failure removes it anyway).
+    let back = chown(0).and_then(|()| {
+        image
+            .set_permissions(fs::Permissions::from_mode(0o600))
+            .ctx(|| format!("chmod 0600 {}", tmp.display()))
+    });
+    ran.and(back)
 }
 
 fn create_private_file(path: &Path) -> Result<File, VolumeError> {
@@ -728,10 +822,10 @@ impl Pool {
     /// root filesystem): an ext4 image of `bytes` bytes populated by
     /// `mkfs.ext4 -d`, which keeps owners and modes. Bootable volumes are
     /// forks of it. Takes seconds (it copies the tree), once per image.
-    pub fn create_snapshot_from_tree(
+    pub fn create_snapshot_from_tree<'a>(
         &self,
         id: &str,
-        rootfs: &Path,
+        rootfs: impl Into<TreeSource<'a>>,
         bytes: u64,
     ) -> Result<(), VolumeError> {
         validate_id(Object::Snapshot, id)?;
@@ -742,7 +836,7 @@ impl Pool {
             Object::Snapshot,
             id,
             bytes,
-            Some(rootfs),
+            Some(rootfs.into()),
         )
     }
 

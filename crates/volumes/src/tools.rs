@@ -41,14 +41,24 @@ impl Tool {
     }
 
     pub(crate) fn run(&self, args: &[&std::ffi::OsStr]) -> Result<(), VolumeError> {
+        self.run_with(args, |_| {})
+    }
+
+    /// [`Tool::run`], with `prepare` setting up the command first (e.g. a
+    /// `pre_exec` that confines the child).
+    pub(crate) fn run_with(
+        &self,
+        args: &[&std::ffi::OsStr],
+        prepare: impl FnOnce(&mut Command),
+    ) -> Result<(), VolumeError> {
         let program = self.find()?;
-        let out = Command::new(&program)
-            .args(args)
-            .output()
-            .map_err(|source| VolumeError::Io {
-                context: format!("running {}", program.display()),
-                source,
-            })?;
+        let mut cmd = Command::new(&program);
+        cmd.args(args);
+        prepare(&mut cmd);
+        let out = cmd.output().map_err(|source| VolumeError::Io {
+            context: format!("running {}", program.display()),
+            source,
+        })?;
         if out.status.success() {
             return Ok(());
         }

@@ -1,6 +1,8 @@
 //! `airlock snapshot ls|create|inspect|rm`: the token's snapshots (read-only
 //! copies of a volume, to fork volumes from or boot sandboxes from),
 //! through the daemon's `/api/v2/snapshots` (the console API the SDKs use).
+//! `create` also snapshots a running sandbox's root filesystem (airlock's
+//! `/api/v3/sandbox/{id}/snapshot`).
 
 use crate::cli::api::{encode, ApiArgs, Client};
 use crate::cli::audit::printable;
@@ -14,8 +16,9 @@ use clap::{Args, Subcommand};
 pub enum SnapshotCommand {
     /// List the token's snapshots (ID, SLUG, VOLUME, BOOTABLE, SIZE).
     Ls(LsArgs),
-    /// Snapshot a volume (refused while a sandbox has it mounted); prints
-    /// the snapshot's id.
+    /// Snapshot a volume (refused while a sandbox has it mounted), or a
+    /// running sandbox's root filesystem (given its sbx_ id; bootable);
+    /// prints the snapshot's id.
     Create(CreateArgs),
     /// A snapshot's record, as JSON.
     Inspect(InspectArgs),
@@ -37,8 +40,9 @@ pub struct LsArgs {
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
-    /// The volume to snapshot: its id or slug.
-    #[arg(value_name = "VOLUME")]
+    /// The volume to snapshot (its id or slug), or a running sandbox (its
+    /// id, `sbx_...`) whose root filesystem to snapshot.
+    #[arg(value_name = "VOLUME|SANDBOX")]
     volume: String,
     /// The snapshot's name: 2 to 32 of a-z, 0-9 and '-'.
     #[arg(long)]
@@ -104,8 +108,25 @@ fn ls(args: LsArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// Sandbox ids start so; no volume id or slug can (slugs have no `_`).
+const SANDBOX_PREFIX: &str = "sbx_";
+
 fn create(args: CreateArgs) -> Result<i32> {
     let client = Client::new(args.api.resolve()?)?;
+    if args.volume.starts_with(SANDBOX_PREFIX) {
+        return storage::create(
+            &client,
+            &format!("/api/v3/sandbox/{}/snapshot", encode(&args.volume)),
+            &CreateSnapshot {
+                slug: Some(args.slug.clone()),
+            },
+            &format!(
+                "snapshotting the root filesystem of sandbox {} as {}",
+                printable(&args.volume),
+                printable(&args.slug)
+            ),
+        );
+    }
     storage::create(
         &client,
         &format!("/api/v2/volumes/{}/snapshot", encode(&args.volume)),

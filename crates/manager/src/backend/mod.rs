@@ -211,6 +211,15 @@ pub trait Isolated: Send {
 
     /// Kills everything in it and releases all it holds. Blocking.
     fn destroy(self: Box<Self>) -> Result<(), BackendError>;
+
+    /// What it takes to copy its root filesystem while it runs (a snapshot
+    /// of a running sandbox). Only where the host can reach the root: not
+    /// under gVisor, whose root lives in runsc's Sentry.
+    fn root_view(&self) -> Result<jail::RootView, BackendError> {
+        Err(BackendError::Unavailable(
+            "this backend cannot copy a running sandbox's root filesystem".into(),
+        ))
+    }
 }
 
 /// The host-side spec both Linux backends start from.

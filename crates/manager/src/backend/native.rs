@@ -52,4 +52,8 @@ impl Isolated for NativeSandbox {
     fn destroy(self: Box<Self>) -> Result<(), BackendError> {
         Ok(self.0.destroy()?)
     }
+
+    fn root_view(&self) -> Result<jail::RootView, BackendError> {
+        Ok(self.0.root_view()?)
+    }
 }
