@@ -16,13 +16,18 @@ Rows, with the reference each is compared with in the same run:
   boot from a snapshot   create(root=snapshot) + spawn("true") + wait(), against the
                          default image started fresh (region "fra": not from the
                          warm pool) and from the warm pool
+  running sandbox        `POST /api/v3/sandbox/{id}/snapshot` (airlock extension) of a
+                         sandbox of the default image: its whole root, copied while
+                         it is paused; against a volume snapshot (above)
 
 Prints medians (p50) and ratios. Run as root:
   target/sdk/venv/bin/python bench/volumes_bench.py [--airlock target/release/airlock]
       [--runs 20] [--pool 2] [--mib 256] [--reps 5]
 """
 import argparse
+import json
 import os
+import urllib.request
 import re
 import statistics
 import sys
@@ -55,6 +60,14 @@ def dd_mib_per_s(sb, path, mib):
     value, unit = float(m.group(1)), m.group(2)
     scale = {"B": 1 / (1 << 20), "kB": 1e3 / (1 << 20), "MB": 1e6 / (1 << 20), "GB": 1e9 / (1 << 20)}
     return value * scale[unit]
+
+
+def post_json(daemon, path, body):
+    req = urllib.request.Request(
+        daemon.endpoint + path, data=json.dumps(body).encode(), method="POST",
+        headers={"Authorization": f"Bearer {daemon.token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return json.load(r)
 
 
 def create_exec(client, **kw):
@@ -140,6 +153,15 @@ def main():
             time.sleep(0.2)
         client.snapshots.delete(env_snap["id"])
         client.volumes.delete(boot["id"])
+
+        running = []
+        with client.sandbox.create() as sb:
+            for _ in range(min(args.reps, 3)):
+                start = time.perf_counter()
+                snap = post_json(daemon, f"/api/v3/sandbox/{sb.id}/snapshot",
+                                 {"slug": f"run-{uuid.uuid4().hex[:8]}"})
+                running.append(ms_since(start))
+                client.snapshots.delete(snap["id"])
     finally:
         daemon.stop()
 
@@ -160,6 +182,9 @@ def main():
     print(f"  create -> first exec, root=snapshot   {a:8.1f} ms p50")
     print(f"  create -> first exec, default, fresh  {b:8.1f} ms p50   ratio {a / b:.2f}x")
     print(f"  create -> first exec, default, warm   {c:8.1f} ms p50   ratio {a / c:.2f}x")
+    a = p50(running)
+    print(f"  snapshot of a running sandbox         {a:8.1f} ms p50   ratio {a / p50(snaps):.0f}x"
+          " a volume snapshot")
 
 
 if __name__ == "__main__":

@@ -16,5 +16,5 @@ scripts/sdk-tests.sh all
 # AIRLOCK_ISOLATION) and both SDK suites.
 echo "==> the attack suite and the SDK suites on --isolation gvisor"
 AIRLOCK_ISOLATION=gvisor cargo test -p airlock --test isolation --test cleanup --test daemon \
-  --test egress_ssrf --test audit --test volumes --test ssh -- --test-threads="${AIRLOCK_TEST_THREADS:-4}"
+  --test egress_ssrf --test audit --test volumes --test ssh --test snapshot_sandbox -- --test-threads="${AIRLOCK_TEST_THREADS:-4}"
 AIRLOCK_ISOLATION=gvisor scripts/sdk-tests.sh all
