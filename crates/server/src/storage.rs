@@ -187,6 +187,14 @@ pub async fn delete_volume(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The `{"slug"}` body both snapshot routes take.
+fn snapshot_slug(body: &[u8]) -> Result<String, ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", m);
+    let body: CreateSnapshot = serde_json::from_slice(body)
+        .map_err(|e| bad(format!("expected a JSON object {{\"slug\"}}: {e}")))?;
+    body.slug.ok_or_else(|| bad("\"slug\" is required".into()))
+}
+
 /// `POST /api/v2/volumes/{idOrSlug}/snapshot {"slug"}` → the snapshot.
 pub async fn create_snapshot(
     State(state): State<Arc<AppState>>,
@@ -195,12 +203,7 @@ pub async fn create_snapshot(
     body: Bytes,
 ) -> Result<Json<Snapshot>, ApiError> {
     let token = authenticate(&state, &headers)?;
-    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", m);
-    let body: CreateSnapshot = serde_json::from_slice(&body)
-        .map_err(|e| bad(format!("expected a JSON object {{\"slug\"}}: {e}")))?;
-    let slug = body
-        .slug
-        .ok_or_else(|| bad("\"slug\" is required".into()))?;
+    let slug = snapshot_slug(&body)?;
     let info = state
         .manager
         .create_snapshot(Some(&token.id), &key, &slug)
@@ -222,12 +225,7 @@ pub async fn create_sandbox_snapshot(
 ) -> Result<Json<Snapshot>, ApiError> {
     let token = authenticate(&state, &headers)?;
     authorize_sandbox(&state, &token, &id)?;
-    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", m);
-    let body: CreateSnapshot = serde_json::from_slice(&body)
-        .map_err(|e| bad(format!("expected a JSON object {{\"slug\"}}: {e}")))?;
-    let slug = body
-        .slug
-        .ok_or_else(|| bad("\"slug\" is required".into()))?;
+    let slug = snapshot_slug(&body)?;
     let info = state
         .manager
         .snapshot_sandbox(Some(&token.id), &id, &slug)
