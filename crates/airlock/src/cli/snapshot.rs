@@ -113,28 +113,25 @@ const SANDBOX_PREFIX: &str = "sbx_";
 
 fn create(args: CreateArgs) -> Result<i32> {
     let client = Client::new(args.api.resolve()?)?;
-    if args.volume.starts_with(SANDBOX_PREFIX) {
-        return storage::create(
-            &client,
-            &format!("/api/v3/sandbox/{}/snapshot", encode(&args.volume)),
-            &CreateSnapshot {
-                slug: Some(args.slug.clone()),
-            },
-            &format!(
-                "snapshotting the root filesystem of sandbox {} as {}",
-                printable(&args.volume),
-                printable(&args.slug)
-            ),
-        );
-    }
+    let (path, what) = if args.volume.starts_with(SANDBOX_PREFIX) {
+        (
+            format!("/api/v3/sandbox/{}/snapshot", encode(&args.volume)),
+            "the root filesystem of sandbox",
+        )
+    } else {
+        (
+            format!("/api/v2/volumes/{}/snapshot", encode(&args.volume)),
+            "volume",
+        )
+    };
     storage::create(
         &client,
-        &format!("/api/v2/volumes/{}/snapshot", encode(&args.volume)),
+        &path,
         &CreateSnapshot {
             slug: Some(args.slug.clone()),
         },
         &format!(
-            "snapshotting volume {} as {}",
+            "snapshotting {what} {} as {}",
             printable(&args.volume),
             printable(&args.slug)
         ),
